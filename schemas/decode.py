@@ -1,0 +1,371 @@
+"""Decode raw Kafka messages into validated :class:`Event` objects or :class:`Rejection` s.
+
+The decoder never raises on input: every problem becomes a rejection with a reason code
+(:mod:`segmentflow.schemas.reasons`), which the stream layer turns into a dead letter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
+
+from segmentflow.schemas.events import EVENT_TYPES, Envelope, Identify, _money, _quantity
+from segmentflow.schemas.reasons import Reason
+from segmentflow.schemas.timefmt import TimestampError, parse_rfc3339
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated input event, reduced to what the engine needs.
+
+    ``ts`` is epoch microseconds; ``amount`` is revenue (orders) or refund amount (refunds);
+    ``traits`` is set for ``identify``; ``hard_bounce`` for ``email_bounced`` with
+    ``bounce_type == "hard"``.
+    """
+
+    event_id: str
+    customer_id: str
+    type: str
+    ts: int
+    amount: float = 0.0
+    traits: dict[str, Any] | None = None
+    hard_bounce: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message cannot be applied: a reason code and a human detail."""
+
+    reason: Reason
+    detail: str
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Input limits from the config (CONTRACT §2, issue 6)."""
+
+    max_event_bytes: int = 65536
+    max_traits: int = 100
+    max_trait_length: int = 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _from_validation(error: ValidationError, where: str) -> Rejection:
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    field = f"{where}.{loc}" if where and loc else (loc or where)
+    kind = first["type"]
+    if kind == "missing":
+        return Rejection(Reason.MISSING_FIELD, f"missing field {field!r}")
+    if kind == "invalid_money":
+        return Rejection(Reason.INVALID_MONEY, f"{field}: {first['msg']}")
+    return Rejection(Reason.INVALID_FIELD, f"{field}: {first['msg']}")
+
+
+def parse_json(raw: bytes) -> Any | Rejection:
+    """Parse JSON bytes, telling invalid UTF-8 apart from invalid JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return Rejection(Reason.INVALID_UTF8, f"value is not valid UTF-8 at byte {uexc.start}")
+        return Rejection(Reason.INVALID_JSON, f"value is not valid JSON: {exc}")
+
+
+# -- fast path -----------------------------------------------------------------------------------
+# The common, valid event is checked by hand (no pydantic model is built): the checks below
+# accept a strict subset of what the models accept and give the same Event. Anything they do not
+# recognise returns None and the full validation (models, reason codes, details) decides.
+
+
+class _Unusual(Exception):
+    """The fast path declines: the full validation decides."""
+
+
+def _str(props: dict[str, Any], name: str) -> str:
+    value = props.get(name)
+    if type(value) is not str:
+        raise _Unusual
+    return value
+
+
+def _opt_str(props: dict[str, Any], name: str) -> None:
+    value = props.get(name)
+    if value is not None and type(value) is not str:
+        raise _Unusual
+
+
+def _amount(value: Any) -> float:
+    try:
+        return _money(value)
+    except PydanticCustomError:
+        raise _Unusual from None
+
+
+def _opt_money(props: dict[str, Any], name: str) -> None:
+    value = props.get(name)
+    if value is not None:
+        _amount(value)
+
+
+def _qty(value: Any) -> None:
+    try:
+        _quantity(value)
+    except PydanticCustomError:
+        raise _Unusual from None
+
+
+_Fast = tuple[float, dict[str, Any] | None, bool]
+_PLAIN: _Fast = (0.0, None, False)
+
+
+def _page_view(p: dict[str, Any]) -> _Fast:
+    _str(p, "url")
+    _opt_str(p, "referrer")
+    return _PLAIN
+
+
+def _product_view(p: dict[str, Any]) -> _Fast:
+    _str(p, "product_id")
+    _opt_str(p, "category")
+    _opt_money(p, "price")
+    return _PLAIN
+
+
+def _add_to_cart(p: dict[str, Any]) -> _Fast:
+    _str(p, "product_id")
+    _qty(p.get("quantity"))
+    _amount(p.get("price"))
+    return _PLAIN
+
+
+def _product_id(p: dict[str, Any]) -> _Fast:
+    _str(p, "product_id")
+    return _PLAIN
+
+
+def _checkout(p: dict[str, Any]) -> _Fast:
+    _opt_money(p, "cart_value")
+    return _PLAIN
+
+
+def _search(p: dict[str, Any]) -> _Fast:
+    _str(p, "query")
+    return _PLAIN
+
+
+_TRAIT_TYPES = (str, bool, int, float)
+
+
+def _identify(p: dict[str, Any]) -> _Fast:
+    traits = p.get("traits")
+    if type(traits) is not dict:
+        raise _Unusual
+    for value in traits.values():
+        if value is not None and type(value) not in _TRAIT_TYPES:
+            raise _Unusual
+    return 0.0, dict(traits), False
+
+
+def _email(p: dict[str, Any]) -> _Fast:
+    _str(p, "campaign_id")
+    return _PLAIN
+
+
+def _email_clicked(p: dict[str, Any]) -> _Fast:
+    _str(p, "campaign_id")
+    _str(p, "url")
+    return _PLAIN
+
+
+def _email_bounced(p: dict[str, Any]) -> _Fast:
+    _str(p, "campaign_id")
+    bounce = p.get("bounce_type")
+    if bounce is not None and type(bounce) is not str:
+        raise _Unusual
+    return 0.0, None, bounce == "hard"
+
+
+def _order_completed(p: dict[str, Any]) -> _Fast:
+    _str(p, "order_id")
+    _str(p, "currency")
+    revenue = _amount(p.get("revenue"))
+    items = p.get("items")
+    if items is not None:
+        if type(items) is not list:
+            raise _Unusual
+        for item in items:
+            if type(item) is not dict:
+                raise _Unusual
+            _str(item, "product_id")
+            _opt_str(item, "category")
+            _qty(item.get("quantity"))
+            _amount(item.get("price"))
+    return revenue, None, False
+
+
+def _order_refunded(p: dict[str, Any]) -> _Fast:
+    _str(p, "order_id")
+    return _amount(p.get("amount")), None, False
+
+
+_FAST_TYPES: dict[str, tuple[str, Any]] = {
+    "page_view": ("website", _page_view),
+    "product_view": ("website", _product_view),
+    "add_to_cart": ("website", _add_to_cart),
+    "remove_from_cart": ("website", _product_id),
+    "checkout_started": ("website", _checkout),
+    "search": ("website", _search),
+    "identify": ("website", _identify),
+    "email_sent": ("email", _email),
+    "email_delivered": ("email", _email),
+    "email_opened": ("email", _email),
+    "email_clicked": ("email", _email_clicked),
+    "email_bounced": ("email", _email_bounced),
+    "email_unsubscribed": ("email", _email),
+    "email_complained": ("email", _email),
+    "order_completed": ("purchase", _order_completed),
+    "order_refunded": ("purchase", _order_refunded),
+}
+assert _FAST_TYPES.keys() == EVENT_TYPES.keys()
+_NO_PROPS: dict[str, Any] = {}
+
+
+def _fast_event(data: dict[str, Any], topic_kind: str | None, limits: Limits) -> Event | None:
+    """The event for a plainly valid ``data``, or ``None`` (then the full path decides)."""
+    event_id = data.get("event_id")
+    customer_id = data.get("customer_id")
+    etype = data.get("type")
+    timestamp = data.get("timestamp")
+    props = data.get("properties", _NO_PROPS)
+    if (
+        type(event_id) is not str
+        or type(customer_id) is not str
+        or type(timestamp) is not str
+        or type(props) is not dict
+        or not event_id
+        or not customer_id
+        or len(customer_id) > 256
+    ):
+        return None
+    if type(etype) is not str:
+        return None
+    entry = _FAST_TYPES.get(etype)
+    if entry is None or (topic_kind is not None and entry[0] != topic_kind):
+        return None
+    try:
+        amount, traits, hard = entry[1](props)
+        ts = parse_rfc3339(timestamp)
+    except (_Unusual, TimestampError):
+        return None
+    if traits is not None and (
+        len(traits) > limits.max_traits
+        or any(len(name) > limits.max_trait_length for name in traits)
+        or any(type(v) is str and len(v) > limits.max_trait_length for v in traits.values())
+    ):
+        return None
+    return Event(event_id, customer_id, etype, ts, amount, traits, hard)
+
+
+def validate_event(
+    data: Any, topic_kind: str | None, limits: Limits = DEFAULT_LIMITS
+) -> Event | Rejection:
+    """Validate a parsed JSON value as a CONTRACT §2 event arriving on ``topic_kind``.
+
+    ``topic_kind=None`` skips the topic check (used by ``replay``, whose file has no topics).
+    """
+    if type(data) is dict:
+        event = _fast_event(data, topic_kind, limits)
+        if event is not None:
+            return event
+    return validate_event_full(data, topic_kind, limits)
+
+
+def validate_event_full(
+    data: Any, topic_kind: str | None, limits: Limits = DEFAULT_LIMITS
+) -> Event | Rejection:
+    """:func:`validate_event` through the pydantic models only (no fast path): the reference
+    the fast path must agree with."""
+    if not isinstance(data, dict):
+        return Rejection(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(data).__name__}")
+    try:
+        envelope = Envelope.model_validate(data)
+    except ValidationError as exc:
+        return _from_validation(exc, "")
+    entry = EVENT_TYPES.get(envelope.type)
+    if entry is None:
+        return Rejection(Reason.UNKNOWN_TYPE, f"unknown event type {envelope.type[:64]!r}")
+    kind, model = entry
+    if topic_kind is not None and kind != topic_kind:
+        return Rejection(
+            Reason.WRONG_TOPIC,
+            f"type {envelope.type!r} belongs on the {kind} topic, not {topic_kind}",
+        )
+    try:
+        ts = parse_rfc3339(envelope.timestamp)
+    except TimestampError as exc:
+        return Rejection(Reason(exc.code), str(exc))
+    try:
+        props = model.model_validate(envelope.properties)
+    except ValidationError as exc:
+        return _from_validation(exc, "properties")
+    amount = 0.0
+    traits = None
+    hard = False
+    if isinstance(props, Identify):
+        traits = props.traits
+        if len(traits) > limits.max_traits:
+            return Rejection(Reason.STATE_LIMIT, f"{len(traits)} traits (max {limits.max_traits})")
+        for name, value in traits.items():
+            if len(name) > limits.max_trait_length or (
+                isinstance(value, str) and len(value) > limits.max_trait_length
+            ):
+                return Rejection(
+                    Reason.STATE_LIMIT,
+                    f"trait {name[:32]!r} longer than {limits.max_trait_length} characters",
+                )
+    elif envelope.type == "order_completed":
+        amount = props.revenue  # type: ignore[attr-defined]
+    elif envelope.type == "order_refunded":
+        amount = props.amount  # type: ignore[attr-defined]
+    elif envelope.type == "email_bounced":
+        hard = props.bounce_type == "hard"  # type: ignore[attr-defined]
+    return Event(envelope.event_id, envelope.customer_id, envelope.type, ts, amount, traits, hard)
+
+
+def decode_message(
+    value: bytes | None,
+    key: bytes | None,
+    topic_kind: str | None,
+    limits: Limits = DEFAULT_LIMITS,
+    check_key: bool = True,
+) -> Event | Rejection:
+    """Decode one Kafka message (value bytes and key) into an event or a rejection."""
+    if value is None:
+        return Rejection(Reason.INVALID_JSON, "message has no value (tombstone)")
+    if len(value) > limits.max_event_bytes:
+        return Rejection(
+            Reason.OVERSIZED,
+            f"message is {len(value)} bytes, over max_event_bytes={limits.max_event_bytes}",
+            truncated=True,
+        )
+    data = parse_json(value)
+    if isinstance(data, Rejection):
+        return data
+    result = validate_event(data, topic_kind, limits)
+    if isinstance(result, Rejection) or not check_key:
+        return result
+    if not key:
+        return Rejection(Reason.MISSING_KEY, "message key is missing; it must equal customer_id")
+    if key != result.customer_id.encode("utf-8"):
+        return Rejection(Reason.KEY_MISMATCH, "message key differs from customer_id")
+    return result

@@ -1,0 +1,156 @@
+"""Input event schemas (CONTRACT §2): one strict pydantic model per event type's properties.
+
+Strings are strings, quantities are integers >= 0, money is a finite number >= 0 or a decimal
+string of one. Unknown extra fields are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+from pydantic_core import PydanticCustomError
+
+_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)", re.ASCII)
+
+
+def _money(value: Any) -> float:
+    if isinstance(value, bool):
+        raise PydanticCustomError("invalid_money", "money must be a number, not a boolean")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise PydanticCustomError("invalid_money", "money must be finite and >= 0")
+        return float(value)
+    if isinstance(value, str):
+        if not _DECIMAL.fullmatch(value):
+            raise PydanticCustomError("invalid_money", "money string must be a decimal >= 0")
+        amount = float(Decimal(value))
+        if not math.isfinite(amount):
+            raise PydanticCustomError("invalid_money", "money must be finite and >= 0")
+        return amount
+    raise PydanticCustomError("invalid_money", "money must be a JSON number or decimal string")
+
+
+def _quantity(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("invalid_field", "quantity must be an integer")
+    if value < 0:
+        raise PydanticCustomError("invalid_field", "quantity must be >= 0")
+    return value
+
+
+Money = Annotated[float, BeforeValidator(_money)]
+Quantity = Annotated[int, BeforeValidator(_quantity)]
+TraitValue = StrictStr | StrictBool | int | float | None
+
+
+class _Props(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class PageView(_Props):
+    url: StrictStr
+    referrer: StrictStr | None = None
+
+
+class ProductView(_Props):
+    product_id: StrictStr
+    category: StrictStr | None = None
+    price: Money | None = None
+
+
+class AddToCart(_Props):
+    product_id: StrictStr
+    quantity: Quantity
+    price: Money
+
+
+class RemoveFromCart(_Props):
+    product_id: StrictStr
+
+
+class CheckoutStarted(_Props):
+    cart_value: Money | None = None
+
+
+class Search(_Props):
+    query: StrictStr
+
+
+class Identify(_Props):
+    traits: dict[StrictStr, TraitValue]
+
+
+class EmailEvent(_Props):
+    campaign_id: StrictStr
+
+
+class EmailClicked(EmailEvent):
+    url: StrictStr
+
+
+class EmailBounced(EmailEvent):
+    bounce_type: StrictStr | None = None
+
+
+class OrderItem(_Props):
+    product_id: StrictStr
+    category: StrictStr | None = None
+    quantity: Quantity
+    price: Money
+
+
+class OrderCompleted(_Props):
+    order_id: StrictStr
+    revenue: Money
+    currency: StrictStr
+    items: list[OrderItem] | None = None
+
+
+class OrderRefunded(_Props):
+    order_id: StrictStr
+    amount: Money
+
+
+class Envelope(BaseModel):
+    """The common fields of every event (timestamp checked separately, see ``timefmt``)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    event_id: StrictStr = Field(min_length=1)
+    customer_id: StrictStr = Field(min_length=1, max_length=256)
+    type: StrictStr
+    timestamp: StrictStr
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+TOPIC_KINDS = ("website", "email", "purchase")
+
+#: event type -> (topic kind, properties model)
+EVENT_TYPES: dict[str, tuple[str, type[_Props]]] = {
+    "page_view": ("website", PageView),
+    "product_view": ("website", ProductView),
+    "add_to_cart": ("website", AddToCart),
+    "remove_from_cart": ("website", RemoveFromCart),
+    "checkout_started": ("website", CheckoutStarted),
+    "search": ("website", Search),
+    "identify": ("website", Identify),
+    "email_sent": ("email", EmailEvent),
+    "email_delivered": ("email", EmailEvent),
+    "email_opened": ("email", EmailEvent),
+    "email_clicked": ("email", EmailClicked),
+    "email_bounced": ("email", EmailBounced),
+    "email_unsubscribed": ("email", EmailEvent),
+    "email_complained": ("email", EmailEvent),
+    "order_completed": ("purchase", OrderCompleted),
+    "order_refunded": ("purchase", OrderRefunded),
+}
+
+
+def topic_kind_of(event_type: str) -> str | None:
+    """The topic kind (``website``/``email``/``purchase``) an event type belongs to."""
+    entry = EVENT_TYPES.get(event_type)
+    return entry[0] if entry else None

@@ -1,0 +1,397 @@
+"""The ``persona`` dimension: online clustering (River) of standardised behavioral features.
+
+- :func:`features` turns a customer's state into a small numeric vector: activity rates per 30
+  days over the last 90 days (log-scaled), a shrunk average order value, smoothed email open and
+  click rates and the days since the last website or purchase activity.
+- :class:`PersonaModel` trains a River clusterer on those vectors (standardised online, then
+  weighted by :data:`WEIGHTS`) and publishes immutable, versioned :class:`PersonaSnapshot` s.
+  Each snapshot's centers are matched to the previous snapshot's (Hungarian assignment on center
+  distance), so ``persona-3`` keeps meaning the same group as the model moves; each persona gets
+  a human label from its center (:func:`label`).
+- :func:`assign` picks a customer's persona from a snapshot with hysteresis: the customer moves
+  only when the new center is clearly closer (by ``margin``).
+
+Prediction uses snapshots only, so a worker never waits for training. The per-customer vectors
+are tiny (9 numbers, 6 centers), so :func:`features` and :func:`assign` use plain Python floats:
+that is faster than numpy at this size. ``benchmarks/personas.py`` compares the algorithms.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from river import cluster, preprocessing
+from scipy.optimize import linear_sum_assignment
+
+from segmentflow.engine.state import WINDOW_DAYS, CustomerState, T, W
+
+DAY_US = 86_400_000_000
+FEATURES = (
+    "order_rate",
+    "avg_order_value",
+    "page_views",
+    "product_views",
+    "cart_adds",
+    "searches",
+    "email_open_rate",
+    "email_click_rate",
+    "recency_days",
+)
+#: Weight of each feature in the (standardised) clustering space. Page and product views move
+#: together, and the click rate follows the open rate: down-weighting them keeps the browsing
+#: volume and email engagement from counting twice (measured in ``benchmarks/personas.py``).
+WEIGHTS: dict[str, float] = {
+    "order_rate": 1.0,
+    "avg_order_value": 1.0,
+    "page_views": 0.7,
+    "product_views": 0.7,
+    "cart_adds": 1.0,
+    "searches": 1.0,
+    "email_open_rate": 1.0,
+    "email_click_rate": 0.5,
+    "recency_days": 1.0,
+}
+ALGORITHMS = ("kmeans", "streamkmeans", "dbstream", "denstream")
+
+#: Rates are per 30 days over the last ``WINDOW_DAYS`` days, or over the customer's whole life
+#: when shorter (but at least ``_MIN_EXPOSURE`` days, so a first session is not a huge rate).
+_MONTH = 30.0
+_MIN_EXPOSURE = 30
+#: Shrinkage priors: an average order value of 60 worth one order; open and click rates of 0.25
+#: and 0.05 worth two delivered emails (few emails say little about a customer).
+_AOV_PRIOR, _AOV_WEIGHT = 60.0, 1.0
+_OPEN_PRIOR, _CLICK_PRIOR, _EMAIL_WEIGHT = 0.25, 0.05, 2.0
+_T_ORDERS, _T_REVENUE, _T_DELIVERED, _T_OPENS, _T_CLICKS = (
+    T[m] for m in ("orders", "revenue", "emails_delivered", "email_opens", "email_clicks")
+)
+#: Day-bucket metrics that count as website or purchase activity (for ``recency_days``).
+_O, _PV, _PRV, _CA, _S, _CH = (
+    W[m] for m in ("orders", "page_views", "product_views", "cart_adds", "searches", "checkouts")
+)
+
+
+def features(state: CustomerState, t: int) -> dict[str, float]:
+    """The persona feature vector of ``state`` at ``t``.
+
+    ``order_rate``, ``page_views``, ``product_views``, ``cart_adds`` and ``searches`` are
+    ``log1p`` of counts per 30 days over the last 90 days (or the customer's life if shorter,
+    at least 30 days). ``avg_order_value`` is ``log1p`` of the lifetime average order value
+    shrunk toward 60 (a customer without orders gets 60). Email rates are per delivered email,
+    smoothed toward 0.25 (opens) and 0.05 (clicks). ``recency_days`` counts days since the last
+    website or purchase activity, capped at 90 (email events alone do not make a customer
+    active).
+
+    Examples
+    --------
+    >>> from segmentflow.engine.state import CustomerState
+    >>> f = features(CustomerState("c", first_seen=0, last_seen=0), 2 * DAY_US)
+    >>> f["recency_days"], f["order_rate"], round(f["email_open_rate"], 2)
+    (90.0, 0.0, 0.25)
+    """
+    today = t // DAY_US
+    low = today - WINDOW_DAYS
+    orders = views = products = carts = searches = 0.0
+    last_active = low
+    for day, b in state.days.items():  # at most 90 buckets: unrolled on purpose (hot path)
+        if low < day <= today:
+            o, pv, prv, ca, se = b[_O], b[_PV], b[_PRV], b[_CA], b[_S]
+            orders += o
+            views += pv
+            products += prv
+            carts += ca
+            searches += se
+            if day > last_active and (o or pv or prv or ca or se or b[_CH]):
+                last_active = day
+    first = today if state.first_seen is None else state.first_seen // DAY_US
+    months = max(_MIN_EXPOSURE, min(WINDOW_DAYS, today - first + 1)) / _MONTH
+    totals = state.totals
+    n_orders = totals[_T_ORDERS]
+    aov = (max(0.0, totals[_T_REVENUE]) + _AOV_WEIGHT * _AOV_PRIOR) / (n_orders + _AOV_WEIGHT)
+    delivered = totals[_T_DELIVERED] + _EMAIL_WEIGHT
+    opens = totals[_T_OPENS] + _EMAIL_WEIGHT * _OPEN_PRIOR
+    clicks = totals[_T_CLICKS] + _EMAIL_WEIGHT * _CLICK_PRIOR
+    log1p = math.log1p
+    return {
+        "order_rate": log1p(orders / months),
+        "avg_order_value": log1p(aov),
+        "page_views": log1p(views / months),
+        "product_views": log1p(products / months),
+        "cart_adds": log1p(carts / months),
+        "searches": log1p(searches / months),
+        "email_open_rate": min(1.0, opens / delivered),
+        "email_click_rate": min(1.0, clicks / delivered),
+        "recency_days": float(today - last_active),
+    }
+
+
+def make_clusterer(algorithm: str, clusters: int, seed: int) -> Any:
+    """A River clusterer by name, with the parameters tuned in ``benchmarks/personas.py``.
+
+    The k-means family starts every center at the mean (``sigma=0``): no random draws whose
+    order depends on string hashing, so replays are reproducible across processes.
+    """
+    if algorithm == "kmeans":
+        return cluster.KMeans(n_clusters=clusters, halflife=0.01, sigma=0.0, seed=seed)
+    if algorithm == "streamkmeans":
+        return cluster.STREAMKMeans(  # type: ignore[no-untyped-call]
+            chunk_size=500, n_clusters=clusters, halflife=0.2, sigma=0.0, seed=seed
+        )
+    if algorithm == "dbstream":
+        return cluster.DBSTREAM(
+            clustering_threshold=1.5, fading_factor=0.01, intersection_factor=0.3
+        )
+    if algorithm == "denstream":
+        return cluster.DenStream(decaying_factor=0.01, beta=0.5, mu=20, epsilon=1.0)
+    raise ValueError(f"unknown persona algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+
+
+def label(center: dict[str, float]) -> str:
+    """A human label for a center in the original feature space (see :func:`features`).
+
+    In order: ``dormant`` (no activity for 45+ days), ``loyal_high_value`` (0.75+ orders a
+    month, average order 120+), ``email_engaged`` (opens half the emails or clicks a fifth),
+    ``bargain_hunter`` (0.75+ orders a month, average order under 60), ``window_shopper`` (8+
+    views and searches a month, under 0.75 orders), ``occasional_buyer`` (some orders) and
+    ``browser``.
+
+    Examples
+    --------
+    >>> label({"recency_days": 80.0})
+    'dormant'
+    >>> label({"order_rate": math.log1p(2.0), "avg_order_value": math.log1p(30.0)})
+    'bargain_hunter'
+    """
+    get = center.get
+    if get("recency_days", 0.0) >= 45:
+        return "dormant"
+    orders = math.expm1(get("order_rate", 0.0))
+    aov = math.expm1(get("avg_order_value", 0.0))
+    if orders >= 0.75 and aov >= 120:
+        return "loyal_high_value"
+    if get("email_open_rate", 0.0) >= 0.5 or get("email_click_rate", 0.0) >= 0.2:
+        return "email_engaged"
+    if orders >= 0.75 and aov < 60:
+        return "bargain_hunter"
+    browsing = sum(math.expm1(get(f, 0.0)) for f in ("page_views", "product_views", "searches"))
+    if browsing >= 8 and orders < 0.75:
+        return "window_shopper"
+    if orders >= 0.05:
+        return "occasional_buyer"
+    return "browser"
+
+
+@dataclass(frozen=True)
+class PersonaSnapshot:
+    """An immutable model version: standardisation, centers by stable id, labels, sizes.
+
+    A feature's standardised value is ``(value - means[f]) / scales[f]``; ``scales`` already
+    include the feature weights, so centers and customers share one Euclidean space.
+    ``sizes`` counts the vectors learned per persona since the previous snapshot (``kmeans``
+    only; empty for the other algorithms) and ``movement`` is the mean center movement since
+    the previous snapshot.
+    """
+
+    version: int
+    means: dict[str, float]
+    scales: dict[str, float]
+    centers: dict[int, np.ndarray]  # standardised space, ordered as FEATURES
+    labels: dict[int, str]
+    sizes: dict[int, int] = field(default_factory=dict)
+    movement: float = 0.0  # mean center movement since the previous snapshot
+
+    def _fast(self) -> tuple[list[tuple[str, float, float]], dict[int, tuple[float, ...]]]:
+        """(feature, mean, 1/scale) triples and the centers as float tuples, cached: plain
+        Python beats numpy for 9 features and a handful of centers."""
+        fast: tuple[list[tuple[str, float, float]], dict[int, tuple[float, ...]]] | None
+        fast = self.__dict__.get("_fast_cache")
+        if fast is None:
+            shift = [
+                (f, self.means.get(f, 0.0), 1.0 / (self.scales.get(f, 1.0) or 1.0))
+                for f in FEATURES
+            ]
+            plain = {
+                pid: tuple(float(x) for x in self.centers[pid]) for pid in sorted(self.centers)
+            }
+            fast = (shift, plain)
+            object.__setattr__(self, "_fast_cache", fast)
+        return fast
+
+    def standardise(self, vector: dict[str, float]) -> np.ndarray:
+        """The feature vector in the standardised space of this snapshot."""
+        shift, _ = self._fast()
+        return np.array([(vector[f] - mean) * inverse for f, mean, inverse in shift])
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary (for ``segments`` and ``/metrics``)."""
+        return {
+            "version": self.version,
+            "personas": {
+                f"persona-{pid}": {"label": self.labels[pid], "size": self.sizes.get(pid, 0)}
+                for pid in sorted(self.centers)
+            },
+            "movement": round(self.movement, 4),
+        }
+
+
+def assign(
+    snapshot: PersonaSnapshot,
+    vector: dict[str, float],
+    current: int | None,
+    margin: float,
+) -> tuple[int, dict[str, float]]:
+    """Nearest persona id with hysteresis, and the features that placed the customer there.
+
+    The customer keeps ``current`` unless another center is closer than ``(1 - margin)`` times
+    the distance to it. The explanation holds up to three features (raw values) on which both
+    the customer and the chosen center stand out from the population in the same direction.
+
+    Examples
+    --------
+    >>> snap = PersonaSnapshot(1, {f: 0.0 for f in FEATURES}, {f: 1.0 for f in FEATURES},
+    ...     {1: np.zeros(len(FEATURES)), 2: np.ones(len(FEATURES))}, {1: "a", 2: "b"})
+    >>> assign(snap, {f: 0.55 for f in FEATURES}, 1, 0.2)[0]
+    1
+    >>> assign(snap, {f: 0.7 for f in FEATURES}, 1, 0.2)[0]
+    2
+    """
+    shift, plain = snapshot._fast()
+    point = [(vector[f] - mean) * inverse for f, mean, inverse in shift]
+    dist = math.dist
+    distances = {pid: dist(point, center) for pid, center in plain.items()}
+    best = min(distances, key=lambda pid: (distances[pid], pid))
+    if current in distances and distances[best] >= (1.0 - margin) * distances[current]:
+        best = current
+    scored = []
+    for f, x, c in zip(FEATURES, point, plain[best]):  # noqa: B905 - equal lengths
+        product = x * c
+        if product > 0:
+            scored.append((-product, f))
+    scored.sort()
+    why = {f: round(vector[f], 3) for _, f in scored[:3]}
+    return best, why
+
+
+class PersonaModel:
+    """Trains a River clusterer on feature vectors and publishes stable, labeled snapshots.
+
+    Vectors are standardised by an online :class:`river.preprocessing.StandardScaler`, then
+    multiplied by :data:`WEIGHTS` before the clusterer learns them.
+
+    Parameters
+    ----------
+    algorithm
+        ``kmeans`` (default), ``streamkmeans``, ``dbstream`` or ``denstream``.
+    clusters
+        Number of clusters for the k-means family.
+    seed
+        Random seed (deterministic replays).
+
+    Examples
+    --------
+    >>> m = PersonaModel(clusters=2, seed=1)
+    >>> for i in range(40):
+    ...     m.learn_one({f: float(i % 2) * 5 for f in FEATURES})
+    >>> snap = m.snapshot()
+    >>> sorted(snap.centers)
+    [1, 2]
+    """
+
+    def __init__(self, algorithm: str = "kmeans", clusters: int = 6, seed: int = 42) -> None:
+        self.algorithm = algorithm
+        self.clusters = clusters
+        self.seed = seed
+        self._scaler: Any = preprocessing.StandardScaler()
+        self._model: Any = make_clusterer(algorithm, clusters, seed)
+        self._counts: dict[Any, int] = {}
+        self.learned = 0
+        self.current: PersonaSnapshot | None = None
+        # draw any random initial coordinates in a fixed feature order (River draws them lazily
+        # while iterating a set of names, whose order depends on string hashing)
+        kmeans = self._model._kmeans if algorithm == "streamkmeans" else self._model
+        for center in getattr(kmeans, "centers", {}).values():
+            for f in FEATURES:
+                center[f]  # a defaultdict: reading draws the value
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_counts", {})  # models pickled before sizes were counted
+        self.__dict__.update(state)
+
+    def learn_one(self, vector: dict[str, float]) -> None:
+        """Learn from one customer's feature vector."""
+        scaler = self._scaler
+        scaler.learn_one(vector)
+        scaled = scaler.transform_one(vector)
+        weighted = {f: scaled[f] * WEIGHTS[f] for f in FEATURES}
+        if self.algorithm == "kmeans":
+            index = self._model.learn_predict_one(weighted)
+            self._counts[index] = self._counts.get(index, 0) + 1
+        else:
+            self._model.learn_one(weighted)
+        self.learned += 1
+
+    def _raw_centers(self) -> list[tuple[Any, np.ndarray]]:
+        model = self._model
+        if self.algorithm == "denstream" and model.initialized:
+            model.predict_one({f: 0.0 for f in FEATURES})  # re-runs its offline clustering
+        centers = getattr(model, "centers", {})
+        return [
+            (key, np.array([float(c.get(f, 0.0)) for f in FEATURES]))
+            for key, c in sorted(centers.items())
+        ]
+
+    def snapshot(self) -> PersonaSnapshot:
+        """A new version whose ids are matched to the previous version's; becomes current."""
+        scaler = self._scaler
+        means = {f: float(scaler.means.get(f, 0.0)) for f in FEATURES}
+        scales = {
+            f: (math.sqrt(float(scaler.vars.get(f, 0.0))) or 1.0) / WEIGHTS[f] for f in FEATURES
+        }
+        keyed = self._raw_centers()
+        raw = [center for _, center in keyed]
+        previous = self.current
+        ids: list[int]
+        movement = 0.0
+        if previous is None or not previous.centers or not raw:
+            ids = list(range(1, len(raw) + 1))
+        else:
+            old_ids = sorted(previous.centers)
+            cost = np.array(
+                [[float(np.linalg.norm(r - previous.centers[o])) for o in old_ids] for r in raw]
+            )
+            rows, cols = linear_sum_assignment(cost)
+            mapping = {int(r): old_ids[int(c)] for r, c in zip(rows, cols, strict=True)}
+            movement = float(cost[rows, cols].mean()) if len(rows) else 0.0
+            fresh = max(old_ids) + 1
+            ids = []
+            for index in range(len(raw)):
+                if index in mapping:
+                    ids.append(mapping[index])
+                else:
+                    ids.append(fresh)
+                    fresh += 1
+        centers = dict(zip(ids, raw, strict=True))
+        labels = {
+            pid: label({f: means[f] + scales[f] * float(c[i]) for i, f in enumerate(FEATURES)})
+            for pid, c in centers.items()
+        }
+        sizes = {pid: self._counts.get(key, 0) for pid, (key, _) in zip(ids, keyed, strict=True)}
+        self._counts = {}
+        version = 1 if previous is None else previous.version + 1
+        self.current = PersonaSnapshot(version, means, scales, centers, labels, sizes, movement)
+        return self.current
+
+    def dumps(self) -> bytes:
+        """The trainer's full state (model, scaler, current snapshot) for Redis."""
+        return pickle.dumps(self)
+
+    @staticmethod
+    def loads(data: bytes) -> PersonaModel:
+        """Inverse of :meth:`dumps` (only for data this service wrote itself)."""
+        model = pickle.loads(data)  # our own snapshot from our own Redis
+        if not isinstance(model, PersonaModel):
+            raise TypeError("not a PersonaModel snapshot")
+        return model

@@ -1,0 +1,30 @@
+"""``segmentflow worker``: a production worker configured from the environment (§7)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from segmentflow import bootstrap
+from segmentflow.config import Settings
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("worker", help="run a worker configured from the environment")
+    p.add_argument("--loglevel", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    from segmentflow.streams import worker
+
+    settings = Settings()
+    settings.segment_config()  # fail fast on a bad config, before any connection
+    bootstrap.redis_client(settings)  # fail fast with a clear message when Redis is down
+    console.print(
+        f"segmentflow worker: kafka {settings.kafka_url}, redis {settings.redis_url}, "
+        f"group {settings.namespace}, web :{settings.web_port}"
+    )
+    worker.run(settings, loglevel=args.loglevel)
+    return 0

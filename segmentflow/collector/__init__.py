@@ -1,0 +1,70 @@
+"""Segment-compatible HTTP collector (CONTRACT §9): ``segmentflow collect``.
+
+See :mod:`segmentflow.collector.mapping` for how calls become events (and the userId /
+anonymousId choice), :mod:`segmentflow.collector.app` for the HTTP side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segmentflow.collector.app import CollectorConfig, create_app, parse_write_keys
+from segmentflow.collector.mapping import TrackMap, TrackMapError, map_call
+from segmentflow.collector.sink import KafkaSink, MemorySink, Record, Sink, SinkError
+from segmentflow.config import Settings
+from segmentflow.schemas.decode import Limits
+
+__all__ = [
+    "CollectorConfig",
+    "KafkaSink",
+    "MemorySink",
+    "Record",
+    "Sink",
+    "SinkError",
+    "TrackMap",
+    "TrackMapError",
+    "config_from_settings",
+    "create_app",
+    "load_track_map",
+    "map_call",
+    "parse_write_keys",
+]
+
+
+def load_track_map(value: str | None) -> dict[str, str]:
+    """The custom track map from ``SEGMENTFLOW_COLLECTOR_TRACK_MAP``: inline JSON (``{...}``)
+    or the path of a JSON/YAML file; ``{}`` when unset."""
+    if value is None or not value.strip():
+        return {}
+    text = value.strip()
+    source = "SEGMENTFLOW_COLLECTOR_TRACK_MAP"
+    data: Any
+    if not text.startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise TrackMapError(f"{source}: {text!r} is neither a JSON object nor a file")
+        source, text = str(path), path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)  # JSON is YAML
+    except yaml.YAMLError as exc:
+        raise TrackMapError(f"{source}: not valid JSON/YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TrackMapError(f"{source}: must be an object of track name -> event type")
+    return {str(k): v for k, v in data.items()}
+
+
+def config_from_settings(settings: Settings, track_map: str | None = None) -> CollectorConfig:
+    """The collector config from the environment (``track_map`` overrides the env option)."""
+    segment = settings.segment_config()
+    return CollectorConfig(
+        write_keys=parse_write_keys(settings.write_keys),
+        topics=settings.input_topics,
+        deadletter_topic=settings.topic_segmentflow_deadletter,
+        tracks=TrackMap(load_track_map(track_map or settings.collector_track_map)),
+        limits=Limits(segment.max_event_bytes, segment.max_traits, segment.max_trait_length),
+    )

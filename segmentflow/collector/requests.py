@@ -1,0 +1,177 @@
+"""HTTP request bodies of the Segment Tracking API: decoding (gzip, JSON) and the structural
+checks that decide between 400 and accepting a call (pure functions, no I/O).
+
+A request is all or nothing: a body that is not a JSON object, a ``batch`` that is not a list
+of call objects, or a call with a field of the wrong JSON type or no identity is refused with 400
+and nothing is produced. Calls that pass these checks are accepted (200); a call that then cannot
+become a valid contract event (unmapped track name, missing product id, bad timestamp...) is
+dead-lettered, as Segment accepts a batch whose messages its destinations later drop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from segmentflow.collector.mapping import SEGMENT_CALLS
+
+ENDPOINT_CALLS: Final[dict[str, str]] = {"track": "track", "identify": "identify", "page": "page"}
+DEFAULT_MAX_BODY_BYTES: Final = 2 * 1024 * 1024
+
+
+class RequestError(Exception):
+    """The request is refused: HTTP ``status``, machine ``code`` and a human ``message``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def bad_request(message: str) -> RequestError:
+    return RequestError(400, "bad_request", message)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One Segment call from a request: its type (``track``...) and its JSON object."""
+
+    type: str
+    message: dict[str, Any]
+    index: int
+
+
+def decompress(raw: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    """Undo ``Content-Encoding`` (``gzip`` or none), refusing more than ``max_bytes`` out."""
+    coding = (encoding or "").strip().lower()
+    if coding in ("", "identity"):
+        return raw
+    if coding not in ("gzip", "x-gzip"):
+        raise RequestError(
+            415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported (gzip)"
+        )
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(raw, max_bytes + 1)
+    except zlib.error as exc:
+        raise bad_request(f"body is not valid gzip: {exc}") from None
+    if len(out) > max_bytes:
+        raise RequestError(413, "too_large", f"decompressed body is over {max_bytes} bytes")
+    if not inflater.eof:
+        raise bad_request("body is not valid gzip: truncated stream")
+    return out
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse the body as JSON (UTF-8; no NaN/Infinity; no lone surrogates)."""
+    if not body.strip():
+        raise bad_request("body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"body is not valid JSON: {exc}") from None
+
+
+def basic_auth_key(header: str | None) -> str | None:
+    """The write key from an ``Authorization: Basic base64(key:)`` header (``None`` if absent).
+
+    Raises a 401 :class:`RequestError` for a header that is not well-formed Basic auth.
+    """
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
+        raise RequestError(401, "unauthorized", "Authorization must be Basic <base64(writeKey:)>")
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise RequestError(401, "unauthorized", "Authorization is not valid base64") from None
+    return decoded.partition(":")[0]
+
+
+def _is_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, str | int) or (isinstance(value, float) and value.is_integer())
+
+
+def _check_call(call_type: str, message: Any, where: str) -> None:
+    if not isinstance(message, dict):
+        raise bad_request(f"{where} must be a JSON object")
+    for field in ("userId", "anonymousId", "messageId"):
+        value = message.get(field)
+        if value is not None and not _is_id(value):
+            raise bad_request(f"{where}.{field} must be a string or an integer")
+    if not any(message.get(f) not in (None, "") for f in ("userId", "anonymousId")):
+        raise bad_request(f"{where}: userId or anonymousId is required")
+    timestamp = message.get("timestamp")
+    if timestamp is not None and not isinstance(timestamp, str):
+        raise bad_request(f"{where}.timestamp must be an ISO 8601 string")
+    for field in ("properties", "traits", "context"):
+        value = message.get(field)
+        if value is not None and not isinstance(value, dict):
+            raise bad_request(f"{where}.{field} must be a JSON object")
+    if call_type == "track":
+        event = message.get("event")
+        if not isinstance(event, str) or not event:
+            raise bad_request(f"{where}.event (the track event name) must be a non-empty string")
+
+
+def _write_key(body: Mapping[str, Any]) -> str | None:
+    key = body.get("writeKey")
+    if key is not None and not isinstance(key, str):
+        raise bad_request("writeKey must be a string")
+    return key
+
+
+def parse_calls(endpoint: str, body: Any) -> tuple[list[Call], str | None]:
+    """Check a request body and split it into calls.
+
+    Parameters
+    ----------
+    endpoint
+        ``track``, ``identify``, ``page`` or ``batch``.
+    body
+        The parsed JSON body.
+
+    Returns
+    -------
+    (calls, writeKey)
+        The calls in order and the body's ``writeKey`` (``None`` if absent).
+    """
+    if not isinstance(body, dict):
+        raise bad_request("body must be a JSON object")
+    key = _write_key(body)
+    if endpoint != "batch":
+        call_type = ENDPOINT_CALLS[endpoint]
+        _check_call(call_type, body, "body")
+        message = {k: v for k, v in body.items() if k != "writeKey"}
+        message["type"] = call_type
+        return [Call(call_type, message, 0)], key
+    batch = body.get("batch")
+    if not isinstance(batch, list):
+        raise bad_request("batch must be a JSON array of calls")
+    shared = body.get("context")
+    if shared is not None and not isinstance(shared, dict):
+        raise bad_request("context must be a JSON object")
+    calls: list[Call] = []
+    for index, message in enumerate(batch):
+        where = f"batch[{index}]"
+        if not isinstance(message, dict):
+            raise bad_request(f"{where} must be a JSON object")
+        kind = message.get("type")
+        if not isinstance(kind, str) or kind not in SEGMENT_CALLS:
+            raise bad_request(f"{where}.type must be one of {', '.join(sorted(SEGMENT_CALLS))}")
+        _check_call(kind, message, where)
+        if shared:
+            own = message.get("context")
+            message = {**message, "context": {**shared, **(own or {})}}
+        calls.append(Call(kind, message, index))
+    return calls, key

@@ -1,0 +1,99 @@
+"""The state-store interface: per-customer state, the due index and segment populations.
+
+Backends: :class:`~segmentflow.state.memory.MemoryStore` (replay, unit tests) and
+:class:`~segmentflow.state.redis_store.RedisStore` (the worker). A store only moves data; the
+engine decides what the data means.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+
+from segmentflow.engine.state import CustomerState
+from segmentflow.schemas.changes import Change
+
+
+class StateStore(ABC):
+    """Per-customer state with an index of due moments, written atomically per commit."""
+
+    @abstractmethod
+    def load_many(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
+        """The stored states of those customers that have one (one round trip)."""
+
+    @abstractmethod
+    def commit(self, states: Mapping[str, CustomerState], changes: Sequence[Change]) -> None:
+        """Atomically write ``states``, their due moments and the population deltas of
+        ``changes``."""
+
+    @abstractmethod
+    def due(self, upto: int, limit: int) -> list[str]:
+        """Up to ``limit`` customer ids whose next due moment is ``<= upto``, earliest first."""
+
+    @abstractmethod
+    def next_due(self) -> int | None:
+        """The earliest due moment of any (owned) customer, or ``None``."""
+
+    @abstractmethod
+    def populations(self) -> dict[str, dict[str, int]]:
+        """Customers per value per dimension."""
+
+    @abstractmethod
+    def delete(self, customer_id: str) -> CustomerState | None:
+        """Remove a customer's state (and due entry); return what was stored."""
+
+    @abstractmethod
+    def customer_count(self) -> int:
+        """How many customers have state."""
+
+    def owns(self, customer_id: str) -> bool:
+        """Whether this process handles the customer (its shard is owned)."""
+        return True
+
+    @abstractmethod
+    def get_meta(self, key: str) -> int | None:
+        """A small persisted integer (e.g. the last RFM sweep moment)."""
+
+    @abstractmethod
+    def set_meta(self, key: str, value: int) -> None:
+        """Persist a small integer."""
+
+    def shard_of(self, customer_id: str) -> int:
+        """The due-index/outbox shard of a customer (one shard unless the backend shards)."""
+        return 0
+
+    def outbox_pending(self) -> list[tuple[int, list[bytes]]]:
+        """Change events committed but not yet marked published, per shard (oldest first).
+        Stores without an outbox return nothing."""
+        return []
+
+    def outbox_done(self, published: Mapping[int, int]) -> None:  # noqa: B027 - optional hook
+        """Mark the first ``n`` pending change events of each shard as published."""
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        """One customer's state, or ``None``."""
+        return self.load_many([customer_id]).get(customer_id)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def population_deltas(changes: Iterable[Change]) -> dict[tuple[str, str], int]:
+    """(dimension, value) -> count delta implied by ``changes``.
+
+    Rule segments count their members only: ``out`` is not a population.
+    """
+    deltas: dict[tuple[str, str], int] = {}
+    for change in changes:
+        if change.dimension.startswith("rule:"):
+            delta = (change.current == "in") - (change.previous == "in")
+            key = (change.dimension, "in")
+            deltas[key] = deltas.get(key, 0) + delta
+            continue
+        if change.previous is not None:
+            key = (change.dimension, change.previous)
+            deltas[key] = deltas.get(key, 0) - 1
+        if change.current is not None:
+            key = (change.dimension, change.current)
+            deltas[key] = deltas.get(key, 0) + 1
+    return deltas

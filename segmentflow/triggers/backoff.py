@@ -1,0 +1,98 @@
+"""Retry schedule: capped exponential backoff with jitter.
+
+Attempt ``n`` (1-based: the delay *after* the n-th failed attempt) waits
+``raw = min(cap, base * factor ** (n - 1))`` scaled down by up to ``jitter`` of itself:
+``raw * (1 - jitter * u)`` with ``u`` uniform in [0, 1). ``jitter=0`` gives the plain schedule,
+``jitter=1`` "full jitter". A ``Retry-After`` from the receiver raises the delay (still capped).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """A retry schedule.
+
+    Parameters
+    ----------
+    base
+        Seconds before the first retry (before jitter).
+    factor
+        Growth per attempt.
+    cap
+        Longest delay, in seconds.
+    jitter
+        Share of the delay (0..1) that is randomised away.
+    """
+
+    base: float = 0.5
+    factor: float = 2.0
+    cap: float = 30.0
+    jitter: float = 0.2
+
+    def raw(self, attempt: int) -> float:
+        """Delay after failed attempt ``attempt`` (1-based), before jitter.
+
+        Examples
+        --------
+        >>> [Backoff(base=1, cap=5).raw(n) for n in range(1, 6)]
+        [1.0, 2.0, 4.0, 5.0, 5.0]
+        """
+        if attempt < 1:
+            raise ValueError("attempt is 1-based")
+        exponent = min(attempt - 1, 64)  # no float overflow for huge attempt counts
+        return float(min(self.cap, self.base * self.factor**exponent))
+
+    def delay(
+        self, attempt: int, rng: random.Random | None = None, retry_after: float | None = None
+    ) -> float:
+        """Jittered delay after failed attempt ``attempt``; at least ``retry_after`` (capped).
+
+        Examples
+        --------
+        >>> b = Backoff(base=1, cap=8, jitter=0.5)
+        >>> 2.0 <= b.delay(3, random.Random(1)) <= 4.0
+        True
+        >>> b.delay(1, retry_after=6)
+        6
+        """
+        raw = self.raw(attempt)
+        u = (rng or random).random()
+        value = raw * (1.0 - self.jitter * u)
+        if retry_after is not None and retry_after > value:
+            return min(self.cap, retry_after)
+        return value
+
+    def schedule(self, attempts: int) -> list[float]:
+        """Raw delays between ``attempts`` attempts (``attempts - 1`` waits)."""
+        return [self.raw(n) for n in range(1, attempts)]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent/bad.
+
+    Examples
+    --------
+    >>> parse_retry_after("3")
+    3.0
+    >>> parse_retry_after("soon") is None
+    True
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    from datetime import UTC, datetime
+
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -1,0 +1,147 @@
+"""Faust agents and timers: consume the three input topics in batches, tick the clock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import faust
+
+from segmentflow.engine.processor import InputRecord
+from segmentflow.streams.runtime import SegmentWorker
+
+log = logging.getLogger("segmentflow.worker")
+
+
+async def partition_ends(consumer: Any, tps: list[Any]) -> dict[Hashable, int]:
+    """End offsets of ``tps``: the high-water mark of the latest fetch response where there is
+    one (exact, free); a ListOffsets request only for partitions never fetched yet. (Tansu
+    answers ListOffsets with the start of the last record batch + 1, which is too small.)"""
+    ends: dict[Hashable, int] = {}
+    unknown = []
+    for tp in tps:
+        mark = consumer.highwater(tp)
+        if mark is None:
+            unknown.append(tp)
+        else:
+            ends[(tp.topic, tp.partition)] = mark
+    if unknown:
+        listed = await asyncio.wait_for(consumer.highwaters(*unknown), timeout=5)
+        ends.update({(tp.topic, tp.partition): end for tp, end in listed.items()})
+    return ends
+
+
+async def start_offset(consumer: Any, tp: Any) -> int | None:
+    """Where this assignment reads ``tp`` from: the group's committed offset, else the log's
+    start. Not the consumer's position: Faust fetches into its buffers long before the worker
+    sees a message (and until its seek after a rebalance, the position is the old one), so a
+    partition whose messages the worker has not seen yet looked read to its end, and stopped
+    holding the clock back."""
+    thread = consumer._thread
+    kafka = thread._ensure_consumer()
+    committed = await thread.call_thread(kafka.committed, tp)
+    if committed is not None:
+        return int(committed)
+    starts = await thread.call_thread(kafka.beginning_offsets, [tp])
+    start = starts.get(tp)
+    return None if start is None else int(start)
+
+
+def register(
+    app: faust.App,
+    worker: SegmentWorker,
+    tick_seconds: float = 1.0,
+    on_stream: Callable[[Any], None] | None = None,
+) -> Any:
+    """Attach the batch agent, the clock timer and the rebalance hook to ``app``."""
+    settings = worker.settings
+    topics = app.topic(
+        *settings.input_topics.values(), key_serializer="raw", value_serializer="raw"
+    )
+    kinds = worker.kind_of
+    # a batch taken before a rebalance may be handed over after it: drop it (it is read again)
+    worker.is_current = lambda event: event.message.generation_id == app.consumer_generation_id
+
+    @app.agent(topics, name="segmenter")
+    async def segmenter(stream: Any) -> None:
+        if on_stream is not None:
+            on_stream(stream)
+        # noack_take: events are acked by the worker only once their effects are durable
+        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_within):
+            records = [
+                InputRecord(m.topic, kinds[m.topic], m.partition, m.offset, m.key, m.value)
+                for m in (event.message for event in batch)
+            ]
+            await worker.handle_batch(records, batch)
+
+    @app.timer(tick_seconds)  # type: ignore[untyped-decorator]
+    async def clock() -> None:
+        consumer = app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic in kinds]
+        if not tps or app.rebalancing:  # nothing is owned until the rebalance is over
+            return
+        try:
+            ends = await partition_ends(consumer, tps)
+            for tp in tps:  # partitions not read yet: where does this group stand?
+                key = (tp.topic, tp.partition)
+                if worker.owns(key) and not worker.watermark.has_read(key):
+                    position = await asyncio.wait_for(start_offset(consumer, tp), timeout=5)
+                    if position is not None and worker.owns(key):  # still, after the await
+                        worker.watermark.set_position(key, position)
+        except Exception as exc:  # broker unreachable: report unhealthy, retry next tick
+            worker.status.broker_ok = False
+            worker.status.last_error = f"{exc.__class__.__name__}: {exc}"
+            log.warning("clock tick: broker not reachable (%s); retrying", exc)
+            return
+        await worker.tick(ends)
+
+    probe: dict[str, Any] = {"future": None, "since": 0.0, "tick": 0.0}
+
+    @app.timer(tick_seconds)  # type: ignore[untyped-decorator]
+    async def broker_probe() -> None:
+        """Health of the broker link: one ListOffsets round trip in flight at a time (its answer
+        is not used); unhealthy when it fails or stays unanswered for 3 s. The clock above reads
+        cached high-water marks and may wait behind a batch whose sends are stuck, so it cannot
+        tell; this timer never waits (and does not blame the broker when the loop was busy)."""
+        now = time.monotonic()
+        stalled = now - probe["tick"] > 3 * tick_seconds
+        probe["tick"] = now
+        tps = [tp for tp in app.consumer.assignment() if tp.topic in kinds]
+        future = probe["future"]
+        if future is not None and future.done():
+            probe["future"] = None
+            error = future.exception() if not future.cancelled() else asyncio.CancelledError()
+            if error is None:
+                worker._recovered("broker")
+            else:
+                worker._failed("broker", error)  # unhealthy, counted in segmentflow_retries
+        elif future is not None:
+            if stalled:
+                probe["since"] = now
+            elif now - probe["since"] > 3.0:
+                waited = now - probe["since"]
+                worker._failed("broker", TimeoutError(f"no answer for {waited:.0f} s"))
+        if probe["future"] is None and tps:
+            probe["future"] = asyncio.ensure_future(app.consumer.highwaters(tps[0]))
+            probe["since"] = now
+
+    @app.timer(settings.metrics_every)  # type: ignore[untyped-decorator]
+    async def ops_snapshot() -> None:
+        try:
+            await asyncio.wait_for(worker.publish_ops_snapshot(), timeout=10)
+        except Exception as exc:  # best effort: the next one comes soon
+            log.warning("ops snapshot not published: %s", exc)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        worker.assign([(tp.topic, tp.partition) for tp in assigned])
+        log.info("assigned %d partitions", len(assigned))
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        worker.revoke()
+
+    return segmenter

@@ -1,0 +1,66 @@
+"""``benchmarks/run.py`` runs end to end on a tiny input and reports every figure of issue 7.
+
+No timing is asserted: only that each figure is there (a number where one is expected).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+def test_benchmark_tiny_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--tiny",
+            "--silent",
+            "--json",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "segmentflow benchmarks" in done.stdout  # the table
+    r = json.loads(out.read_text())
+
+    assert r["data"]["events"] > 0
+    # 1. worker end to end vs the Faust no-op agent
+    for key in ("faust_noop", "worker_1"):
+        assert _number(r[key]["eps"]) and r[key]["eps"] > 0, key
+    assert r["worker_1"]["applied"] >= r["data"]["events"]
+    assert _number(r["ratios"]["worker_vs_faust_noop"])
+    # 2. engine in-process, MemoryStore per dimension and RedisStore
+    inproc = r["inproc"]
+    assert set(inproc["engine_eps"]) == {"lifecycle", "+rfm", "+persona", "+3 rules"}
+    assert all(_number(v) and v > 0 for v in inproc["engine_eps"].values())
+    assert _number(inproc["engine_redis_eps"]) and _number(inproc["decode_eps"])
+    # 3. replay
+    assert _number(inproc["replay_eps"]) and inproc["replay_changes"] > 0
+    # 4. latency
+    lat = r["latency"]
+    assert lat["produced"] > 0 and lat["changes_timed"] > 0
+    assert _number(lat["p50_ms"]) and _number(lat["p99_ms"]) and lat["p50_ms"] <= lat["p99_ms"]
+    # 5. Redis bytes per customer
+    mem = inproc["memory"]
+    for key in ("state_key", "due_share", "rfm_hash_share", "bytes_per_customer", "mb_at_1m"):
+        assert _number(mem[key]) and mem[key] > 0, key
+    # 6. two workers vs one
+    assert _number(r["worker_2"]["eps"]) and _number(r["ratios"]["two_workers_vs_one"])

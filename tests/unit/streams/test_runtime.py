@@ -1,0 +1,122 @@
+"""The worker runtime with fakes for Kafka (send/ack) and the in-memory store: event-time
+alignment across partitions, acks only after effects, dead letters, and quarantine of an event
+that makes the engine fail."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from segmentflow.config import Settings, config_from_dict
+from segmentflow.engine.processor import InputRecord, Processor
+from segmentflow.state.memory import MemoryStore
+from segmentflow.streams.runtime import SegmentWorker
+
+WEB, BUY = "website-events", "purchase-events"
+
+
+class FakeKafka:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.acked: list[Any] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> object:
+        self.sent.append((topic, key, value))
+        return None
+
+    async def ack(self, token: Any) -> object:
+        self.acked.append(token)
+        return None
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(v) for t, _, v in self.sent if t == topic]
+
+
+def event(eid: str, cid: str, kind: str, ts: str, **props: Any) -> bytes:
+    body = {"event_id": eid, "customer_id": cid, "type": kind, "timestamp": ts}
+    return orjson.dumps(body | {"properties": props})
+
+
+def record(topic: str, partition: int, offset: int, value: bytes, key: str = "c-1") -> InputRecord:
+    kind = "website" if topic == WEB else "purchase"
+    return InputRecord(topic, kind, partition, offset, key.encode(), value)
+
+
+def worker() -> tuple[SegmentWorker, FakeKafka]:
+    config = config_from_dict({"rfm": {"enabled": False}, "persona": {"enabled": False}})
+    kafka = FakeKafka()
+    w = SegmentWorker(Settings(), Processor(config, MemoryStore()), kafka.send, kafka.ack)
+    w.assign([(WEB, 0), (BUY, 0)])
+    return w, kafka
+
+
+def test_events_wait_for_the_slower_partition_then_apply_in_time_order() -> None:
+    w, kafka = worker()
+    w.watermark.set_end((WEB, 0), 1)
+    w.watermark.set_end((BUY, 0), 1)
+    order = event(
+        "o1",
+        "c-1",
+        "order_completed",
+        "2026-01-02T00:00:00Z",
+        order_id="o",
+        revenue=5,
+        currency="EUR",
+    )
+    view = event("v1", "c-1", "page_view", "2026-01-01T00:00:00Z", url="/")
+    asyncio.run(w.handle_batch([record(BUY, 0, 0, order)], ["t-order"]))
+    # the website partition still lags and has not been read: nothing may be applied yet
+    assert kafka.on("segment-changes") == [] and kafka.acked == []
+    asyncio.run(w.handle_batch([record(WEB, 0, 0, view)], ["t-view"]))
+    changes = [(c["data"]["previous"], c["data"]["current"]) for c in kafka.on("segment-changes")]
+    assert changes == [(None, "prospect"), ("prospect", "new")]  # as replay would see them
+    assert kafka.acked == ["t-view", "t-order"]
+
+
+def test_bad_message_is_dead_lettered_and_acked_valid_neighbours_applied() -> None:
+    w, kafka = worker()
+    w.watermark.set_end((WEB, 0), 3)
+    w.watermark.set_end((BUY, 0), 0)
+    good = event("v1", "c-1", "page_view", "2026-01-01T00:00:00Z", url="/")
+    later = event("v2", "c-1", "page_view", "2026-01-01T00:00:01Z", url="/")
+    asyncio.run(
+        w.handle_batch(
+            [record(WEB, 0, 0, good), record(WEB, 0, 1, b"{nope"), record(WEB, 0, 2, later)],
+            ["a", "b", "c"],
+        )
+    )
+    letters = kafka.on("segmentflow-deadletter")
+    assert [(d["reason"], d["offset"]) for d in letters] == [("invalid_json", 1)]
+    assert sorted(kafka.acked) == ["a", "b", "c"]
+    counters = w.processor.counters
+    assert counters.received[WEB] == 3 == counters.applied[WEB] + counters.deadlettered[WEB]
+
+
+def test_an_event_that_breaks_the_engine_is_quarantined_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w, kafka = worker()
+    w.watermark.set_end((WEB, 0), 2)
+    w.watermark.set_end((BUY, 0), 0)
+    real_apply = w.processor.engine.apply
+
+    def apply(state: Any, ev: Any) -> Any:
+        if ev.event_id == "boom":
+            raise RuntimeError("engine bug")
+        return real_apply(state, ev)
+
+    monkeypatch.setattr(w.processor.engine, "apply", apply)
+    ok = event("ok", "c-2", "page_view", "2026-01-01T00:00:00Z", url="/")
+    boom = event("boom", "c-1", "page_view", "2026-01-01T00:00:01Z", url="/")
+    asyncio.run(
+        w.handle_batch([record(WEB, 0, 0, ok, "c-2"), record(WEB, 0, 1, boom)], ["ok", "boom"])
+    )
+    letters = kafka.on("segmentflow-deadletter")
+    assert [(d["reason"], d["offset"]) for d in letters] == [("processing_error", 1)]
+    assert [c["subject"] for c in kafka.on("segment-changes")] == ["c-2"]
+    assert sorted(kafka.acked) == ["boom", "ok"]
+    counters = w.processor.counters
+    assert counters.received[WEB] == counters.applied[WEB] + counters.deadlettered[WEB] == 2
