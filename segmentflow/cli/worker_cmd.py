@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from rich.console import Console
 
@@ -12,7 +13,11 @@ from segmentflow.config import Settings
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("worker", help="run a worker configured from the environment")
-    p.add_argument("--loglevel", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument(
+        "--loglevel",
+        default=os.environ.get("SEGMENTFLOW_LOG_LEVEL", "WARNING"),
+        help="DEBUG, INFO, WARNING, ERROR (default: $SEGMENTFLOW_LOG_LEVEL or WARNING)",
+    )
     p.set_defaults(func=run)
 
 
