@@ -24,6 +24,7 @@ from segmentflow.engine.state import (
     FLAG_HARD_BOUNCED,
     FLAG_UNSUBSCRIBED,
     CustomerState,
+    event_id_hash,
     T,
     W,
 )
@@ -107,12 +108,13 @@ class Engine:
 
     def apply(self, state: CustomerState, event: Event) -> Outcome:
         """Apply ``event`` to ``state`` (mutated in place) and return the changes it causes."""
-        if event.event_id in state.recent_ids:
+        id_hash = event_id_hash(event.event_id)
+        if id_hash in state.recent_ids:
             return Outcome("duplicate")
         changes = self.advance(state, event.ts) if state.clock is not None else []
         late = state.clock is not None and event.ts < state.clock
         t = event.ts if state.clock is None else max(event.ts, state.clock)
-        self._record(state, event, t)
+        self._record(state, event, t, id_hash)
         changes.extend(self._evaluate(state, t, event.event_id))
         state.clock = t
         state.prune(t // DAY_US)
@@ -153,9 +155,9 @@ class Engine:
             due = midnight if due is None else min(due, midnight)
         return due
 
-    def _record(self, state: CustomerState, event: Event, t: int) -> None:
+    def _record(self, state: CustomerState, event: Event, t: int, id_hash: int) -> None:
         ts = event.ts
-        state.recent_ids.append(event.event_id)
+        state.recent_ids.append(id_hash)
         if len(state.recent_ids) > self._dedup:
             del state.recent_ids[0]
         state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)

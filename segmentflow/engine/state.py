@@ -8,6 +8,9 @@ have been evaluated).
 
 from __future__ import annotations
 
+import hashlib
+import zlib
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +62,19 @@ COUNTED: dict[str, str] = {
     "email_clicked": "email_clicks",
 }
 
+#: Encoding v2: this byte, the count of recent event-id hashes (2 bytes, little endian), the
+#: hashes (8 bytes each), then the zlib-compressed orjson of the positional fields. v1 (plain
+#: orjson, event ids as strings) is still read.
+_V2 = b"\x02"
+
+
+def event_id_hash(event_id: str) -> int:
+    """A stable 64-bit hash of an event id (BLAKE2b, the same in every process), kept instead of
+    the id for de-duplication: 8 bytes per id whatever its length; a false match needs two of a
+    customer's last ``dedup_window`` ids to collide (about 64 in 2**64)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
 FLAG_UNSUBSCRIBED = 1
 FLAG_COMPLAINED = 2
 FLAG_HARD_BOUNCED = 4
@@ -82,16 +98,17 @@ class CustomerState:
     traits: dict[str, Any] = field(default_factory=dict)
     values: dict[str, str] = field(default_factory=dict)
     seqs: dict[str, int] = field(default_factory=dict)
-    recent_ids: list[str] = field(default_factory=list)
+    #: :func:`event_id_hash` of the most recent event ids (oldest first)
+    recent_ids: list[int] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     #: highest applied offset per source "topic:partition" (idempotent redelivery)
     offsets: dict[str, int] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        """Compact bytes (orjson of a positional list)."""
-        return orjson.dumps(
+        """Compact bytes: packed id hashes, then the zlib-compressed orjson of the other fields
+        as a positional list (see :data:`_V2`)."""
+        body = orjson.dumps(
             [
-                1,
                 self.customer_id,
                 self.first_seen,
                 self.last_seen,
@@ -106,18 +123,51 @@ class CustomerState:
                 self.traits,
                 self.values,
                 self.seqs,
-                self.recent_ids,
                 self.extra,
                 self.offsets,
             ]
         )
+        ids = array("Q", self.recent_ids)
+        if ids.itemsize != 8:  # pragma: no cover - every 64-bit CPython platform has 8
+            raise RuntimeError("array('Q') is not 8 bytes on this platform")
+        header = _V2 + len(ids).to_bytes(2, "little")
+        return header + ids.tobytes() + zlib.compress(body, 1)
 
     @classmethod
     def decode(cls, raw: bytes) -> CustomerState:
-        """Inverse of :meth:`encode`."""
+        """Inverse of :meth:`encode` (also reads the v1 encoding)."""
+        if raw[:1] != _V2:
+            return cls._decode_v1(raw)
+        n = int.from_bytes(raw[1:3], "little")
+        ids = array("Q")
+        ids.frombytes(raw[3 : 3 + 8 * n])
+        data = orjson.loads(zlib.decompress(raw[3 + 8 * n :]))
+        return cls(
+            customer_id=data[0],
+            first_seen=data[1],
+            last_seen=data[2],
+            first_order=data[3],
+            last_order=data[4],
+            reactivated_at=data[5],
+            clock=data[6],
+            next_due=data[7],
+            flags=data[8],
+            totals=data[9],
+            days={row[0]: row[1:] for row in data[10]},
+            traits=data[11],
+            values=data[12],
+            seqs=data[13],
+            recent_ids=ids.tolist(),
+            extra=data[14],
+            offsets=data[15],
+        )
+
+    @classmethod
+    def _decode_v1(cls, raw: bytes) -> CustomerState:
         data = orjson.loads(raw)
-        if data[0] != 1:
-            raise ValueError(f"unknown state encoding version {data[0]}")
+        if not isinstance(data, list) or data[0] != 1:
+            version = data[0] if isinstance(data, list) and data else "?"
+            raise ValueError(f"unknown state encoding version {version}")
         return cls(
             customer_id=data[1],
             first_seen=data[2],
@@ -133,7 +183,7 @@ class CustomerState:
             traits=data[12],
             values=data[13],
             seqs=data[14],
-            recent_ids=data[15],
+            recent_ids=[event_id_hash(i) for i in data[15]],
             extra=data[16],
             offsets=data[17] if len(data) > 17 else {},
         )

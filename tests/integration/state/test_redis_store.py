@@ -12,7 +12,7 @@ import redis
 
 from segmentflow.config import config_from_dict
 from segmentflow.engine.replay import run
-from segmentflow.engine.state import CustomerState
+from segmentflow.engine.state import CustomerState, event_id_hash
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, validate_event
 from segmentflow.state.memory import MemoryStore
@@ -78,7 +78,7 @@ def test_load_many_commit_round_trip(store: RedisStore) -> None:
         traits={"country": "DE", "vip": True, "age": 41, "score": 0.25},
         values={"lifecycle": "new", "rule:x": "in"},
         seqs={"lifecycle": 1, "rule:x": 1},
-        recent_ids=["e1", "e2"],
+        recent_ids=[event_id_hash("e1"), event_id_hash("e2")],
     )
     other = make("c-2", None)
     assert store.load_many([]) == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from segmentflow.engine.state import CustomerState
+from segmentflow.engine.state import CustomerState, event_id_hash
 from segmentflow.schemas.changes import Change
 from segmentflow.state.base import population_deltas
 from segmentflow.state.memory import MemoryStore
@@ -95,6 +95,6 @@ def test_state_codec_round_trip() -> None:
         traits={"vip": True, "age": 41, "score": 0.5, "country": "DE"},
         values={"lifecycle": "new", "rule:x": "in"},
         seqs={"lifecycle": 1, "rule:x": 1},
-        recent_ids=["e1", "e2"],
+        recent_ids=[event_id_hash("e1"), event_id_hash("e2")],
     )
     assert CustomerState.decode(s.encode()) == s

@@ -1,0 +1,83 @@
+"""The compact per-customer state encoding: round trips, reads v1, stays small."""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from segmentflow.engine.state import TOTALS, WINDOWED, CustomerState, event_id_hash
+
+_ints = st.integers(min_value=0, max_value=2**62)
+_opt = st.none() | _ints
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+
+
+@st.composite
+def states(draw: st.DrawFn) -> CustomerState:
+    return CustomerState(
+        customer_id=draw(st.text(min_size=1, max_size=30)),
+        first_seen=draw(_opt),
+        last_seen=draw(_opt),
+        first_order=draw(_opt),
+        last_order=draw(_opt),
+        reactivated_at=draw(_opt),
+        clock=draw(_opt),
+        next_due=draw(_opt),
+        flags=draw(st.integers(0, 7)),
+        totals=draw(st.lists(st.integers(0, 10**6), min_size=len(TOTALS), max_size=len(TOTALS))),
+        days=draw(
+            st.dictionaries(
+                st.integers(0, 30_000),
+                st.lists(st.integers(0, 1000), min_size=len(WINDOWED), max_size=len(WINDOWED)),
+                max_size=5,
+            )
+        ),
+        traits=draw(st.dictionaries(st.text(max_size=10), _json, max_size=4)),
+        values=draw(st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=3)),
+        seqs=draw(st.dictionaries(st.text(max_size=10), st.integers(0, 10**6), max_size=3)),
+        recent_ids=draw(st.lists(st.integers(0, 2**64 - 1), max_size=64)),
+        extra=draw(st.dictionaries(st.text(max_size=10), _json, max_size=3)),
+        offsets=draw(st.dictionaries(st.text(max_size=10), st.integers(0, 2**40), max_size=3)),
+    )
+
+
+@given(states())
+def test_round_trip(state: CustomerState) -> None:
+    assert CustomerState.decode(state.encode()) == state
+
+
+def test_reads_v1_and_hashes_its_event_ids() -> None:
+    v1 = orjson.dumps(
+        [1, "c-1", 1, 2, None, None, None, 2, 5, 0, [0] * len(TOTALS),
+         [[3, *[1] * len(WINDOWED)]], {"plan": "pro"}, {"lifecycle": "prospect"},
+         {"lifecycle": 1}, ["e-1", "e-2"], {}, {"t:0": 9}]
+    )  # fmt: skip
+    state = CustomerState.decode(v1)
+    assert state.recent_ids == [event_id_hash("e-1"), event_id_hash("e-2")]
+    assert state.days == {3: [1] * len(WINDOWED)}
+    assert state.offsets == {"t:0": 9}
+    assert CustomerState.decode(state.encode()) == state
+
+
+def test_unknown_version_is_refused() -> None:
+    try:
+        CustomerState.decode(b"[7]")
+    except ValueError as exc:
+        assert "version 7" in str(exc)
+    else:
+        raise AssertionError("an unknown version must not decode")
+
+
+def test_event_id_hash_is_stable_and_ids_cost_eight_bytes() -> None:
+    # a fixed value: the hash must be the same in every process and release (stored in Redis)
+    digest = hashlib.blake2b(b"e-81f3", digest_size=8).digest()
+    assert event_id_hash("e-81f3") == int.from_bytes(digest, "little")
+    long_ids = CustomerState("c", recent_ids=[event_id_hash(f"{i:036d}") for i in range(64)])
+    assert len(long_ids.encode()) < 64 * 8 + 100  # 36-byte UUID-like ids, 8 bytes each
