@@ -24,9 +24,9 @@ from segmentflow.engine.state import (
     FLAG_HARD_BOUNCED,
     FLAG_UNSUBSCRIBED,
     CustomerState,
-    event_id_hash,
     T,
     W,
+    event_id_hash,
 )
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event
