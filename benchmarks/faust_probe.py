@@ -62,24 +62,6 @@ def faust_settings(broker_url: str, fast: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------- worker side
 
 
-def patch_fetch_max_wait(ms: int) -> None:
-    """Override the ``fetch_max_wait_ms=1500`` that Faust hard-codes for its consumer.
-
-    Tansu does not answer a long-polling Fetch early when data arrives, so an idle
-    partition's new messages wait up to about half of this value.
-    """
-    from faust.transport.drivers import aiokafka as faust_aiokafka
-
-    original = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
-
-    def create(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = ms  # read by AIOKafkaConsumer.start() -> Fetcher
-        return consumer
-
-    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore
-
-
 def run_worker() -> None:
     """Faust worker: no-op agent over all probe topics; prints JSON status lines."""
     import asyncio
@@ -101,7 +83,9 @@ def run_worker() -> None:
         sys.__stdout__.flush()
 
     fetch_wait_ms = int(os.environ.get("PROBE_FETCH_WAIT_MS") or 0)
-    if fetch_wait_ms:
+    if fetch_wait_ms:  # the worker's own patch of Faust's hard-coded 1500 ms
+        from segmentflow.streams.app import patch_fetch_max_wait
+
         patch_fetch_max_wait(fetch_wait_ms)
     settings = faust_settings(os.environ["PROBE_URL"], fast)
     # Faust creates "<app id>-data/" in the working directory unless told otherwise

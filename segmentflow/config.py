@@ -191,6 +191,20 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "config") -> Seg
     return config
 
 
+def read_yaml_mapping(file: Path, error: type[Exception], top_level: str) -> dict[str, Any] | None:
+    """The YAML mapping in ``file`` (``None`` when empty); a missing file, bad YAML or another
+    top level raises ``error`` naming the file (``top_level`` says what is expected)."""
+    if not file.is_file():
+        raise error(f"{str(file)!r} not found")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise error(f"{file}: not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise error(f"{file}: the top level must be {top_level}")
+    return data
+
+
 def load_config(path: str | Path | None) -> SegmentConfig:
     """Load the YAML config at ``path`` (or the defaults when ``None``)."""
     if path is None or str(path) == "":
@@ -198,12 +212,7 @@ def load_config(path: str | Path | None) -> SegmentConfig:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"config file {str(file)!r} not found (check SEGMENTFLOW_CONFIG)")
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{file}: the top level must be a mapping of keys (§6)")
+    data = read_yaml_mapping(file, ConfigError, "a mapping of keys (§6)")
     return config_from_dict(data, str(file))
 
 

@@ -141,7 +141,20 @@ class CustomerState:
         n = int.from_bytes(raw[1:3], "little")
         ids = array("Q")
         ids.frombytes(raw[3 : 3 + 8 * n])
-        data = orjson.loads(zlib.decompress(raw[3 + 8 * n :]))
+        return cls._from_fields(orjson.loads(zlib.decompress(raw[3 + 8 * n :])), ids.tolist())
+
+    @classmethod
+    def _decode_v1(cls, raw: bytes) -> CustomerState:
+        """v1: orjson of ``[1, <the v2 fields up to seqs>, event ids, extra, offsets?]``."""
+        data = orjson.loads(raw)
+        if not isinstance(data, list) or data[0] != 1:
+            version = data[0] if isinstance(data, list) and data else "?"
+            raise ValueError(f"unknown state encoding version {version}")
+        fields = [*data[1:15], data[16], data[17] if len(data) > 17 else {}]
+        return cls._from_fields(fields, [event_id_hash(i) for i in data[15]])
+
+    @classmethod
+    def _from_fields(cls, data: list[Any], recent_ids: list[int]) -> CustomerState:
         return cls(
             customer_id=data[0],
             first_seen=data[1],
@@ -157,35 +170,9 @@ class CustomerState:
             traits=data[11],
             values=data[12],
             seqs=data[13],
-            recent_ids=ids.tolist(),
+            recent_ids=recent_ids,
             extra=data[14],
             offsets=data[15],
-        )
-
-    @classmethod
-    def _decode_v1(cls, raw: bytes) -> CustomerState:
-        data = orjson.loads(raw)
-        if not isinstance(data, list) or data[0] != 1:
-            version = data[0] if isinstance(data, list) and data else "?"
-            raise ValueError(f"unknown state encoding version {version}")
-        return cls(
-            customer_id=data[1],
-            first_seen=data[2],
-            last_seen=data[3],
-            first_order=data[4],
-            last_order=data[5],
-            reactivated_at=data[6],
-            clock=data[7],
-            next_due=data[8],
-            flags=data[9],
-            totals=data[10],
-            days={row[0]: row[1:] for row in data[11]},
-            traits=data[12],
-            values=data[13],
-            seqs=data[14],
-            recent_ids=[event_id_hash(i) for i in data[15]],
-            extra=data[16],
-            offsets=data[17] if len(data) > 17 else {},
         )
 
     def window(self, metric: str, n: int, today: int) -> float:

@@ -24,9 +24,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from segmentflow.config import read_yaml_mapping
 from segmentflow.triggers import DEFAULT_DEADLETTER_TOPIC
 from segmentflow.triggers.backoff import Backoff
 from segmentflow.triggers.matching import Match
@@ -201,10 +201,5 @@ def load_triggers_config(path: str | Path | None) -> TriggersConfig:
     file = Path(path)
     if not file.is_file():
         raise TriggersConfigError(f"triggers config {str(file)!r} not found")
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise TriggersConfigError(f"{file}: not valid YAML: {exc}") from None
-    if data is not None and not isinstance(data, dict):
-        raise TriggersConfigError(f"{file}: the top level must be a mapping with `targets:`")
+    data = read_yaml_mapping(file, TriggersConfigError, "a mapping with `targets:`")
     return triggers_from_dict(data, str(file))
