@@ -5,6 +5,7 @@ README's demo command."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -167,3 +168,11 @@ def test_demo_runs_end_to_end() -> None:
     out = done.stdout
     assert "Segment populations" in out and "lifecycle" in out
     assert "dead letter:" in out and "received" in out
+    counts = {
+        name: int(value.replace(",", ""))
+        for name, value in re.findall(
+            r"│ (received|applied|deadlettered|duplicates|late) +│ +([\d,]+) │", out
+        )
+    }
+    assert counts["received"] == counts["applied"] + counts["deadlettered"] + counts["duplicates"]
+    assert counts["late"] == 0, "the demo's worker starts on a backlog: nothing is late"
