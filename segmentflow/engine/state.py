@@ -8,13 +8,15 @@ have been evaluated).
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import zlib
 from array import array
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
+import zstandard
 
 WINDOW_DAYS = 90
 
@@ -63,9 +65,22 @@ COUNTED: dict[str, str] = {
 }
 
 #: Encoding v2: this byte, the count of recent event-id hashes (2 bytes, little endian), the
-#: hashes (8 bytes each), then the zlib-compressed orjson of the positional fields. v1 (plain
+#: hashes (8 bytes each), then the positional orjson of the other fields compressed by zstd with
+#: the dictionary ``state.zdict`` (trained by ``scripts/train_state_dict.py``; states written
+#: with it can only be read with it, so a new dictionary needs a new version byte). v1 (plain
 #: orjson, event ids as strings) is still read.
 _V2 = b"\x02"
+DICTIONARY = Path(__file__).with_name("state.zdict")
+
+
+@functools.cache
+def _codec() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+    """Compressor and decompressor with the state dictionary (loaded on first use)."""
+    trained = zstandard.ZstdCompressionDict(
+        DICTIONARY.read_bytes(), dict_type=zstandard.DICT_TYPE_FULLDICT
+    )
+    compressor = zstandard.ZstdCompressor(level=3, dict_data=trained, write_dict_id=False)
+    return compressor, zstandard.ZstdDecompressor(dict_data=trained)
 
 
 def event_id_hash(event_id: str) -> int:
@@ -104,10 +119,9 @@ class CustomerState:
     #: highest applied offset per source "topic:partition" (idempotent redelivery)
     offsets: dict[str, int] = field(default_factory=dict)
 
-    def encode(self) -> bytes:
-        """Compact bytes: packed id hashes, then the zlib-compressed orjson of the other fields
-        as a positional list (see :data:`_V2`)."""
-        body = orjson.dumps(
+    def body(self) -> bytes:
+        """The fields other than the event-id hashes: orjson of a positional list."""
+        return orjson.dumps(
             [
                 self.customer_id,
                 self.first_seen,
@@ -127,11 +141,15 @@ class CustomerState:
                 self.offsets,
             ]
         )
+
+    def encode(self) -> bytes:
+        """Compact bytes: packed id hashes, then the zstd-compressed :meth:`body`
+        (see :data:`_V2`)."""
         ids = array("Q", self.recent_ids)
         if ids.itemsize != 8:  # pragma: no cover - every 64-bit CPython platform has 8
             raise RuntimeError("array('Q') is not 8 bytes on this platform")
         header = _V2 + len(ids).to_bytes(2, "little")
-        return header + ids.tobytes() + zlib.compress(body, 1)
+        return header + ids.tobytes() + _codec()[0].compress(self.body())
 
     @classmethod
     def decode(cls, raw: bytes) -> CustomerState:
@@ -141,7 +159,8 @@ class CustomerState:
         n = int.from_bytes(raw[1:3], "little")
         ids = array("Q")
         ids.frombytes(raw[3 : 3 + 8 * n])
-        return cls._from_fields(orjson.loads(zlib.decompress(raw[3 + 8 * n :])), ids.tolist())
+        body = _codec()[1].decompress(raw[3 + 8 * n :])
+        return cls._from_fields(orjson.loads(body), ids.tolist())
 
     @classmethod
     def _decode_v1(cls, raw: bytes) -> CustomerState:
