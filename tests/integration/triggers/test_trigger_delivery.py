@@ -227,8 +227,8 @@ def test_delivery_retries_deadletters_and_rate_limit(
     stamps = sorted(h.at for h in receiver.on("/limited"))
     gaps = sorted(b - a for a, b in itertools.pairwise(stamps))
     assert gaps[len(gaps) // 2] >= 0.95 / RATE, gaps
-    # (the first request may arrive late: it opens the connection)
-    assert (len(stamps) - 2) / (stamps[-1] - stamps[1]) <= RATE * 1.02
+    # no window holds more than the rate allows, plus two requests of slack (the first requests
+    # may arrive late and together: they open the connection)
     for i, start in enumerate(stamps):
         for j in range(i + 1, len(stamps)):
             assert j - i <= RATE * (stamps[j] - start) + 2, (i, j, stamps[j] - start)
