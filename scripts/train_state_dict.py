@@ -20,8 +20,8 @@ from pathlib import Path
 import zstandard
 
 from segmentflow.config import load_config
-from segmentflow.engine.replay import run
-from segmentflow.schemas.decode import Event, Limits, validate_event
+from segmentflow.engine.replay import events_from_dicts, run
+from segmentflow.schemas.decode import Limits
 from segmentflow.state.memory import MemoryStore
 from segmentflow.synthetic import generate
 
@@ -38,16 +38,10 @@ def main() -> None:
     config = load_config(None)
     limits = Limits(config.max_event_bytes, config.max_traits, config.max_trait_length)
     messages = generate(args.customers, args.seed, datetime(2026, 1, 1, tzinfo=UTC), args.days)
-    events = []
-    for m in messages:
-        if m.event is not None:
-            decoded = validate_event(m.event, None, limits)
-            assert isinstance(decoded, Event)
-            events.append(decoded)
-    events.sort(key=lambda e: e.ts)
+    events = events_from_dicts((m.event for m in messages if m.event is not None), limits)
     store = MemoryStore()
     run(events, config, None, lambda change: None, store)
-    customers = {e.customer_id: None for e in events}
+    customers = {m.event["customer_id"]: None for m in messages if m.event is not None}
     bodies = [state.body() for state in store.load_many(customers).values()]
     trained = zstandard.train_dictionary(args.size, bodies)
     args.out.write_bytes(trained.as_bytes())

@@ -192,10 +192,8 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "config") -> Seg
 
 
 def read_yaml_mapping(file: Path, error: type[Exception], top_level: str) -> dict[str, Any] | None:
-    """The YAML mapping in ``file`` (``None`` when empty); a missing file, bad YAML or another
-    top level raises ``error`` naming the file (``top_level`` says what is expected)."""
-    if not file.is_file():
-        raise error(f"{str(file)!r} not found")
+    """The YAML mapping in the existing ``file`` (``None`` when empty); bad YAML or another top
+    level raises ``error`` naming the file (``top_level`` says what is expected)."""
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -54,7 +54,9 @@ def _events_from_lines(lines: Iterable[bytes], limits: Limits, source: str) -> I
         yield event
 
 
-def _events_from_dicts(events: Iterable[dict[str, Any]], limits: Limits) -> Iterator[Event]:
+def events_from_dicts(events: Iterable[dict[str, Any]], limits: Limits) -> Iterator[Event]:
+    """Decode event dicts (CONTRACT §2, sorted by timestamp) for :func:`run`; a bad or unsorted
+    one raises :class:`ReplayError`."""
     return _events_from_lines((orjson.dumps(e) for e in events), limits, "<events>")
 
 
@@ -106,7 +108,7 @@ def replay_events(
     out: list[dict[str, Any]] = []
     limits = Limits(config.max_event_bytes, config.max_traits, config.max_trait_length)
     run(
-        _events_from_dicts(events, limits),
+        events_from_dicts(events, limits),
         config,
         until_us,
         lambda c: out.append(c.to_cloudevent()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -67,18 +68,14 @@ def test_reads_v1_and_hashes_its_event_ids() -> None:
 
 
 def test_unknown_version_is_refused() -> None:
-    try:
+    with pytest.raises(ValueError, match="version 7"):
         CustomerState.decode(b"[7]")
-    except ValueError as exc:
-        assert "version 7" in str(exc)
-    else:
-        raise AssertionError("an unknown version must not decode")
 
 
 def test_event_id_hash_is_stable_and_ids_cost_eight_bytes() -> None:
     # a fixed value: the hash must be the same in every process and release (stored in Redis)
     digest = hashlib.blake2b(b"e-81f3", digest_size=8).digest()
-    assert event_id_hash("e-81f3") == int.from_bytes(digest, "little")
+    assert event_id_hash("e-81f3") == int.from_bytes(digest, "little") == 3034847209500578998
     long_ids = CustomerState("c", recent_ids=[event_id_hash(f"{i:036d}") for i in range(64)])
     assert len(long_ids.encode()) < 64 * 8 + 100  # 36-byte UUID-like ids, 8 bytes each
 
@@ -89,22 +86,15 @@ def test_dictionary_compresses_real_states() -> None:
     from datetime import UTC, datetime
 
     from segmentflow.config import load_config
-    from segmentflow.engine.replay import run
-    from segmentflow.schemas.decode import Event, validate_event
+    from segmentflow.engine.replay import events_from_dicts, run
+    from segmentflow.schemas.decode import DEFAULT_LIMITS
     from segmentflow.state.memory import MemoryStore
     from segmentflow.synthetic import generate
 
-    config = load_config(None)
-    events = []
-    for m in generate(150, 5, datetime(2026, 3, 1, tzinfo=UTC), 60):
-        if m.event is not None:
-            event = validate_event(m.event, None)
-            assert isinstance(event, Event)
-            events.append(event)
-    events.sort(key=lambda e: e.ts)
+    events = [m.event for m in generate(150, 5, datetime(2026, 3, 1, tzinfo=UTC), 60) if m.event]
     store = MemoryStore()
-    run(events, config, None, lambda change: None, store)
-    states = store.load_many({e.customer_id: None for e in events}).values()
+    run(events_from_dicts(events, DEFAULT_LIMITS), load_config(None), None, lambda c: None, store)
+    states = store.load_many({e["customer_id"]: None for e in events}).values()
     body = sum(len(s.body()) for s in states)
     packed = sum(len(s.encode()) - 3 - 8 * len(s.recent_ids) for s in states)
     assert packed * 2.5 < body, (packed, body)  # measured: ~3.5x
