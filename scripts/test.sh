@@ -43,28 +43,8 @@ step "ruff format --check"
 "$VENV/bin/ruff" format --check .
 
 # --- 3. types ---------------------------------------------------------------------------------
-# The editable install maps schemas/ -> segmentflow.schemas (etc.) with an import hook that
-# mypy cannot follow, so type-check a symlink tree laid out like the installed package.
 step "mypy --strict (package segmentflow)"
-TREE="$(mktemp -d "${TMPDIR:-/tmp}/segmentflow-mypy.XXXXXX")"
-trap 'rm -rf "$TREE"' EXIT
-mkdir "$TREE/segmentflow"
-for entry in segmentflow/*; do
-    [[ "$(basename "$entry")" == "__pycache__" ]] && continue
-    ln -s "$ROOT/$entry" "$TREE/segmentflow/"
-done
-ln -s "$ROOT/schemas" "$TREE/segmentflow/schemas"
-ln -s "$ROOT/segmenters" "$TREE/segmentflow/segmenters"
-ln -s "$ROOT/streams" "$TREE/segmentflow/streams"
-set +e
-(cd "$TREE" && "$VENV/bin/mypy" --config-file "$ROOT/pyproject.toml" \
-    --cache-dir "$ROOT/.mypy_cache" -p segmentflow) \
-    | sed -E 's#^segmentflow/(schemas|segmenters|streams)/#\1/#'
-MYPY_RC=${PIPESTATUS[0]}
-set -e
-if [[ $MYPY_RC -ne 0 ]]; then
-    exit "$MYPY_RC"
-fi
+bash "$ROOT/scripts/typecheck.sh"
 
 # --- 4. tests -----------------------------------------------------------------------------------
 step "pytest"
