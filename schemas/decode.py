@@ -13,7 +13,14 @@ import orjson
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
-from segmentflow.schemas.events import EVENT_TYPES, Envelope, Identify, _money, _quantity
+from segmentflow.schemas.events import (
+    EVENT_TYPES,
+    Alias,
+    Envelope,
+    Identify,
+    _money,
+    _quantity,
+)
 from segmentflow.schemas.reasons import Reason
 from segmentflow.schemas.timefmt import TimestampError, parse_rfc3339
 
@@ -24,7 +31,8 @@ class Event:
 
     ``ts`` is epoch microseconds; ``amount`` is revenue (orders) or refund amount (refunds);
     ``traits`` is set for ``identify``; ``hard_bounce`` for ``email_bounced`` with
-    ``bounce_type == "hard"``.
+    ``bounce_type == "hard"``; ``previous_id`` for ``alias``; ``anonymous_id`` when the event
+    carries one (CONTRACT §2: the person's id before being identified).
     """
 
     event_id: str
@@ -34,6 +42,8 @@ class Event:
     amount: float = 0.0
     traits: dict[str, Any] | None = None
     hard_bounce: bool = False
+    previous_id: str | None = None
+    anonymous_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +186,13 @@ def _identify(p: dict[str, Any]) -> _Fast:
     return 0.0, dict(traits), False
 
 
+def _alias(p: dict[str, Any]) -> _Fast:
+    previous = _str(p, "previous_id")
+    if not previous or len(previous) > 256:
+        raise _Unusual
+    return _PLAIN
+
+
 def _email(p: dict[str, Any]) -> _Fast:
     _str(p, "campaign_id")
     return _PLAIN
@@ -226,6 +243,7 @@ _FAST_TYPES: dict[str, tuple[str, Any]] = {
     "checkout_started": ("website", _checkout),
     "search": ("website", _search),
     "identify": ("website", _identify),
+    "alias": ("website", _alias),
     "email_sent": ("email", _email),
     "email_delivered": ("email", _email),
     "email_opened": ("email", _email),
@@ -247,6 +265,11 @@ def _fast_event(data: dict[str, Any], topic_kind: str | None, limits: Limits) ->
     etype = data.get("type")
     timestamp = data.get("timestamp")
     props = data.get("properties", _NO_PROPS)
+    anonymous_id = data.get("anonymous_id")
+    if anonymous_id is not None and (
+        type(anonymous_id) is not str or not anonymous_id or len(anonymous_id) > 256
+    ):
+        return None
     if (
         type(event_id) is not str
         or type(customer_id) is not str
@@ -273,7 +296,8 @@ def _fast_event(data: dict[str, Any], topic_kind: str | None, limits: Limits) ->
         or any(type(v) is str and len(v) > limits.max_trait_length for v in traits.values())
     ):
         return None
-    return Event(event_id, customer_id, etype, ts, amount, traits, hard)
+    previous_id = props["previous_id"] if etype == "alias" else None
+    return Event(event_id, customer_id, etype, ts, amount, traits, hard, previous_id, anonymous_id)
 
 
 def validate_event(
@@ -321,6 +345,7 @@ def validate_event_full(
     amount = 0.0
     traits = None
     hard = False
+    previous_id = props.previous_id if isinstance(props, Alias) else None
     if isinstance(props, Identify):
         traits = props.traits
         if len(traits) > limits.max_traits:
@@ -339,7 +364,17 @@ def validate_event_full(
         amount = props.amount  # type: ignore[attr-defined]
     elif envelope.type == "email_bounced":
         hard = props.bounce_type == "hard"  # type: ignore[attr-defined]
-    return Event(envelope.event_id, envelope.customer_id, envelope.type, ts, amount, traits, hard)
+    return Event(
+        envelope.event_id,
+        envelope.customer_id,
+        envelope.type,
+        ts,
+        amount,
+        traits,
+        hard,
+        previous_id,
+        envelope.anonymous_id,
+    )
 
 
 def decode_message(

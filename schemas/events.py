@@ -84,6 +84,12 @@ class Identify(_Props):
     traits: dict[StrictStr, TraitValue]
 
 
+class Alias(_Props):
+    """``previous_id`` and the event's ``customer_id`` are the same person (CONTRACT §2)."""
+
+    previous_id: StrictStr = Field(min_length=1, max_length=256)
+
+
 class EmailEvent(_Props):
     campaign_id: StrictStr
 
@@ -125,6 +131,7 @@ class Envelope(BaseModel):
     type: StrictStr
     timestamp: StrictStr
     properties: dict[str, Any] = Field(default_factory=dict)
+    anonymous_id: StrictStr | None = Field(default=None, min_length=1, max_length=256)
 
 
 TOPIC_KINDS = ("website", "email", "purchase")
@@ -138,6 +145,7 @@ EVENT_TYPES: dict[str, tuple[str, type[_Props]]] = {
     "checkout_started": ("website", CheckoutStarted),
     "search": ("website", Search),
     "identify": ("website", Identify),
+    "alias": ("website", Alias),
     "email_sent": ("email", EmailEvent),
     "email_delivered": ("email", EmailEvent),
     "email_opened": ("email", EmailEvent),
