@@ -1,40 +1,36 @@
 """Worker HTTP views (CONTRACT §8): /health, /metrics, /customers/{id}, /segments.
 
 ``SEGMENTFLOW_API_TOKEN`` protects everything but ``/health`` (bearer token, compared in
-constant time).
+constant time): a middleware on the whole web server, so Faust's own routes (``/``,
+``/router/``, ``/table/``...) need the token too.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from segmentflow.auth import authorized, bearer_middleware, unauthorized_body
 from segmentflow.engine.inspect import describe
 from segmentflow.streams.metrics import registry_for, render
 from segmentflow.streams.runtime import SegmentWorker
-
-
-def authorized(header: str | None, token: str | None) -> bool:
-    """Whether an ``Authorization`` header carries the bearer ``token`` (always when unset)."""
-    if not token:
-        return True
-    if not header or not header.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode())
 
 
 def register(app: faust.App, worker: SegmentWorker) -> None:
     """Add the views to ``app``'s web server."""
     token = worker.settings.api_token
     registry = registry_for(worker)
+    # every route of the server (Faust's included); the views' own checks below stay as a
+    # second line should the server be mounted elsewhere
+    app.web.web_app.middlewares.append(bearer_middleware(token))  # type: ignore[attr-defined]
 
     def denied(web: Any, request: Any) -> Any:
         if authorized(request.headers.get("Authorization"), token):
             return None
-        return web.json({"error": "unauthorized: send Authorization: Bearer <token>"}, status=401)
+        wrong = request.headers.get("Authorization") is not None
+        return web.json(unauthorized_body(wrong), status=401)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

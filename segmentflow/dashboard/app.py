@@ -4,12 +4,21 @@
   (``SEGMENTFLOW_WORKER_URL``, bearer ``SEGMENTFLOW_API_TOKEN`` when set);
 * a Kafka reader (no consumer group, nothing committed) follows ``segment-changes`` and the
   triggers' dead-letter topic.
+
+With ``SEGMENTFLOW_API_TOKEN`` set (the token it polls the worker with), every page and API but
+``/health`` and ``/login`` needs that token too: as ``Authorization: Bearer <token>``, or as the
+session cookie the login form sets (HttpOnly, SameSite=Strict; derived from the token with a
+per-process key, so it never holds the token itself and ends when the dashboard restarts). The
+dashboard shows nobody more than the worker API would show them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import html
 import logging
 import os
 import time
@@ -21,6 +30,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from segmentflow.auth import bearer_middleware, token_matches, unauthorized
 from segmentflow.config import Settings
 from segmentflow.dashboard.state import DashboardState, WorkerSample, parse_metrics
 from segmentflow.triggers import DEFAULT_DEADLETTER_TOPIC
@@ -34,6 +44,7 @@ STATIC_FILES = {
     "app.css": "text/css",
 }
 STATE_KEY = web.AppKey("state", DashboardState)
+SESSION_COOKIE = "segmentflow_session"
 
 
 @dataclass(frozen=True)
@@ -170,9 +181,85 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "worker": state.worker_ok, "kafka": state.kafka_ok})
 
 
+class Sessions:
+    """The login form's session cookie: ``HMAC(per-process key, token)``, checked in constant
+    time (the token never travels in the cookie)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.value = hmac.new(os.urandom(32), token.encode(), hashlib.sha256).hexdigest()
+
+    def valid(self, request: web.Request) -> bool:
+        """Whether the request carries the session cookie."""
+        cookie = request.cookies.get(SESSION_COOKIE)
+        return cookie is not None and hmac.compare_digest(cookie.encode(), self.value.encode())
+
+
+def login_page(error: str = "", status: int = 200) -> web.Response:
+    """The sign-in form (self-contained: nothing else is served without the token)."""
+    body = _static("login.html").decode().replace("{error}", html.escape(error))
+    return web.Response(
+        text=body,
+        content_type="text/html",
+        status=status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _refuse(request: web.Request) -> web.StreamResponse:
+    """401: the sign-in form for a browser asking for a page, else a JSON error."""
+    if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
+        return login_page(status=401)
+    return unauthorized(request)
+
+
+def _add_login(app: web.Application, sessions: Sessions) -> None:
+    async def form(request: web.Request) -> web.Response:
+        return login_page()
+
+    async def submit(request: web.Request) -> web.StreamResponse:
+        data = await request.post()
+        token = data.get("token")
+        if not isinstance(token, str) or not token_matches(token, sessions.token):
+            log.warning("dashboard: refused a sign-in from %s", request.remote)
+            return login_page("wrong token", status=401)
+        response = web.HTTPSeeOther("/")
+        response.set_cookie(
+            SESSION_COOKIE,
+            sessions.value,
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+            path="/",
+        )
+        return response
+
+    async def logout(request: web.Request) -> web.StreamResponse:
+        response = web.HTTPSeeOther("/login")
+        response.del_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    app.router.add_get("/login", form)
+    app.router.add_post("/login", submit)
+    app.router.add_post("/logout", logout)
+
+
 def create_app(settings: Settings, options: DashboardOptions) -> web.Application:
-    """The aiohttp application with its background tasks."""
-    app = web.Application()
+    """The aiohttp application with its background tasks (and the token check when set)."""
+    middlewares = []
+    sessions = Sessions(options.api_token) if options.api_token else None
+    if sessions is not None:
+        middlewares.append(
+            bearer_middleware(
+                options.api_token,
+                open_paths={"/health", "/login"},
+                also=sessions.valid,
+                denied=_refuse,
+            )
+        )
+    app = web.Application(middlewares=middlewares)
+    if sessions is not None:
+        _add_login(app, sessions)
     state = DashboardState()
     app[STATE_KEY] = state
     app[OPTIONS_KEY] = options

@@ -26,7 +26,7 @@ import random
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -288,6 +288,28 @@ def deadletter_value(
     return value
 
 
+def _connect_errors() -> tuple[type[BaseException], ...]:
+    from aiokafka.errors import KafkaError as AIOKafkaError
+    from kafka.errors import KafkaError
+
+    return (AIOKafkaError, KafkaError, OSError, TimeoutError)
+
+
+_CONNECT_ERRORS = _connect_errors()
+
+
+@contextlib.contextmanager
+def _quiet_aiokafka() -> Iterator[None]:
+    """Silence aiokafka's own per-attempt error lines (the dispatcher logs one line itself)."""
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class Dispatcher:
     """Kafka consumer + webhook deliveries + dead letters + offset commits."""
 
@@ -300,6 +322,7 @@ class Dispatcher:
         start_from: str = "earliest",
         max_records: int = 500,
         rng: random.Random | None = None,
+        connect_backoff: Backoff | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -312,18 +335,57 @@ class Dispatcher:
         self._by_name = {t.name: t for t in self.targets}
         self.rng = rng or random.Random()
         self.ready = False
+        self.last_error: str | None = None
+        self.connect_backoff = connect_backoff or Backoff(base=0.5, factor=2.0, cap=10.0)
         self.consumer: Any = None
         self.producer: Any = None
         self.session: aiohttp.ClientSession | None = None
 
-    async def start(self) -> None:
-        """Create the dead-letter topic if needed, connect clients."""
+    async def start(self, stop: asyncio.Event | None = None) -> bool:
+        """Connect to Kafka (creating the dead-letter topic if needed), waiting for the broker
+        with capped backoff and one log line per retry; False when ``stop`` was set first."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with _quiet_aiokafka():
+                    await self._connect()
+            except _CONNECT_ERRORS as exc:
+                await self._close_clients()
+                delay = self.connect_backoff.delay(attempt, self.rng)
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
+                log.warning(
+                    "triggers: Kafka at %s unavailable (%s); retry %d in %.1fs",
+                    self.settings.kafka_url,
+                    self.last_error,
+                    attempt,
+                    delay,
+                )
+                if stop is None:
+                    await asyncio.sleep(delay)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return False
+                continue
+            if attempt > 1:
+                log.warning(
+                    "triggers: connected to Kafka at %s after %d attempts",
+                    self.settings.kafka_url,
+                    attempt,
+                )
+            self.last_error = None
+            self.ready = True
+            return True
+
+    async def _connect(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-        await asyncio.to_thread(self._ensure_topics)
         options = aiokafka_options(self.settings)
         self.producer = AIOKafkaProducer(**options, acks="all", linger_ms=5)
-        await self.producer.start()
+        await self.producer.start()  # fails at once while the broker is not there
+        await asyncio.to_thread(self._ensure_topics)
         self.consumer = AIOKafkaConsumer(
             self.settings.topic_segment_changes,
             **options,
@@ -334,11 +396,18 @@ class Dispatcher:
             **GROUP_TUNING,
         )
         await self.consumer.start()
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-        self.ready = True
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+
+    async def _close_clients(self) -> None:
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+        self.consumer = self.producer = None
 
     def _ensure_topics(self) -> None:
         from segmentflow.embedded import create_topics
@@ -356,14 +425,10 @@ class Dispatcher:
     async def stop(self) -> None:
         """Close clients (no commit: unfinished work is redelivered)."""
         self.ready = False
-        if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
-        if self.producer is not None:
-            with contextlib.suppress(Exception):
-                await self.producer.stop()
+        await self._close_clients()
         if self.session is not None:
             await self.session.close()
+            self.session = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch, deliver and commit until ``stop`` is set."""
@@ -462,28 +527,29 @@ class Dispatcher:
 
 
 async def serve_http(dispatcher: Dispatcher, host: str, port: int) -> Any:
-    """``/health`` and ``/metrics`` (bearer token from ``SEGMENTFLOW_API_TOKEN`` on metrics)."""
+    """``/health`` (open) and ``/metrics`` (bearer ``SEGMENTFLOW_API_TOKEN`` when set, as every
+    other path)."""
     from aiohttp import web
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    from segmentflow.triggers.http import authorized
-
-    token = dispatcher.settings.api_token
+    from segmentflow.auth import bearer_middleware
 
     async def health(request: web.Request) -> web.Response:
         ok = dispatcher.ready
-        return web.json_response(
-            {"status": "ok" if ok else "starting", "group": dispatcher.group},
-            status=200 if ok else 503,
-        )
+        body: dict[str, Any] = {
+            "status": "ok" if ok else "starting",
+            "group": dispatcher.group,
+        }
+        if not ok and dispatcher.last_error:
+            body["status"] = "waiting for kafka"
+            body["last_error"] = dispatcher.last_error
+        return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
-        if not authorized(request.headers.get("Authorization"), token):
-            return web.json_response({"error": "unauthorized"}, status=401)
         body = generate_latest(dispatcher.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    app = web.Application(middlewares=[bearer_middleware(dispatcher.settings.api_token)])
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
@@ -511,7 +577,8 @@ async def run_dispatcher(
     dispatcher = Dispatcher(settings, config, start_from=start_from, max_records=max_records)
     runner = await serve_http(dispatcher, host, port) if port else None
     try:
-        await dispatcher.start()
+        if not await dispatcher.start(stop):
+            return
         log.warning(
             "triggers: %d target(s), group %s, dead letters to %s",
             len(dispatcher.targets),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 class TokenBucket:
@@ -24,6 +24,8 @@ class TokenBucket:
         Capacity (tokens available at once); the bucket starts full.
     clock
         Monotonic clock in seconds.
+    sleep
+        Coroutine function waiting that many seconds (``asyncio.sleep``; a fake in tests).
 
     Examples
     --------
@@ -33,13 +35,18 @@ class TokenBucket:
     """
 
     def __init__(
-        self, rate: float, burst: float = 1.0, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         if burst < 1:
             raise ValueError("burst must be >= 1")
         self.rate = float(rate)
         self.burst = float(burst)
         self.clock = clock
+        self.sleep = sleep
         self._tokens = float(burst)
         self._updated: float | None = None
 
@@ -73,5 +80,5 @@ class TokenBucket:
             return 0.0
         wait = self.reserve()  # synchronous: atomic under asyncio
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self.sleep(wait)
         return wait

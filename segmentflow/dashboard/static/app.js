@@ -311,7 +311,8 @@
 
   async function tick() {
     try {
-      const response = await fetch("/api/state", { cache: "no-store" });
+      const response = await fetch("/api/state", { cache: "no-store", credentials: "same-origin" });
+      if (response.status === 401) { window.location.assign("/login"); return; }
       if (response.ok) render(await response.json());
     } catch (err) {
       document.getElementById("updated").textContent = `dashboard unreachable (${err})`;

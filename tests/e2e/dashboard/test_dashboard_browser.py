@@ -168,7 +168,13 @@ def test_dashboard_renders_live_data(redis_url: str, tmp_path: Path) -> None:
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
                     errors: list[str] = []
                     page.on("pageerror", lambda exc: errors.append(str(exc)))
+                    # the token is set: the page asks for it first
                     page.goto(base + "/")
+                    page.fill("#token", "wrong")
+                    page.click("button[type=submit]")
+                    assert page.text_content("#error") == "wrong token"
+                    page.fill("#token", TOKEN)
+                    page.click("button[type=submit]")
                     page.wait_for_selector("body[data-rendered='1']", timeout=30_000)
 
                     # the populations shown are the worker's /segments, exactly

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 
 import pytest
 
@@ -42,18 +41,27 @@ def test_unlimited_and_invalid() -> None:
 
 
 def test_acquire_paces_concurrent_callers() -> None:
+    """Six concurrent callers on a fake clock: each wakes exactly ``1 / rate`` after the
+    previous one (no wall-clock timing)."""
+    now = [100.0]
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0)  # yield, as a real sleep would
+
     async def main() -> list[float]:
-        bucket = TokenBucket(rate=20, burst=1)
-        stamps: list[float] = []
+        bucket = TokenBucket(rate=20, burst=1, clock=lambda: now[0], sleep=fake_sleep)
+        wakes: list[float] = []
 
         async def one() -> None:
-            await bucket.acquire()
-            stamps.append(time.monotonic())
+            waited = await bucket.acquire()
+            wakes.append(now[0] + waited)
 
         await asyncio.gather(*(one() for _ in range(6)))
-        return sorted(stamps)
+        return sorted(wakes)
 
-    stamps = asyncio.run(main())
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert min(gaps) >= 0.045
-    assert stamps[-1] - stamps[0] >= 0.24
+    wakes = asyncio.run(main())
+    gaps = [b - a for a, b in itertools.pairwise(wakes)]
+    assert gaps == pytest.approx([0.05] * 5)
+    assert slept == pytest.approx([0.05 * n for n in range(1, 6)])  # the first needs no wait
