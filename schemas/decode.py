@@ -14,7 +14,9 @@ from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
 from segmentflow.schemas.events import (
+    CONTROL_TYPES,
     EVENT_TYPES,
+    MAX_MONEY,
     Alias,
     Envelope,
     Identify,
@@ -57,11 +59,26 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Input limits from the config (CONTRACT §2, issue 6)."""
+    """Input limits from the config (CONTRACT §2, issues 6 and 12)."""
 
     max_event_bytes: int = 65536
     max_traits: int = 100
     max_trait_length: int = 1024
+    max_money: float = MAX_MONEY
+    #: a timestamp later than the receiver's wall clock plus this is ``timestamp_out_of_range``
+    #: (checked only where a wall clock is given: not in ``replay``)
+    max_future_skew_us: int = 24 * 3_600_000_000
+
+    @classmethod
+    def of(cls, config: Any) -> Limits:
+        """The limits of a :class:`~segmentflow.config.SegmentConfig`."""
+        return cls(
+            config.max_event_bytes,
+            config.max_traits,
+            config.max_trait_length,
+            config.max_money,
+            config.max_future_skew_us,
+        )
 
 
 DEFAULT_LIMITS = Limits()
@@ -114,17 +131,17 @@ def _opt_str(props: dict[str, Any], name: str) -> None:
         raise _Unusual
 
 
-def _amount(value: Any) -> float:
+def _amount(value: Any, max_money: float) -> float:
     try:
-        return _money(value)
+        return _money(value, max_money)
     except PydanticCustomError:
         raise _Unusual from None
 
 
-def _opt_money(props: dict[str, Any], name: str) -> None:
+def _opt_money(props: dict[str, Any], name: str, max_money: float) -> None:
     value = props.get(name)
     if value is not None:
-        _amount(value)
+        _amount(value, max_money)
 
 
 def _qty(value: Any) -> None:
@@ -138,37 +155,37 @@ _Fast = tuple[float, dict[str, Any] | None, bool]
 _PLAIN: _Fast = (0.0, None, False)
 
 
-def _page_view(p: dict[str, Any]) -> _Fast:
+def _page_view(p: dict[str, Any], m: float) -> _Fast:
     _str(p, "url")
     _opt_str(p, "referrer")
     return _PLAIN
 
 
-def _product_view(p: dict[str, Any]) -> _Fast:
+def _product_view(p: dict[str, Any], m: float) -> _Fast:
     _str(p, "product_id")
     _opt_str(p, "category")
-    _opt_money(p, "price")
+    _opt_money(p, "price", m)
     return _PLAIN
 
 
-def _add_to_cart(p: dict[str, Any]) -> _Fast:
+def _add_to_cart(p: dict[str, Any], m: float) -> _Fast:
     _str(p, "product_id")
     _qty(p.get("quantity"))
-    _amount(p.get("price"))
+    _amount(p.get("price"), m)
     return _PLAIN
 
 
-def _product_id(p: dict[str, Any]) -> _Fast:
+def _product_id(p: dict[str, Any], m: float) -> _Fast:
     _str(p, "product_id")
     return _PLAIN
 
 
-def _checkout(p: dict[str, Any]) -> _Fast:
-    _opt_money(p, "cart_value")
+def _checkout(p: dict[str, Any], m: float) -> _Fast:
+    _opt_money(p, "cart_value", m)
     return _PLAIN
 
 
-def _search(p: dict[str, Any]) -> _Fast:
+def _search(p: dict[str, Any], m: float) -> _Fast:
     _str(p, "query")
     return _PLAIN
 
@@ -176,7 +193,7 @@ def _search(p: dict[str, Any]) -> _Fast:
 _TRAIT_TYPES = (str, bool, int, float)
 
 
-def _identify(p: dict[str, Any]) -> _Fast:
+def _identify(p: dict[str, Any], m: float) -> _Fast:
     traits = p.get("traits")
     if type(traits) is not dict:
         raise _Unusual
@@ -186,25 +203,25 @@ def _identify(p: dict[str, Any]) -> _Fast:
     return 0.0, dict(traits), False
 
 
-def _alias(p: dict[str, Any]) -> _Fast:
+def _alias(p: dict[str, Any], m: float) -> _Fast:
     previous = _str(p, "previous_id")
     if not previous or len(previous) > 256:
         raise _Unusual
     return _PLAIN
 
 
-def _email(p: dict[str, Any]) -> _Fast:
+def _email(p: dict[str, Any], m: float) -> _Fast:
     _str(p, "campaign_id")
     return _PLAIN
 
 
-def _email_clicked(p: dict[str, Any]) -> _Fast:
+def _email_clicked(p: dict[str, Any], m: float) -> _Fast:
     _str(p, "campaign_id")
     _str(p, "url")
     return _PLAIN
 
 
-def _email_bounced(p: dict[str, Any]) -> _Fast:
+def _email_bounced(p: dict[str, Any], m: float) -> _Fast:
     _str(p, "campaign_id")
     bounce = p.get("bounce_type")
     if bounce is not None and type(bounce) is not str:
@@ -212,10 +229,10 @@ def _email_bounced(p: dict[str, Any]) -> _Fast:
     return 0.0, None, bounce == "hard"
 
 
-def _order_completed(p: dict[str, Any]) -> _Fast:
+def _order_completed(p: dict[str, Any], m: float) -> _Fast:
     _str(p, "order_id")
     _str(p, "currency")
-    revenue = _amount(p.get("revenue"))
+    revenue = _amount(p.get("revenue"), m)
     items = p.get("items")
     if items is not None:
         if type(items) is not list:
@@ -226,13 +243,13 @@ def _order_completed(p: dict[str, Any]) -> _Fast:
             _str(item, "product_id")
             _opt_str(item, "category")
             _qty(item.get("quantity"))
-            _amount(item.get("price"))
+            _amount(item.get("price"), m)
     return revenue, None, False
 
 
-def _order_refunded(p: dict[str, Any]) -> _Fast:
+def _order_refunded(p: dict[str, Any], m: float) -> _Fast:
     _str(p, "order_id")
-    return _amount(p.get("amount")), None, False
+    return _amount(p.get("amount"), m), None, False
 
 
 _FAST_TYPES: dict[str, tuple[str, Any]] = {
@@ -258,7 +275,9 @@ assert _FAST_TYPES.keys() == EVENT_TYPES.keys()
 _NO_PROPS: dict[str, Any] = {}
 
 
-def _fast_event(data: dict[str, Any], topic_kind: str | None, limits: Limits) -> Event | None:
+def _fast_event(
+    data: dict[str, Any], topic_kind: str | None, limits: Limits, now_us: int | None = None
+) -> Event | None:
     """The event for a plainly valid ``data``, or ``None`` (then the full path decides)."""
     event_id = data.get("event_id")
     customer_id = data.get("customer_id")
@@ -286,9 +305,11 @@ def _fast_event(data: dict[str, Any], topic_kind: str | None, limits: Limits) ->
     if entry is None or (topic_kind is not None and entry[0] != topic_kind):
         return None
     try:
-        amount, traits, hard = entry[1](props)
+        amount, traits, hard = entry[1](props, limits.max_money)
         ts = parse_rfc3339(timestamp)
     except (_Unusual, TimestampError):
+        return None
+    if now_us is not None and ts > now_us + limits.max_future_skew_us:
         return None
     if traits is not None and (
         len(traits) > limits.max_traits
@@ -301,21 +322,33 @@ def _fast_event(data: dict[str, Any], topic_kind: str | None, limits: Limits) ->
 
 
 def validate_event(
-    data: Any, topic_kind: str | None, limits: Limits = DEFAULT_LIMITS
+    data: Any,
+    topic_kind: str | None,
+    limits: Limits = DEFAULT_LIMITS,
+    now_us: int | None = None,
+    control: bool = False,
 ) -> Event | Rejection:
     """Validate a parsed JSON value as a CONTRACT §2 event arriving on ``topic_kind``.
 
     ``topic_kind=None`` skips the topic check (used by ``replay``, whose file has no topics).
+    ``now_us`` is the receiving process's wall clock (epoch µs): a timestamp more than
+    ``limits.max_future_skew_us`` after it is ``timestamp_out_of_range``; ``None`` (``replay``)
+    skips that check. ``control`` also accepts the control records of
+    :data:`~segmentflow.schemas.events.CONTROL_TYPES` (the worker only).
     """
     if type(data) is dict:
-        event = _fast_event(data, topic_kind, limits)
+        event = _fast_event(data, topic_kind, limits, now_us)
         if event is not None:
             return event
-    return validate_event_full(data, topic_kind, limits)
+    return validate_event_full(data, topic_kind, limits, now_us, control)
 
 
 def validate_event_full(
-    data: Any, topic_kind: str | None, limits: Limits = DEFAULT_LIMITS
+    data: Any,
+    topic_kind: str | None,
+    limits: Limits = DEFAULT_LIMITS,
+    now_us: int | None = None,
+    control: bool = False,
 ) -> Event | Rejection:
     """:func:`validate_event` through the pydantic models only (no fast path): the reference
     the fast path must agree with."""
@@ -326,6 +359,8 @@ def validate_event_full(
     except ValidationError as exc:
         return _from_validation(exc, "")
     entry = EVENT_TYPES.get(envelope.type)
+    if entry is None and control:
+        entry = CONTROL_TYPES.get(envelope.type)
     if entry is None:
         return Rejection(Reason.UNKNOWN_TYPE, f"unknown event type {envelope.type[:64]!r}")
     kind, model = entry
@@ -338,8 +373,15 @@ def validate_event_full(
         ts = parse_rfc3339(envelope.timestamp)
     except TimestampError as exc:
         return Rejection(Reason(exc.code), str(exc))
+    if now_us is not None and ts > now_us + limits.max_future_skew_us:
+        skew_h = limits.max_future_skew_us / 3_600_000_000
+        return Rejection(
+            Reason.TIMESTAMP_OUT_OF_RANGE,
+            f"timestamp {envelope.timestamp[:40]!r} is more than max_future_skew ({skew_h:g} h) "
+            "after this process's clock",
+        )
     try:
-        props = model.model_validate(envelope.properties)
+        props = model.model_validate(envelope.properties, context={"max_money": limits.max_money})
     except ValidationError as exc:
         return _from_validation(exc, "properties")
     amount = 0.0
@@ -383,8 +425,11 @@ def decode_message(
     topic_kind: str | None,
     limits: Limits = DEFAULT_LIMITS,
     check_key: bool = True,
+    now_us: int | None = None,
+    control: bool = False,
 ) -> Event | Rejection:
-    """Decode one Kafka message (value bytes and key) into an event or a rejection."""
+    """Decode one Kafka message (value bytes and key) into an event or a rejection (``now_us``:
+    see :func:`validate_event`)."""
     if value is None:
         return Rejection(Reason.INVALID_JSON, "message has no value (tombstone)")
     if len(value) > limits.max_event_bytes:
@@ -396,7 +441,7 @@ def decode_message(
     data = parse_json(value)
     if isinstance(data, Rejection):
         return data
-    result = validate_event(data, topic_kind, limits)
+    result = validate_event(data, topic_kind, limits, now_us, control)
     if isinstance(result, Rejection) or not check_key:
         return result
     if not key:

@@ -1,7 +1,7 @@
 """Input event schemas (CONTRACT §2): one strict pydantic model per event type's properties.
 
-Strings are strings, quantities are integers >= 0, money is a finite number >= 0 or a decimal
-string of one. Unknown extra fields are ignored.
+Strings are strings, quantities are integers >= 0, money is a finite number in
+``0..max_money`` or a decimal string of one. Unknown extra fields are ignored.
 """
 
 from __future__ import annotations
@@ -11,27 +11,48 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationInfo,
+)
 from pydantic_core import PydanticCustomError
 
 _DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)", re.ASCII)
 
 
-def _money(value: Any) -> float:
+#: default ``max_money`` (CONTRACT §2, config key of the same name)
+MAX_MONEY = 1e9
+
+
+def _money(value: Any, max_money: float = MAX_MONEY) -> float:
     if isinstance(value, bool):
         raise PydanticCustomError("invalid_money", "money must be a number, not a boolean")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
+        if value < 0 or (isinstance(value, float) and not math.isfinite(value)):
             raise PydanticCustomError("invalid_money", "money must be finite and >= 0")
-        return float(value)
-    if isinstance(value, str):
+        amount = float(value) if value <= max_money else math.inf
+    elif isinstance(value, str):
         if not _DECIMAL.fullmatch(value):
             raise PydanticCustomError("invalid_money", "money string must be a decimal >= 0")
         amount = float(Decimal(value))
-        if not math.isfinite(amount):
-            raise PydanticCustomError("invalid_money", "money must be finite and >= 0")
-        return amount
-    raise PydanticCustomError("invalid_money", "money must be a JSON number or decimal string")
+    else:
+        raise PydanticCustomError("invalid_money", "money must be a JSON number or decimal string")
+    if not amount <= max_money:  # also catches an int or string too large to be finite
+        raise PydanticCustomError(
+            "invalid_money", "money must be <= max_money ({max_money})", {"max_money": max_money}
+        )
+    return amount
+
+
+def _money_in_context(value: Any, info: ValidationInfo) -> float:
+    """:func:`_money` with ``max_money`` from the validation context (default :data:`MAX_MONEY`)."""
+    context = info.context
+    return _money(value, context.get("max_money", MAX_MONEY) if context else MAX_MONEY)
 
 
 def _quantity(value: Any) -> int:
@@ -42,7 +63,7 @@ def _quantity(value: Any) -> int:
     return value
 
 
-Money = Annotated[float, BeforeValidator(_money)]
+Money = Annotated[float, BeforeValidator(_money_in_context)]
 Quantity = Annotated[int, BeforeValidator(_quantity)]
 TraitValue = StrictStr | StrictBool | int | float | None
 
@@ -156,6 +177,16 @@ EVENT_TYPES: dict[str, tuple[str, type[_Props]]] = {
     "order_completed": ("purchase", OrderCompleted),
     "order_refunded": ("purchase", OrderRefunded),
 }
+
+
+class Forget(_Props):
+    """``forget`` (extension): erase the customer (``segmentflow forget``), applied by its owner."""
+
+
+#: control records on the input topics (extensions written by segmentflow's own tools): only
+#: the worker accepts them (``control=True``); the collector never produces one
+CONTROL_TYPES: dict[str, tuple[str, type[_Props]]] = {"forget": ("website", Forget)}
+FORGET = "forget"
 
 
 def topic_kind_of(event_type: str) -> str | None:

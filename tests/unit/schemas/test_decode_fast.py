@@ -18,6 +18,10 @@ from segmentflow.schemas.events import EVENT_TYPES
 from segmentflow.synthetic import generate
 
 LIMITS = Limits(max_event_bytes=65536, max_traits=5, max_trait_length=12)
+#: small money and skew limits, so both bite on the synthetic events (issue 12)
+TIGHT = Limits(max_money=50.0, max_future_skew_us=3_600_000_000)
+#: a wall clock in the middle of the synthetic events' 60 days
+NOW_US = int(datetime(2025, 10, 1, tzinfo=UTC).timestamp() * 1_000_000)
 ODD_VALUES: list[Any] = [
     None,
     True,
@@ -42,7 +46,11 @@ ODD_VALUES: list[Any] = [
     {"a": 1},
     "2025-09-01T10:15:00Z",
     "2025-09-01T10:15:00",
+    "2099-01-01T00:00:00Z",
     "9" * 300,
+    1e9,
+    1e9 + 1,
+    "1000000000.01",
 ]
 
 
@@ -74,10 +82,11 @@ def _mutations(event: dict[str, Any], rng: random.Random) -> list[dict[str, Any]
 
 
 def _same(data: Any, kind: str | None) -> None:
-    for limits in (LIMITS, Limits()):
-        fast = validate_event(data, kind, limits)
-        full = validate_event_full(data, kind, limits)
-        assert fast == full, (data, kind, limits)
+    for limits in (LIMITS, Limits(), TIGHT):
+        for now in (None, NOW_US):
+            fast = validate_event(data, kind, limits, now)
+            full = validate_event_full(data, kind, limits, now)
+            assert fast == full, (data, kind, limits, now)
 
 
 @pytest.mark.parametrize("kind", [None, "website", "email", "purchase"])
