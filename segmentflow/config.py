@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DAY_US = 86_400_000_000
@@ -133,16 +133,25 @@ class SegmentConfig(_Strict):
     clock: Literal["event", "wall"] = "event"
     allowed_lateness: str = "0s"
     max_event_bytes: int = Field(default=65536, gt=0)
+    #: largest accepted money amount (CONTRACT §2); capped so that no sum of amounts can
+    #: overflow a float total (and stays exact to the cent far beyond any real revenue)
+    max_money: float = Field(default=1e9, gt=0, le=1e15)
+    #: how far after the receiving process's wall clock an event timestamp may lie (§2)
+    max_future_skew: str = "24h"
+    #: a repeated event_id within this much event time of the customer's latest event is
+    #: applied once, exactly (§2)
+    dedup_horizon: str = "7d"
     lifecycle: LifecycleConfig = Field(default_factory=lambda: LifecycleConfig())
     rfm: RfmConfig = Field(default_factory=RfmConfig)
     persona: PersonaConfig = Field(default_factory=lambda: PersonaConfig())
     rules: list[RuleConfig] = Field(default_factory=list)
     # extensions (not in the contract's list, all optional)
-    dedup_window: int = Field(default=64, ge=1, le=10_000)
+    #: deprecated (before ``dedup_horizon``: how many recent ids were kept); accepted, no effect
+    dedup_window: int | None = Field(default=None, ge=1)
     max_traits: int = Field(default=100, ge=1)
     max_trait_length: int = Field(default=1024, ge=1)
 
-    @field_validator("allowed_lateness")
+    @field_validator("allowed_lateness", "max_future_skew", "dedup_horizon")
     @classmethod
     def _lateness(cls, value: str) -> str:
         parse_duration_us(value)
@@ -161,6 +170,14 @@ class SegmentConfig(_Strict):
     @property
     def allowed_lateness_us(self) -> int:
         return parse_duration_us(self.allowed_lateness)
+
+    @property
+    def max_future_skew_us(self) -> int:
+        return parse_duration_us(self.max_future_skew)
+
+    @property
+    def dedup_horizon_us(self) -> int:
+        return parse_duration_us(self.dedup_horizon)
 
     @property
     def rfm_sweep_us(self) -> int:
@@ -243,6 +260,27 @@ class Settings(BaseSettings):
     batch_size: int = 2000
     batch_within: float = 0.2
     metrics_every: float = 10.0
+    #: codec of the records the worker produces: none, gzip, snappy, lz4, zstd (input in any
+    #: codec is always read)
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    #: seconds after which a partition whose end offset the broker has not reported (empty,
+    #: silent) stops holding the event-time clock back
+    idle_timeout: float = Field(default=30.0, gt=0)
+    #: seconds events may wait for a clock that does not move before ``/health`` says degraded
+    clock_alert: float = Field(default=120.0, gt=0)
+    #: real partition count of the input topics, read from the broker at worker start (see
+    #: ``input_partitions``); not an environment variable
+    _input_partitions: int | None = PrivateAttr(default=None)
+
+    @property
+    def input_partitions(self) -> int:
+        """Partitions of each input topic: the broker's real count once the worker has read
+        it (``set_input_partitions``), else ``SEGMENTFLOW_PARTITIONS``."""
+        return self._input_partitions or self.partitions
+
+    def set_input_partitions(self, count: int) -> None:
+        """Record the input topics' real partition count (read from the broker)."""
+        self._input_partitions = count
 
     def segment_config(self) -> SegmentConfig:
         """Load the YAML config named by ``SEGMENTFLOW_CONFIG`` (defaults when unset)."""

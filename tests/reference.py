@@ -69,6 +69,12 @@ WINDOWS = (7, 30, 90)
 
 
 # --------------------------------------------------------------------------- time helpers
+def _duration_us(value: str) -> int:
+    """``"7d"``, ``"36h"``, ``"90m"``, ``"30s"`` as microseconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    return int(float(value[:-1]) * units[value[-1]] * US_PER_SECOND)
+
+
 def parse_ts_us(s: str) -> int:
     """RFC 3339 with offset -> microseconds since the epoch, UTC (extra fraction digits floored)."""
     m = _TS_RE.match(s)
@@ -322,14 +328,21 @@ def reference_changes(
     th.update(config.get("lifecycle") or {})
     rules = [(r["name"], cel.compile(r["when"])) for r in config.get("rules") or []]
 
-    seen: set[str] = set()
+    # §2: a repeated event_id is applied once, exactly when the earlier application's event
+    # time is within dedup_horizon of the customer's latest applied event time
+    horizon = _duration_us(config.get("dedup_horizon", "7d"))
+    applied_at: dict[tuple[str, str], int] = {}
+    latest: dict[str, int] = {}
     per_customer: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for event in events:
-        if event["event_id"] in seen:
+        cid = event["customer_id"]
+        before = applied_at.get((cid, event["event_id"]))
+        if before is not None and before >= latest[cid] - horizon:
             continue
-        seen.add(event["event_id"])
         at = parse_ts_us(event["timestamp"])
-        per_customer.setdefault(event["customer_id"], []).append((at, event))
+        applied_at[(cid, event["event_id"])] = at
+        latest[cid] = max(latest.get(cid, at), at)
+        per_customer.setdefault(cid, []).append((at, event))
 
     collected: list[tuple[int, dict[str, Any]]] = []
     for cid, evs in per_customer.items():

@@ -13,6 +13,7 @@ stamped with the customer's clock so change times never go backwards.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,6 +38,7 @@ from segmentflow.segmenters.rfm import RankIndex, Scores, SegmentMap
 from segmentflow.segmenters.rules import IN, OUT, RuleEvaluationError, compile_rules
 
 DAY_US = 86_400_000_000
+_MONEY_TYPES = ("order_completed", "order_refunded")
 LIFECYCLE = "lifecycle"
 RFM = "rfm"
 PERSONA = "persona"
@@ -86,7 +88,7 @@ class Engine:
         self.rules = compile_rules(config.rules)
         self._rule_vars = sorted({name for rule in self.rules for name in rule.references})
         self._midnights = any(rule.time_dependent for rule in self.rules)
-        self._dedup = config.dedup_window
+        self._horizon = config.dedup_horizon_us
         #: rule evaluation errors per rule name (counted, the rule counts as false)
         self.rule_errors: Counter[str] = Counter()
 
@@ -109,8 +111,12 @@ class Engine:
     def apply(self, state: CustomerState, event: Event) -> Outcome:
         """Apply ``event`` to ``state`` (mutated in place) and return the changes it causes."""
         id_hash = event_id_hash(event.event_id)
-        if id_hash in state.recent_ids:
+        if self.seen(state, id_hash):
             return Outcome("duplicate")
+        if event.amount and event.type in _MONEY_TYPES:  # refused before any state is touched
+            sign = 1 if event.type == "order_completed" else -1
+            if not math.isfinite(state.totals[T["revenue"]] + sign * event.amount):
+                raise ValueError("the revenue total would overflow (check max_money)")
         changes = self.advance(state, event.ts) if state.clock is not None else []
         late = state.clock is not None and event.ts < state.clock
         t = event.ts if state.clock is None else max(event.ts, state.clock)
@@ -145,7 +151,34 @@ class Engine:
         when = at if state.clock is None else max(at, state.clock)
         return self._rfm_change(state, when, None, scores)
 
+    def seen(self, state: CustomerState, id_hash: int) -> bool:
+        """Whether an event with this id hash was applied at an event time within
+        ``dedup_horizon`` of the customer's latest applied event (CONTRACT §2: exact)."""
+        ts = state.recent.get(id_hash)
+        return ts is not None and state.last_seen is not None and ts >= self.horizon_floor(state)
+
+    def horizon_floor(self, state: CustomerState) -> int:
+        """Event times at or after this are within the dedup horizon (ids kept exactly)."""
+        return (state.last_seen or 0) - self._horizon
+
+    def beyond_horizon(self, state: CustomerState, ts: int) -> bool:
+        """Whether an event at ``ts`` is too old for the exact id set to decide (its id may
+        have been pruned): only then may a source offset mark it as a redelivery."""
+        return state.last_seen is not None and ts < self.horizon_floor(state)
+
     # -- internals ----------------------------------------------------------------------------
+
+    def _remember(self, state: CustomerState, id_hash: int, ts: int) -> None:
+        """Keep the id with its event time; drop ids older than the horizon. Pruning is
+        amortised (a rebuild only when the oldest-applied entry is an eighth of a horizon past
+        it); :meth:`seen` checks the time, so lingering entries change nothing."""
+        recent = state.recent
+        recent.pop(id_hash, None)  # an id re-applied beyond the horizon moves to the end
+        recent[id_hash] = ts
+        floor = self.horizon_floor(state)
+        oldest = next(iter(recent.values()))
+        if oldest < floor - self._horizon // 8:
+            state.recent = {h: t for h, t in recent.items() if t >= floor}
 
     def _next_due(self, state: CustomerState) -> int | None:
         assert state.clock is not None
@@ -157,11 +190,9 @@ class Engine:
 
     def _record(self, state: CustomerState, event: Event, t: int, id_hash: int) -> None:
         ts = event.ts
-        state.recent_ids.append(id_hash)
-        if len(state.recent_ids) > self._dedup:
-            del state.recent_ids[0]
         state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
         state.last_seen = ts if state.last_seen is None else max(state.last_seen, ts)
+        self._remember(state, id_hash, ts)
         kind = event.type
         metric = COUNTED.get(kind)
         if metric is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,11 +65,13 @@ COUNTED: dict[str, str] = {
     "email_clicked": "email_clicks",
 }
 
-#: Encoding v2: this byte, the count of recent event-id hashes (2 bytes, little endian), the
-#: hashes (8 bytes each), then the positional orjson of the other fields compressed by zstd with
+#: Encoding v3: this byte, the count of kept event-id hashes (LEB128 varint), the hashes (8 bytes
+#: each, in apply order), then the positional orjson of the other fields compressed by zstd with
 #: the dictionary ``state.zdict`` (trained by ``scripts/train_state_dict.py``; states written
-#: with it can only be read with it, so a new dictionary needs a new version byte). v1 (plain
-#: orjson, event ids as strings) is still read.
+#: with it can only be read with it, so a new dictionary needs a new version byte). The body ends
+#: with the home partition and, per kept hash, ``last_seen - event time`` (µs). v2 (a 2-byte
+#: count, hashes without times, no home) and v1 (plain orjson, event ids as strings) are read.
+_V3 = b"\x03"
 _V2 = b"\x02"
 DICTIONARY = Path(__file__).with_name("state.zdict")
 
@@ -85,8 +88,8 @@ def _codec() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
 
 def event_id_hash(event_id: str) -> int:
     """A stable 64-bit hash of an event id (BLAKE2b, the same in every process), kept instead of
-    the id for de-duplication: 8 bytes per id whatever its length; a false match needs two of a
-    customer's last ``dedup_window`` ids to collide (about 64 in 2**64)."""
+    the id for de-duplication: 8 bytes per id whatever its length; a false match needs two ids
+    a customer applied within ``dedup_horizon`` to collide (about n**2 / 2**65 for n ids)."""
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
@@ -113,14 +116,26 @@ class CustomerState:
     traits: dict[str, Any] = field(default_factory=dict)
     values: dict[str, str] = field(default_factory=dict)
     seqs: dict[str, int] = field(default_factory=dict)
-    #: :func:`event_id_hash` of the most recent event ids (oldest first)
-    recent_ids: list[int] = field(default_factory=list)
+    #: :func:`event_id_hash` -> event time of the applied events (apply order) within
+    #: ``dedup_horizon`` of ``last_seen`` (older ones may linger until pruned; see the engine)
+    recent: dict[int, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-    #: highest applied offset per source "topic:partition" (idempotent redelivery)
+    #: highest applied offset per source ``topic:partition`` (``topic:partition@epoch`` after
+    #: the topic-partition's first new incarnation): a hint for redelivery beyond the horizon
     offsets: dict[str, int] = field(default_factory=dict)
+    #: the input partition number that owns the customer (its due index and outbox shard):
+    #: where its first applied event arrived; ``None`` outside Kafka (replay)
+    home: int | None = None
+
+    @property
+    def recent_ids(self) -> list[int]:
+        """The kept event-id hashes, in apply order."""
+        return list(self.recent)
 
     def body(self) -> bytes:
-        """The fields other than the event-id hashes: orjson of a positional list."""
+        """The fields other than the event-id hashes (but with their times, relative to
+        ``last_seen``): orjson of a positional list."""
+        base = self.last_seen or 0
         return orjson.dumps(
             [
                 self.customer_id,
@@ -139,28 +154,48 @@ class CustomerState:
                 self.seqs,
                 self.extra,
                 self.offsets,
+                self.home,
+                [base - ts for ts in self.recent.values()],
             ]
         )
 
     def encode(self) -> bytes:
         """Compact bytes: packed id hashes, then the zstd-compressed :meth:`body`
-        (see :data:`_V2`)."""
-        ids = array("Q", self.recent_ids)
+        (see :data:`_V3`). Raises ``ValueError`` for a non-finite total or day bucket (JSON has
+        no inf/NaN: stored, it would read back as null and break the customer)."""
+        check_finite(self)
+        ids = array("Q", self.recent)
         if ids.itemsize != 8:  # pragma: no cover - every 64-bit CPython platform has 8
             raise RuntimeError("array('Q') is not 8 bytes on this platform")
-        header = _V2 + len(ids).to_bytes(2, "little")
+        header = _V3 + _varint(len(ids))
         return header + ids.tobytes() + _codec()[0].compress(self.body())
 
     @classmethod
     def decode(cls, raw: bytes) -> CustomerState:
-        """Inverse of :meth:`encode` (also reads the v1 encoding)."""
-        if raw[:1] != _V2:
+        """Inverse of :meth:`encode` (also reads the v2 and v1 encodings). Raises
+        ``ValueError`` (or a zstd/orjson error) for bytes that are no state."""
+        version = raw[:1]
+        if version == _V3:
+            n, start = _read_varint(raw, 1)
+        elif version == _V2:
+            n, start = int.from_bytes(raw[1:3], "little"), 3
+        else:
             return cls._decode_v1(raw)
-        n = int.from_bytes(raw[1:3], "little")
         ids = array("Q")
-        ids.frombytes(raw[3 : 3 + 8 * n])
-        body = _codec()[1].decompress(raw[3 + 8 * n :])
-        return cls._from_fields(orjson.loads(body), ids.tolist())
+        ids.frombytes(raw[start : start + 8 * n])
+        if len(ids) != n:
+            raise ValueError(f"truncated state: {len(ids)} of {n} event-id hashes")
+        fields = orjson.loads(_codec()[1].decompress(raw[start + 8 * n :]))
+        hashes = ids.tolist()
+        base = fields[2] or 0
+        if version == _V2:  # no times: keep them a full horizon from the latest event
+            return cls._from_fields(fields, dict.fromkeys(hashes, base))
+        deltas = fields[17]
+        if len(deltas) != n:
+            raise ValueError(f"corrupt state: {len(deltas)} event times for {n} hashes")
+        state = cls._from_fields(fields, {h: base - d for h, d in zip(hashes, deltas, strict=True)})
+        state.home = fields[16]
+        return state
 
     @classmethod
     def _decode_v1(cls, raw: bytes) -> CustomerState:
@@ -170,10 +205,10 @@ class CustomerState:
             version = data[0] if isinstance(data, list) and data else "?"
             raise ValueError(f"unknown state encoding version {version}")
         fields = [*data[1:15], data[16], data[17] if len(data) > 17 else {}]
-        return cls._from_fields(fields, [event_id_hash(i) for i in data[15]])
+        return cls._from_fields(fields, dict.fromkeys(map(event_id_hash, data[15]), data[3] or 0))
 
     @classmethod
-    def _from_fields(cls, data: list[Any], recent_ids: list[int]) -> CustomerState:
+    def _from_fields(cls, data: list[Any], recent: dict[int, int]) -> CustomerState:
         return cls(
             customer_id=data[0],
             first_seen=data[1],
@@ -189,7 +224,7 @@ class CustomerState:
             traits=data[11],
             values=data[12],
             seqs=data[13],
-            recent_ids=recent_ids,
+            recent=recent,
             extra=data[14],
             offsets=data[15],
         )
@@ -205,3 +240,38 @@ class CustomerState:
         low = today - WINDOW_DAYS
         for day in [d for d in self.days if d <= low]:
             del self.days[day]
+
+
+def check_finite(state: CustomerState) -> None:
+    """Raise ``ValueError`` if a total or day bucket of ``state`` is inf or NaN."""
+    if not all(map(math.isfinite, state.totals)) or not all(
+        math.isfinite(x) for bucket in state.days.values() for x in bucket
+    ):
+        raise ValueError(f"customer {state.customer_id[:64]!r}: a total is not finite")
+
+
+def _varint(n: int) -> bytes:
+    """LEB128 unsigned varint."""
+    out = bytearray()
+    while True:
+        low = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _read_varint(raw: bytes, at: int) -> tuple[int, int]:
+    """The varint at ``raw[at:]`` and the index after it."""
+    n = shift = 0
+    while True:
+        if at >= len(raw) or shift > 63:
+            raise ValueError("truncated state header")
+        byte = raw[at]
+        at += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return n, at

@@ -78,7 +78,7 @@ def test_load_many_commit_round_trip(store: RedisStore) -> None:
         traits={"country": "DE", "vip": True, "age": 41, "score": 0.25},
         values={"lifecycle": "new", "rule:x": "in"},
         seqs={"lifecycle": 1, "rule:x": 1},
-        recent_ids=[event_id_hash("e1"), event_id_hash("e2")],
+        recent={event_id_hash("e1"): 1, event_id_hash("e2"): 2},
     )
     other = make("c-2", None)
     assert store.load_many([]) == {}

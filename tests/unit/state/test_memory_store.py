@@ -95,6 +95,6 @@ def test_state_codec_round_trip() -> None:
         traits={"vip": True, "age": 41, "score": 0.5, "country": "DE"},
         values={"lifecycle": "new", "rule:x": "in"},
         seqs={"lifecycle": 1, "rule:x": 1},
-        recent_ids=[event_id_hash("e1"), event_id_hash("e2")],
+        recent={event_id_hash("e1"): 1, event_id_hash("e2"): 2},
     )
     assert CustomerState.decode(s.encode()) == s
