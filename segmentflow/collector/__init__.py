@@ -12,12 +12,20 @@ from typing import Any
 import yaml
 
 from segmentflow.collector.app import CollectorConfig, create_app, parse_write_keys
-from segmentflow.collector.mapping import TrackMap, TrackMapError, map_call
+from segmentflow.collector.mapping import (
+    DEFAULT_MAX_FUTURE_SKEW_US,
+    DEFAULT_MAX_MONEY,
+    Bounds,
+    TrackMap,
+    TrackMapError,
+    map_call,
+)
 from segmentflow.collector.sink import KafkaSink, MemorySink, Record, Sink, SinkError
 from segmentflow.config import Settings
 from segmentflow.schemas.decode import Limits
 
 __all__ = [
+    "Bounds",
     "CollectorConfig",
     "KafkaSink",
     "MemorySink",
@@ -61,10 +69,16 @@ def load_track_map(value: str | None) -> dict[str, str]:
 def config_from_settings(settings: Settings, track_map: str | None = None) -> CollectorConfig:
     """The collector config from the environment (``track_map`` overrides the env option)."""
     segment = settings.segment_config()
+    # the worker's bounds (CONTRACT §2 max_money, max_future_skew), same config file
+    bounds = Bounds(
+        float(getattr(segment, "max_money", DEFAULT_MAX_MONEY)),
+        int(getattr(segment, "max_future_skew_us", DEFAULT_MAX_FUTURE_SKEW_US)),
+    )
     return CollectorConfig(
         write_keys=parse_write_keys(settings.write_keys),
         topics=settings.input_topics,
         deadletter_topic=settings.topic_segmentflow_deadletter,
         tracks=TrackMap(load_track_map(track_map or settings.collector_track_map)),
         limits=Limits(segment.max_event_bytes, segment.max_traits, segment.max_trait_length),
+        bounds=bounds,
     )

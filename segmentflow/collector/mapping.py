@@ -8,20 +8,31 @@ visitor only by ``anonymousId`` until they log in or sign up; from then on the S
 ``userId`` on every call. ``userId`` is the stable, cross-device identity that CRM and
 marketing-automation tools key on, so it is the right key for segments that drive them.
 
-The collector does **not** stitch identities: events sent before the visitor was identified stay
-with the anonymous customer (``customer_id = anonymousId``) and are not merged into the
-identified one. An ``identify`` call carrying both ids is keyed on ``userId``; ``alias`` and
-``group`` calls are dead-lettered as ``unsupported_call``. If pre-login behaviour matters for
-your segments, identify visitors early (or send ``userId`` yourself on every call once known).
+A call carrying both ids is keyed on ``userId`` and its ``anonymousId`` becomes the event's
+``anonymous_id`` (CONTRACT §2, §9): the worker then merges the anonymous profile into the
+identified one. ``alias`` becomes the contract's ``alias`` event (``previousId`` ->
+``previous_id``; without ``previousId`` the call's ``anonymousId``).
+
+Calls
+-----
+- ``track`` -> the type its event name maps to (below); ``identify`` -> ``identify``.
+- ``page`` and ``screen`` -> ``page_view``. The url is ``properties.url``, else
+  ``context.page.url``, else ``path`` (``properties.path`` or ``context.page.path``, plus
+  ``search``), else ``page:<category>/<name>`` (``screen:<name>`` for a screen) from the call's
+  name, so a page view is never refused for a field the SDKs may omit.
+- ``group`` -> an ``identify`` of the user whose traits are ``group_id`` and each group trait
+  as ``group_<name>`` (nested traits flattened with dots).
+- ``alias`` -> ``alias`` {previous_id}.
 
 Other fields
 ------------
 - ``messageId`` -> ``event_id`` (an integer is stringified). Without one, the id is a UUID v5 of
   the call's canonical JSON, so a client retrying the same call produces the same id and the
   worker applies it once.
-- ``timestamp`` -> ``timestamp``, normalised to RFC 3339 UTC with ``Z``; without one, the time
-  the collector received the request. A timestamp that is not RFC 3339 with an offset is not
-  guessed at: the call is dead-lettered with the worker's reason code (e.g. ``naive_timestamp``).
+- ``timestamp`` (else ``originalTimestamp``, all RudderStack sends) -> ``timestamp``, normalised
+  to RFC 3339 UTC with ``Z``; without either, the time the collector received the request. A
+  timestamp that is not RFC 3339 with an offset is not guessed at: the call is dead-lettered
+  with the worker's reason code (e.g. ``naive_timestamp``).
 - Track names follow :data:`STANDARD_TRACKS` (Segment's e-commerce v2 and email specs); names
   are matched ignoring case and ``_``/``-``/space differences, and a contract type name
   (``add_to_cart``) is accepted as a track name too. A configurable map (:class:`TrackMap`) adds
@@ -30,6 +41,9 @@ Other fields
 - Every built event is checked with :func:`segmentflow.schemas.decode.validate_event`, exactly as
   the worker will check it; an event that would fail there is dead-lettered here instead, with
   the same reason code (``missing_field``, ``invalid_money``, ...).
+- Bounded input (CONTRACT §2): money over ``max_money`` and a timestamp outside the years
+  1970..2100 or more than ``max_future_skew`` after the collector's clock are not dead-lettered
+  but refused (:class:`Refused`: the request gets 400 naming the field), as the sender can fix it.
 """
 
 from __future__ import annotations
@@ -40,6 +54,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Final
 
 from segmentflow.config import ConfigError
@@ -69,9 +84,9 @@ STANDARD_TRACKS: Final[dict[str, str]] = {
 #: Map target that accepts a track name without forwarding it.
 IGNORE: Final = "ignore"
 
-#: Segment call types the collector maps; the others are valid Segment calls it does not use.
-MAPPED_CALLS: Final = frozenset({"track", "identify", "page"})
+#: Segment call types (all mapped, see the module docstring).
 SEGMENT_CALLS: Final = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+MAPPED_CALLS: Final = SEGMENT_CALLS
 
 #: Dead-letter reason codes added by the collector (the rest are the worker's, see
 #: :mod:`segmentflow.schemas.reasons`).
@@ -82,6 +97,21 @@ _NAMESPACE = uuid.UUID("6f1d4f4e-2b8c-5b7a-9a43-5e67c0f1c011")
 _SEPARATORS = re.compile(r"[\s_\-]+")
 _DIGITS = re.compile(r"\d+")
 _VOLATILE = frozenset({"sentAt", "writeKey", "receivedAt"})
+#: Default bounds of CONTRACT §2 (config ``max_money``, ``max_future_skew``).
+DEFAULT_MAX_MONEY: Final = 1e9
+DEFAULT_MAX_FUTURE_SKEW_US: Final = 24 * 3600 * 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Bounded input (CONTRACT §2): largest money amount, and how far after the collector's
+    clock a timestamp may be (microseconds)."""
+
+    max_money: float = DEFAULT_MAX_MONEY
+    max_future_skew_us: int = DEFAULT_MAX_FUTURE_SKEW_US
+
+
+DEFAULT_BOUNDS = Bounds()
 
 
 def normalize_name(name: str) -> str:
@@ -156,7 +186,16 @@ class Ignored:
     """A call accepted but not forwarded (its track name maps to ``ignore``)."""
 
 
-Outcome = Built | Failed | Ignored
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A call out of the contract's bounds: the whole request is answered 400 naming ``field``
+    (a property of the built event, e.g. ``properties.revenue`` or ``timestamp``)."""
+
+    field: str
+    detail: str
+
+
+Outcome = Built | Failed | Ignored | Refused
 
 
 # -- field helpers ------------------------------------------------------------------------
@@ -208,9 +247,11 @@ def format_received(moment: datetime) -> str:
 
 
 def timestamp_of(message: Mapping[str, Any], received_at: datetime) -> Any:
-    """``timestamp`` normalised to RFC 3339 UTC ``Z`` (left as is when unparseable, so the
-    validator names the problem), else the time received."""
+    """``timestamp`` (else ``originalTimestamp``) normalised to RFC 3339 UTC ``Z`` (left as is
+    when unparseable, so the validator names the problem), else the time received."""
     value = message.get("timestamp")
+    if not _present(value):
+        value = message.get("originalTimestamp")
     if not _present(value):
         return format_received(received_at)
     if not isinstance(value, str):
@@ -262,6 +303,40 @@ def _flatten_traits(traits: Mapping[str, Any], prefix: str = "") -> dict[str, An
     return out
 
 
+def group_traits_of(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The user traits a ``group`` call sets: ``group_id`` and ``group_<name>`` per group trait."""
+    traits = {f"group_{k}": v for k, v in _flatten_traits(_dict(message.get("traits"))).items()}
+    group_id = _id(message.get("groupId"))
+    if _present(group_id):
+        traits["group_id"] = group_id
+    return traits
+
+
+def _text(*values: Any) -> str | None:
+    """The first non-empty string among ``values``."""
+    for value in values:
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def page_url_of(message: Mapping[str, Any], call: str = "page") -> str:
+    """The url of a page (or screen) view; see the module docstring for the fallbacks."""
+    props = _dict(message.get("properties"))
+    page = _dict(_dict(message.get("context")).get("page"))
+    url = _text(props.get("url"), page.get("url"))
+    if url is not None:
+        return url
+    path = _text(props.get("path"), page.get("path"))
+    if path is not None:
+        return path + (_text(props.get("search"), page.get("search")) or "")
+    name = _text(message.get("name"), props.get("name")) or ""
+    category = _text(message.get("category"), props.get("category"))
+    if call == "screen":
+        return f"screen:{name}"
+    return f"page:{category}/{name}" if category else f"page:{name}"
+
+
 def traits_of(message: Mapping[str, Any]) -> dict[str, Any]:
     """Identify traits (``traits``, else ``context.traits``; ``properties`` for a track call
     mapped to ``identify``), flattened, with Segment's reserved traits given the contract's
@@ -295,18 +370,24 @@ def _item(product: Any) -> Any:
     )
 
 
-def build_properties(event_type: str, message: Mapping[str, Any]) -> dict[str, Any]:
-    """The contract ``properties`` of ``event_type`` from a Segment call (CONTRACT §2, §9)."""
+def build_properties(
+    event_type: str, message: Mapping[str, Any], call: str = "track"
+) -> dict[str, Any]:
+    """The contract ``properties`` of ``event_type`` from a Segment ``call`` (CONTRACT §2, §9)."""
     props = _dict(message.get("properties"))
     page = _dict(_dict(message.get("context")).get("page"))
     out: dict[str, Any]
     if event_type == "page_view":
         out = {
-            "url": _first(props, "url") or _first(page, "url"),
-            "referrer": _first(props, "referrer") or _first(page, "referrer"),
+            "url": page_url_of(message, call),
+            "referrer": _text(props.get("referrer"), page.get("referrer")),
         }
+    elif event_type == "identify" and call == "group":
+        out = {"traits": group_traits_of(message)}
     elif event_type == "identify":
         out = {"traits": traits_of(message)}
+    elif event_type == "alias":
+        out = {"previous_id": _id(_first(message, "previousId", "anonymousId"))}
     elif event_type in ("product_view", "add_to_cart", "remove_from_cart"):
         out = {"product_id": _id(_first(props, "product_id", "sku", "id"))}
         if event_type == "product_view":
@@ -342,11 +423,18 @@ def build_properties(event_type: str, message: Mapping[str, Any]) -> dict[str, A
     return _compact(out)
 
 
+_CALL_TYPES: Final = {
+    "page": "page_view",
+    "screen": "page_view",
+    "identify": "identify",
+    "group": "identify",
+    "alias": "alias",
+}
+
+
 def _event_type(call: str, message: Mapping[str, Any], tracks: TrackMap) -> str | Failed:
-    if call == "page":
-        return "page_view"
-    if call == "identify":
-        return "identify"
+    if call in _CALL_TYPES:
+        return _CALL_TYPES[call]
     if call != "track":
         return Failed(UNSUPPORTED_CALL, f"Segment {call!r} calls are not mapped to events")
     name = message.get("event")
@@ -362,19 +450,72 @@ def _event_type(call: str, message: Mapping[str, Any], tracks: TrackMap) -> str 
     return target
 
 
+#: Money fields of the built events' properties (and of each item).
+_MONEY: Final = ("revenue", "amount", "price", "cart_value")
+
+
+_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)", re.ASCII)
+
+
+def _over(value: Any, limit: float) -> bool:
+    """Money (a number or decimal string, CONTRACT §2) above ``limit``; anything that is not
+    money is left to the validator (a dead letter with its reason)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return value > limit  # a huge int compares exactly; NaN is not over (the validator says)
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):
+        return Decimal(value) > Decimal(repr(float(limit)))
+    return False
+
+
+def out_of_bounds(event: Mapping[str, Any], now_us: int, bounds: Bounds) -> Refused | None:
+    """Why ``event`` is outside CONTRACT §2's bounds (money, timestamp), else ``None``."""
+    stamp = event.get("timestamp")
+    if isinstance(stamp, str):
+        try:
+            ts = parse_rfc3339(stamp)
+        except TimestampError as exc:
+            if exc.code == "timestamp_out_of_range":
+                return Refused("timestamp", f"timestamp {stamp[:64]!r} is outside 1970..2100")
+        else:
+            if ts - now_us > bounds.max_future_skew_us:
+                return Refused(
+                    "timestamp",
+                    f"timestamp {stamp[:64]!r} is more than max_future_skew "
+                    f"({bounds.max_future_skew_us / 3_600_000_000:g}h) after the collector's clock",
+                )
+    props = _dict(event.get("properties"))
+    items = props.get("items")
+    where: list[tuple[str, Mapping[str, Any]]] = [("properties", props)]
+    if isinstance(items, list):
+        where += [(f"properties.items[{i}]", p) for i, p in enumerate(items) if isinstance(p, dict)]
+    for prefix, source in where:
+        for name in _MONEY:
+            value = source.get(name)
+            if value is not None and _over(value, bounds.max_money):
+                return Refused(
+                    f"{prefix}.{name}",
+                    f"{prefix}.{name} = {str(value)[:40]} is over max_money ({bounds.max_money:g})",
+                )
+    return None
+
+
 def map_call(
     call: str,
     message: Mapping[str, Any],
     received_at: datetime,
     tracks: TrackMap,
     limits: Limits = DEFAULT_LIMITS,
+    bounds: Bounds = DEFAULT_BOUNDS,
 ) -> Outcome:
     """Map one Segment call (``call`` = its type) to a validated contract event.
 
     Returns
     -------
-    Built | Failed | Ignored
-        The event and its topic kind, or why it is dead-lettered, or that it is ignored.
+    Built | Failed | Ignored | Refused
+        The event and its topic kind, or why it is dead-lettered, or that it is ignored, or
+        why the request must be refused (out of bounds).
     """
     customer = customer_id_of(message)
     target = _event_type(call, message, tracks)
@@ -384,13 +525,19 @@ def map_call(
         return Ignored()
     if customer is None:
         return Failed("missing_field", "neither userId nor anonymousId is set")
-    event = {
+    event: dict[str, Any] = {
         "event_id": event_id_of(message),
         "customer_id": customer,
         "type": target,
         "timestamp": timestamp_of(message, received_at),
-        "properties": build_properties(target, message),
+        "properties": build_properties(target, message, call),
     }
+    anonymous = _id(message.get("anonymousId"))
+    if _present(_id(message.get("userId"))) and _present(anonymous):
+        event["anonymous_id"] = anonymous
+    refused = out_of_bounds(event, from_datetime(received_at.astimezone(UTC)), bounds)
+    if refused is not None:
+        return refused
     kind = EVENT_TYPES[target][0]
     try:
         checked = validate_event(event, kind, limits)
@@ -399,9 +546,13 @@ def map_call(
     if isinstance(checked, Rejection):
         return Failed(str(checked.reason), checked.detail, customer)
     try:
-        value = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        value = json.dumps(
+            event, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode("utf-8")
     except UnicodeEncodeError:
         return Failed("invalid_utf8", "a string holds a lone UTF-16 surrogate", customer)
+    except (ValueError, RecursionError) as exc:  # NaN/Infinity have no JSON form
+        return Failed("invalid_field", f"cannot encode the event as JSON: {exc}", customer)
     if len(value) > limits.max_event_bytes:
         return Failed(
             "oversized",

@@ -7,7 +7,7 @@ import copy
 from importlib import metadata
 from typing import Any
 
-from segmentflow.collector.mapping import SEGMENT_CALLS, STANDARD_TRACKS
+from segmentflow.collector.mapping import STANDARD_TRACKS
 
 _REF = "#/components/schemas/"
 
@@ -46,8 +46,14 @@ _COMMON = {
         "timestamp": {
             "type": ["string", "null"],
             "description": "When the event happened, ISO 8601 / RFC 3339 with an offset. "
-            "Defaults to the time received; a value that is not RFC 3339 with an offset is "
-            "accepted but dead-lettered.",
+            "Defaults to originalTimestamp, else the time received; a value that is not RFC "
+            "3339 with an offset is accepted but dead-lettered; one outside the years "
+            "1970..2100 or more than max_future_skew (24h) after the collector's clock gets "
+            "400.",
+        },
+        "originalTimestamp": {
+            "type": ["string", "null"],
+            "description": "Used when timestamp is absent (RudderStack sends only this).",
         },
         "context": {
             **_OBJECT,
@@ -84,8 +90,41 @@ _IDENTIFY_FIELDS = {"type": "object", "properties": {"traits": _OBJECT}}
 _PAGE_FIELDS = {
     "type": "object",
     "properties": {
-        "name": {"description": "Page name (not used)."},
-        "properties": {**_OBJECT, "description": "url and referrer are read."},
+        "name": {
+            "description": "Page name: the url is page:<category>/<name> without a url or path."
+        },
+        "category": {"description": "Page category (see name)."},
+        "properties": {
+            **_OBJECT,
+            "description": "url (else context.page.url, else path + search) and referrer.",
+        },
+    },
+}
+_SCREEN_FIELDS = {
+    "type": "object",
+    "properties": {
+        "name": {
+            "description": "Screen name: a page_view with url screen:<name> (or properties.url)."
+        },
+        "properties": _OBJECT,
+    },
+}
+_GROUP_FIELDS = {
+    "type": "object",
+    "required": ["groupId"],
+    "properties": {
+        "groupId": {**_NON_EMPTY_ID, "description": "Becomes the user's trait group_id."},
+        "traits": {**_OBJECT, "description": "Each becomes the user's trait group_<name>."},
+    },
+}
+_ALIAS_FIELDS = {
+    "type": "object",
+    "properties": {
+        "previousId": {
+            **_ID,
+            "description": "The id merged into userId (alias event's previous_id); defaults "
+            "to anonymousId.",
+        },
     },
 }
 _WRITE_KEY = {
@@ -117,18 +156,24 @@ _SCHEMAS: dict[str, Any] = {
     "TrackFields": _TRACK_FIELDS,
     "IdentifyFields": _IDENTIFY_FIELDS,
     "PageFields": _PAGE_FIELDS,
+    "ScreenFields": _SCREEN_FIELDS,
+    "GroupFields": _GROUP_FIELDS,
+    "AliasFields": _ALIAS_FIELDS,
     "Track": _call("TrackFields"),
     "Identify": _call("IdentifyFields"),
     "Page": _call("PageFields"),
+    "Screen": _call("ScreenFields"),
+    "Group": _call("GroupFields"),
+    "Alias": _call("AliasFields"),
     "BatchCall": {
         "anyOf": [
             _batch_call(["track"], "TrackFields"),
             _batch_call(["identify"], "IdentifyFields"),
             _batch_call(["page"], "PageFields"),
-            _batch_call(sorted(SEGMENT_CALLS - {"track", "identify", "page"}), None),
+            _batch_call(["screen"], "ScreenFields"),
+            _batch_call(["group"], "GroupFields"),
+            _batch_call(["alias"], "AliasFields"),
         ],
-        "description": "screen, group and alias calls are accepted and dead-lettered "
-        "(reason unsupported_call).",
     },
     "Batch": {
         "type": "object",
@@ -150,8 +195,14 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["success", "code", "message"],
         "properties": {
             "success": {"const": False},
-            "code": {"type": "string", "description": "Machine code, e.g. bad_request."},
+            "code": {
+                "type": "string",
+                "description": "Machine code: bad_request, too_deep, out_of_range, "
+                "unauthorized, timeout, too_large, unsupported_encoding, overloaded, "
+                "unavailable, not_found, method_not_allowed.",
+            },
             "message": {"type": "string", "description": "What is wrong."},
+            "field": {"type": "string", "description": "The field out of range, if any."},
         },
     },
 }
@@ -167,17 +218,28 @@ _RESPONSES = {
         "topic, and the broker acknowledged it.",
         "content": {"application/json": {"schema": _ref("Success")}},
     },
-    "400": _error("The body is not a JSON object of the documented shape (nothing produced)."),
-    "401": _error("No write key, or one not in SEGMENTFLOW_WRITE_KEYS."),
+    "400": _error(
+        "The body is not a JSON object of the documented shape, is nested deeper than 64 "
+        "levels, or holds money over max_money or a timestamp out of range (nothing produced)."
+    ),
+    "401": _error("No write key, or one not in SEGMENTFLOW_WRITE_KEYS (checked before parsing)."),
+    "408": _error("The body did not arrive within the body timeout (connection closed)."),
     "413": _error("The body (after decompression) is larger than the collector's limit."),
     "415": _error("A Content-Encoding other than gzip."),
-    "503": _error("The broker did not acknowledge; retry (Segment SDKs do)."),
+    "503": _error(
+        "The broker is unreachable or did not acknowledge, or the collector is at its in-flight "
+        "byte limit; retry (Segment SDKs do). Some events of the request may already be on "
+        "Kafka: the worker applies a repeated messageId (event_id) once, so the retry is safe."
+    ),
 }
 
 _SUMMARIES = {
     "track": ("Record an action", "Track"),
     "identify": ("Tie a user to their traits", "Identify"),
     "page": ("Record a page view", "Page"),
+    "screen": ("Record a mobile screen view (a page_view)", "Screen"),
+    "group": ("Tie a user to a group (group_* traits of the user)", "Group"),
+    "alias": ("Merge a previous id into a user (alias event)", "Alias"),
     "batch": ("Send several calls at once (what the server-side SDKs use)", "Batch"),
 }
 
@@ -203,21 +265,40 @@ def openapi_document() -> dict[str, Any]:
     paths["/health"] = {
         "get": {
             "operationId": "health",
-            "summary": "Liveness",
+            "summary": "Readiness: whether the broker answers",
             "security": [],
             "responses": {
                 "200": {
-                    "description": "Up.",
+                    "description": "Up, and the broker answers.",
                     "content": {
                         "application/json": {
                             "schema": {
                                 "type": "object",
                                 "required": ["status"],
-                                "properties": {"status": {"const": "ok"}},
+                                "properties": {
+                                    "status": {"const": "ok"},
+                                    "broker": {"const": "up"},
+                                },
                             }
                         }
                     },
-                }
+                },
+                "503": {
+                    "description": "The broker is unreachable (requests get 503 meanwhile).",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["status", "detail"],
+                                "properties": {
+                                    "status": {"const": "unavailable"},
+                                    "broker": {"const": "down"},
+                                    "detail": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
             },
         }
     }

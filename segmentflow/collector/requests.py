@@ -3,15 +3,17 @@ checks that decide between 400 and accepting a call (pure functions, no I/O).
 
 A request is all or nothing: a body that is not a JSON object, a ``batch`` that is not a list
 of call objects, or a call with a field of the wrong JSON type or no identity is refused with 400
-and nothing is produced. Calls that pass these checks are accepted (200); a call that then cannot
-become a valid contract event (unmapped track name, missing product id, bad timestamp...) is
-dead-lettered, as Segment accepts a batch whose messages its destinations later drop.
+and nothing is produced. So is a body nested deeper than :data:`DEFAULT_MAX_DEPTH`. Calls that
+pass these checks are accepted (200); a call that then cannot become a valid contract event
+(unmapped track name, missing product id, bad timestamp...) is dead-lettered, as Segment accepts
+a batch whose messages its destinations later drop.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,18 +23,32 @@ import orjson
 
 from segmentflow.collector.mapping import SEGMENT_CALLS
 
-ENDPOINT_CALLS: Final[dict[str, str]] = {"track": "track", "identify": "identify", "page": "page"}
+ENDPOINT_CALLS: Final[dict[str, str]] = {c: c for c in sorted(SEGMENT_CALLS)}
+#: analytics.js's short paths (``/v1/t``...) -> endpoint.
+SHORT_PATHS: Final[dict[str, str]] = {
+    "t": "track",
+    "i": "identify",
+    "p": "page",
+    "s": "screen",
+    "g": "group",
+    "a": "alias",
+    "b": "batch",
+}
 DEFAULT_MAX_BODY_BYTES: Final = 2 * 1024 * 1024
+#: Deepest JSON nesting accepted (the body object is depth 1); deeper gets 400.
+DEFAULT_MAX_DEPTH: Final = 64
+_WRITE_KEY = re.compile(rb'"writeKey"\s*:\s*"([^"\\]*)"')
 
 
 class RequestError(Exception):
     """The request is refused: HTTP ``status``, machine ``code`` and a human ``message``."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.field = field
 
 
 def bad_request(message: str) -> RequestError:
@@ -79,6 +95,31 @@ def parse_json(body: bytes) -> Any:
         raise bad_request(f"body is not valid JSON: {exc}") from None
 
 
+def check_depth(value: Any, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+    """Refuse (400) a JSON value nested deeper than ``max_depth`` objects/arrays (iterative: a
+    hostile body cannot exhaust the stack here or in the code that walks it later)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            raise RequestError(
+                400, "too_deep", f"body is nested deeper than {max_depth} levels of objects/arrays"
+            )
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def scan_write_keys(body: bytes) -> list[str]:
+    """The plain string values of every ``"writeKey"`` member in the raw JSON ``body``, found
+    without parsing it (so a request without a valid key is refused before the costly parse)."""
+    return [m.group(1).decode("utf-8", "replace") for m in _WRITE_KEY.finditer(body)]
+
+
 def basic_auth_key(header: str | None) -> str | None:
     """The write key from an ``Authorization: Basic base64(key:)`` header (``None`` if absent).
 
@@ -111,9 +152,10 @@ def _check_call(call_type: str, message: Any, where: str) -> None:
             raise bad_request(f"{where}.{field} must be a string or an integer")
     if not any(message.get(f) not in (None, "") for f in ("userId", "anonymousId")):
         raise bad_request(f"{where}: userId or anonymousId is required")
-    timestamp = message.get("timestamp")
-    if timestamp is not None and not isinstance(timestamp, str):
-        raise bad_request(f"{where}.timestamp must be an ISO 8601 string")
+    for field in ("timestamp", "originalTimestamp"):
+        value = message.get(field)
+        if value is not None and not isinstance(value, str):
+            raise bad_request(f"{where}.{field} must be an ISO 8601 string")
     for field in ("properties", "traits", "context"):
         value = message.get(field)
         if value is not None and not isinstance(value, dict):
@@ -122,6 +164,16 @@ def _check_call(call_type: str, message: Any, where: str) -> None:
         event = message.get("event")
         if not isinstance(event, str) or not event:
             raise bad_request(f"{where}.event (the track event name) must be a non-empty string")
+    elif call_type == "group":
+        group = message.get("groupId")
+        if group in (None, "") or not _is_id(group):
+            raise bad_request(f"{where}.groupId must be a non-empty string or an integer")
+    elif call_type == "alias":
+        previous = message.get("previousId")
+        if previous is not None and not _is_id(previous):
+            raise bad_request(f"{where}.previousId must be a string or an integer")
+        if previous in (None, "") and message.get("anonymousId") in (None, ""):
+            raise bad_request(f"{where}: alias needs previousId (the id being merged)")
 
 
 def _write_key(body: Mapping[str, Any]) -> str | None:
@@ -137,7 +189,7 @@ def parse_calls(endpoint: str, body: Any) -> tuple[list[Call], str | None]:
     Parameters
     ----------
     endpoint
-        ``track``, ``identify``, ``page`` or ``batch``.
+        ``track``, ``identify``, ``page``, ``screen``, ``group``, ``alias`` or ``batch``.
     body
         The parsed JSON body.
 

@@ -1,10 +1,18 @@
-"""Where the collector's messages go: Kafka (aiokafka, async) or memory (tests)."""
+"""Where the collector's messages go: Kafka (aiokafka, async) or memory (tests).
+
+Delivery: ``send`` returns only when the broker has acknowledged every record (``acks=all``), so a
+200 means every event of the request is on Kafka. When it raises (the request gets 503), some of
+the records may still have been delivered, or be delivered later from the producer's buffer: a
+503 does not mean "not produced". SDKs retry the whole request with the same ``messageId`` s,
+and the worker applies a repeated ``event_id`` once (CONTRACT §2), so the retry is safe.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,15 +37,20 @@ class SinkError(RuntimeError):
 class Sink(Protocol):
     """Async destination of records; ``send`` returns once every record is acknowledged."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Begin connecting; returns at once (the app serves, answering 503, meanwhile)."""
 
     async def stop(self) -> None: ...
 
     async def send(self, records: Sequence[Record]) -> None: ...
 
+    async def health(self) -> str | None:
+        """``None`` when the broker is reachable, else why not (``/health`` answers 503)."""
+
 
 class MemorySink:
-    """Keeps records in a list; ``fail = True`` makes ``send`` raise (for tests)."""
+    """Keeps records in a list; ``fail = True`` makes ``send`` raise and ``health`` report the
+    broker down (for tests)."""
 
     def __init__(self) -> None:
         self.records: list[Record] = []
@@ -54,6 +67,9 @@ class MemorySink:
         if self.fail:
             raise SinkError("memory sink set to fail")
         self.records.extend(records)
+
+    async def health(self) -> str | None:
+        return "memory sink set to fail" if self.fail else None
 
 
 def aiokafka_options(settings: Settings) -> dict[str, Any]:
@@ -73,60 +89,120 @@ def aiokafka_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def backoff_delays(first: float, cap: float) -> Iterator[float]:
+    """Capped exponential backoff: ``first``, doubled each time, at most ``cap``."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, cap)
+
+
 class KafkaSink:
-    """An aiokafka producer (``acks=all``) started and stopped with the app.
+    """An aiokafka producer (``acks=all``) that connects in the background.
+
+    Started before its broker, it keeps trying with capped backoff (one log line per attempt,
+    no traceback); meanwhile ``send`` raises :class:`SinkError` (503) and ``health`` says why.
 
     Parameters
     ----------
     settings
         Environment settings (Kafka URL and security).
-    connect_timeout
-        Seconds to keep retrying the first connection before giving up.
     send_timeout
         Seconds a request may wait for the broker's acknowledgements (then 503).
+    retry_first, retry_max
+        First and largest pause between connection attempts (seconds).
+    health_timeout
+        Seconds a ``/health`` probe (a metadata request) may take before the broker counts as down.
+    health_every
+        Seconds a probe's answer is reused (a flood of ``/health`` costs one probe per period).
     """
 
     def __init__(
-        self, settings: Settings, connect_timeout: float = 30.0, send_timeout: float = 15.0
+        self,
+        settings: Settings,
+        send_timeout: float = 15.0,
+        retry_first: float = 0.5,
+        retry_max: float = 10.0,
+        health_timeout: float = 3.0,
+        health_every: float = 1.0,
     ) -> None:
         self.settings = settings
-        self.connect_timeout = connect_timeout
         self.send_timeout = send_timeout
+        self.retry_first = retry_first
+        self.retry_max = retry_max
+        self.health_timeout = health_timeout
+        self.health_every = health_every
         self._producer: Any = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._why: str = f"connecting to Kafka at {settings.kafka_url}"
+        self._probe: asyncio.Future[str | None] | None = None
+        self._probed_at = -1e9
+        self._probed: str | None = None
+        self.attempts = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
 
     async def start(self) -> None:
-        from aiokafka import AIOKafkaProducer
-        from aiokafka.errors import KafkaError
+        self._connecting = asyncio.create_task(self._connect(), name="collector-kafka-connect")
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.connect_timeout
-        delay = 0.2
-        while True:
-            producer = AIOKafkaProducer(
-                acks="all",
-                linger_ms=2,
-                request_timeout_ms=int(self.send_timeout * 1000),
-                client_id="segmentflow-collector",
-                **aiokafka_options(self.settings),
-            )
-            try:
-                await producer.start()
-            except (KafkaError, OSError) as exc:
+    async def _attempt(self) -> Any:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(
+            acks="all",
+            linger_ms=2,
+            request_timeout_ms=int(self.send_timeout * 1000),
+            client_id="segmentflow-collector",
+            **aiokafka_options(self.settings),
+        )
+        quiet = logging.getLogger("aiokafka")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)  # our one line per attempt says it all
+        try:
+            await asyncio.wait_for(producer.start(), timeout=self.send_timeout + 5)
+        except BaseException:
+            with contextlib.suppress(Exception):
                 await producer.stop()
-                if loop.time() + delay > deadline:
-                    raise SinkError(
-                        f"cannot reach Kafka at {self.settings.kafka_url} "
-                        f"({exc.__class__.__name__}); start one with `segmentflow dev` or point "
-                        "SEGMENTFLOW_KAFKA_URL at a running broker"
-                    ) from exc
-                log.warning("Kafka not reachable yet (%s); retrying", exc)
+            raise
+        finally:
+            quiet.setLevel(level)
+        return producer
+
+    async def _connect(self) -> None:
+        url = self.settings.kafka_url
+        for delay in backoff_delays(self.retry_first, self.retry_max):
+            self.attempts += 1
+            try:
+                producer = await self._attempt()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # KafkaConnectionError, OSError, timeouts...
+                name = exc.__class__.__name__
+                reason = str(exc).splitlines()[0][:200] if str(exc) else "no detail"
+                reason = reason.removeprefix(f"{name}: ")
+                self._why = f"cannot reach Kafka at {url} ({name}: {reason})"
+                log.warning(
+                    "%s; retry %d in %.1fs (requests get 503 until then; start a broker with "
+                    "`segmentflow dev` or point SEGMENTFLOW_KAFKA_URL at one)",
+                    self._why,
+                    self.attempts,
+                    delay,
+                )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
                 continue
             self._producer = producer
+            self._probed_at = -1e9
+            log.warning("connected to Kafka at %s", url)
             return
 
     async def stop(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._connecting
+            self._connecting = None
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
@@ -134,12 +210,39 @@ class KafkaSink:
     async def send(self, records: Sequence[Record]) -> None:
         if not records:
             return
-        if self._producer is None:
-            raise SinkError("the Kafka producer is not running")
+        producer = self._producer
+        if producer is None:
+            raise SinkError(self._why)
+
+        async def produce() -> None:
+            futures = [await producer.send(r.topic, value=r.value, key=r.key) for r in records]
+            await asyncio.gather(*futures)
+
         try:
-            futures = [
-                await self._producer.send(r.topic, value=r.value, key=r.key) for r in records
-            ]
-            await asyncio.wait_for(asyncio.gather(*futures), timeout=self.send_timeout)
+            await asyncio.wait_for(produce(), timeout=self.send_timeout)
         except Exception as exc:  # aiokafka raises many error types for a lost broker
-            raise SinkError(f"Kafka did not acknowledge: {exc.__class__.__name__}: {exc}") from exc
+            self._probed_at = -1e9  # the next /health probes again
+            name = exc.__class__.__name__
+            raise SinkError(f"Kafka did not acknowledge: {name}: {str(exc)[:200]}") from exc
+
+    async def health(self) -> str | None:
+        if self._producer is None:
+            return self._why
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._probed_at < self.health_every:
+            return self._probed
+        if self._probe is None:
+            self._probe = asyncio.ensure_future(self._check())
+        return await asyncio.shield(self._probe)
+
+    async def _check(self) -> str | None:
+        loop = asyncio.get_running_loop()
+        try:
+            client = self._producer.client
+            await asyncio.wait_for(client.fetch_all_metadata(), timeout=self.health_timeout)
+            result = None
+        except Exception as exc:
+            name = exc.__class__.__name__
+            result = f"Kafka at {self.settings.kafka_url} does not answer ({name})"
+        self._probed, self._probed_at, self._probe = result, loop.time(), None
+        return result

@@ -11,9 +11,11 @@ import pytest
 from segmentflow.collector.mapping import (
     IGNORE,
     STANDARD_TRACKS,
+    Bounds,
     Built,
     Failed,
     Ignored,
+    Refused,
     TrackMap,
     TrackMapError,
     customer_id_of,
@@ -106,11 +108,13 @@ def test_naive_or_bad_timestamp_is_dead_lettered_with_worker_reason() -> None:
         ).reason
         == "invalid_timestamp"
     )
-    old = failed(
+    old = map_call(
         "page",
         {"userId": "u", "timestamp": "1900-01-01T00:00:00Z", "properties": {"url": "https://x"}},
+        RECEIVED,
+        TRACKS,
     )
-    assert old.reason == "timestamp_out_of_range"
+    assert isinstance(old, Refused) and old.field == "timestamp"
 
 
 # -- page / identify ---------------------------------------------------------------------
@@ -140,7 +144,14 @@ def test_page_url_from_properties_or_context() -> None:
         {"userId": "u", "context": {"page": {"url": "https://c/y", "referrer": "https://r"}}},
     )
     assert ctx.event["properties"] == {"url": "https://c/y", "referrer": "https://r"}
-    assert failed("page", {"userId": "u", "name": "Home"}).reason == "missing_field"
+    # never dead-lettered for a field an SDK may omit: path, then the page's name
+    path = built("page", {"userId": "u", "context": {"page": {"path": "/p", "search": "?q=1"}}})
+    assert path.event["properties"] == {"url": "/p?q=1"}
+    named = built("page", {"userId": "u", "name": "Home", "category": "Shop"})
+    assert named.event["properties"] == {"url": "page:Shop/Home"}
+    assert built("page", {"userId": "u"}).event["properties"] == {"url": "page:"}
+    odd = built("page", {"userId": "u", "properties": {"url": 7, "path": "/x"}})
+    assert odd.event["properties"] == {"url": "/x"}
 
 
 def test_identify_traits_flattened_with_reserved_names() -> None:
@@ -364,11 +375,90 @@ def test_custom_map_rejects_bad_entries(custom: dict[str, Any]) -> None:
 # -- other calls and limits --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call", ["screen", "group", "alias"])
-def test_other_segment_calls_are_unsupported(call: str) -> None:
-    out = failed(call, {"userId": "u", "name": "Home"})
-    assert out.reason == "unsupported_call"
-    assert out.key == "u"
+def test_screen_is_a_page_view() -> None:
+    out = built("screen", {"userId": "u", "name": "Checkout", "properties": {"step": 2}})
+    assert (out.kind, out.event["type"]) == ("website", "page_view")
+    assert out.event["properties"] == {"url": "screen:Checkout"}
+    given = built("screen", {"userId": "u", "name": "X", "properties": {"url": "app://x"}})
+    assert given.event["properties"] == {"url": "app://x"}
+
+
+def test_group_traits_become_group_traits_of_the_user() -> None:
+    out = built(
+        "group",
+        {
+            "userId": "u",
+            "groupId": 42,
+            "traits": {"name": "Acme", "plan": "pro", "address": {"city": "Berlin"}},
+        },
+    )
+    assert (out.key, out.event["type"]) == ("u", "identify")
+    assert out.event["properties"]["traits"] == {
+        "group_id": "42",
+        "group_name": "Acme",
+        "group_plan": "pro",
+        "group_address.city": "Berlin",
+    }
+
+
+def test_alias_and_anonymous_id() -> None:
+    out = built("alias", {"userId": "u", "previousId": "anon-1", "messageId": "m"})
+    assert out.event["type"] == "alias"
+    assert out.event["properties"] == {"previous_id": "anon-1"}
+    assert "anonymous_id" not in out.event
+    fallback = built("alias", {"userId": "u", "anonymousId": "anon-2"})
+    assert fallback.event["properties"] == {"previous_id": "anon-2"}
+    both = built("identify", {"userId": "u", "anonymousId": 7, "traits": {"a": 1}})
+    assert both.event["anonymous_id"] == "7"
+    only_anon = built("page", {"anonymousId": "a", "properties": {"url": "x"}})
+    assert "anonymous_id" not in only_anon.event
+
+
+def test_original_timestamp_when_no_timestamp() -> None:
+    out = built("page", {"userId": "u", "originalTimestamp": "2026-02-01T09:00:00.5+01:00"})
+    assert out.event["timestamp"] == "2026-02-01T08:00:00.500000Z"
+    both = built(
+        "page",
+        {"userId": "u", "timestamp": "2026-02-02T00:00:00Z", "originalTimestamp": "2020-01-01Z"},
+    )
+    assert both.event["timestamp"] == "2026-02-02T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("properties", "field"),
+    [
+        ({"order_id": "o", "revenue": 2e9, "currency": "EUR"}, "properties.revenue"),
+        ({"order_id": "o", "total": "1000000000.01", "currency": "EUR"}, "properties.revenue"),
+        (
+            {"order_id": "o", "revenue": 1, "products": [{"product_id": "p", "price": 10**400}]},
+            "properties.items[0].price",
+        ),
+    ],
+)
+def test_money_over_max_money_is_refused(properties: dict[str, Any], field: str) -> None:
+    out = map_call("track", track("Order Completed", properties), RECEIVED, TRACKS)
+    assert isinstance(out, Refused), out
+    assert out.field == field
+    assert "max_money" in out.detail
+
+
+def test_bounds_are_configurable_and_inclusive() -> None:
+    at_limit = track("Order Completed", {"order_id": "o", "revenue": 1e9, "currency": "EUR"})
+    assert isinstance(map_call("track", at_limit, RECEIVED, TRACKS), Built)
+    low = Bounds(max_money=100.0)
+    assert isinstance(map_call("track", at_limit, RECEIVED, TRACKS, bounds=low), Refused)
+
+
+def test_future_timestamps_beyond_the_skew_are_refused() -> None:
+    soon = {"userId": "u", "timestamp": "2026-03-02T10:15:00Z", "properties": {"url": "x"}}
+    assert isinstance(map_call("page", soon, RECEIVED, TRACKS), Built)  # 23h59m ahead
+    later = {**soon, "timestamp": "2026-03-02T10:16:00Z"}
+    out = map_call("page", later, RECEIVED, TRACKS)
+    assert isinstance(out, Refused) and out.field == "timestamp"
+    far = {**soon, "originalTimestamp": "2099-01-01T00:00:00Z", "timestamp": None}
+    assert isinstance(map_call("page", far, RECEIVED, TRACKS), Refused)
+    short = Bounds(max_future_skew_us=60_000_000)
+    assert isinstance(map_call("page", soon, RECEIVED, TRACKS, bounds=short), Refused)
 
 
 def test_oversized_and_limits() -> None:
@@ -385,8 +475,8 @@ def test_long_customer_id_and_huge_numbers_are_dead_lettered_not_raised() -> Non
     assert failed("page", {"userId": "u" * 300, "properties": {"url": "x"}}).reason == (
         "invalid_field"
     )
-    huge = failed("track", track("Product Added", {"product_id": "p", "price": 10**400}))
-    assert huge.reason == "invalid_field"
+    nan = failed("identify", {"userId": "u", "traits": {"x": float("nan")}})
+    assert nan.reason == "invalid_field"
     lone = failed("page", {"userId": "u\ud800", "properties": {"url": "x"}})
     assert lone.reason in ("invalid_field", "invalid_utf8")
 
