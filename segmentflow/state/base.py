@@ -14,6 +14,19 @@ from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
 
 
+class StateQuarantined(RuntimeError):
+    """Stored states that cannot be decoded; their customers' events are dead-lettered until an
+    operator repairs or deletes the state (the store logged and counted each)."""
+
+    def __init__(self, customer_ids: Sequence[str]) -> None:
+        self.customer_ids = list(dict.fromkeys(customer_ids))
+        shown = ", ".join(self.customer_ids[:3])
+        super().__init__(
+            f"stored state of {shown} cannot be decoded: quarantined (see the store's "
+            "quarantine record; repair it or delete the customer with `segmentflow forget`)"
+        )
+
+
 class StateStore(ABC):
     """Per-customer state with an index of due moments, written atomically per commit."""
 
@@ -45,6 +58,21 @@ class StateStore(ABC):
     @abstractmethod
     def customer_count(self) -> int:
         """How many customers have state."""
+
+    def claim_homes(self, wanted: Mapping[str, int]) -> dict[str, int]:
+        """Claim home partitions for customers without state (customer -> the partition its
+        event arrived on); return each one's home: the claimed one, or another worker's earlier
+        claim (race-free across workers in shared stores; one round trip)."""
+        return dict(wanted)
+
+    def erase(self, customer_id: str, tomb: CustomerState, changes: Sequence[Change]) -> None:
+        """Atomically replace a customer's state by its tombstone and commit its final
+        ``changes`` (stores with RFM metrics drop them too)."""
+        self.commit({customer_id: tomb}, changes)
+
+    def is_quarantined(self, customer_id: str) -> bool:
+        """Whether the customer's stored state could not be decoded at the last load."""
+        return False
 
     def owns(self, customer_id: str) -> bool:
         """Whether this process handles the customer (its shard is owned)."""

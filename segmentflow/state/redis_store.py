@@ -5,7 +5,15 @@ Keys (``ns`` = namespace):
 
 - ``ns:s:<customer_id>``: the customer's packed state (:meth:`CustomerState.encode`);
 - ``ns:due:<shard>``: sorted set customer_id -> next due moment (epoch µs); the shard is the
-  Kafka partition of the customer's key, so a worker fires only the customers it owns;
+  customer's *home*: the input partition its first applied event really arrived on (whatever
+  the producer's partitioner), kept in its state, so the worker that consumes the customer's
+  events fires its time-driven changes and publishes its outbox (records of the customer that
+  arrive on another partition are forwarded there). States written before homes existed keep
+  the shard they had: murmur2 of the key modulo the partition count;
+- ``ns:claim:<customer_id>``: a new customer's home claim (``SET NX``, expires after a day:
+  by then the state holds the home);
+- ``ns:partitions``: hash ``topic:partition`` -> incarnation record (cluster id, epoch,
+  highest offset applied) that makes offsets a hint per incarnation (see the processor);
 - ``ns:pop``: hash ``<dimension>\\x1f<value>`` -> number of customers;
 - ``ns:rfm`` (hash customer_id -> packed RFM metrics) and ``ns:rfm:log`` (a stream of metric
   updates): every worker keeps an exact local :class:`RankIndex` of the whole population,
@@ -19,6 +27,9 @@ due moments, populations and the outbox move together.
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +42,11 @@ from segmentflow.segmenters.rfm import Metrics, RankIndex
 from segmentflow.state.base import StateStore, population_deltas
 
 SEP = "\x1f"
+#: how long a new customer's home claim lives (its state holds the home long before)
+CLAIM_SECONDS = 86_400
+#: how long ``rfm:log`` keeps an entry (ms of Redis server time)
+RANK_LOG_RETENTION_MS = 600_000
+log = logging.getLogger("segmentflow.store")
 
 
 def kafka_partition(key: str, partitions: int) -> int:
@@ -52,7 +68,10 @@ class RedisStore(StateStore):
     namespace
         Key prefix (``SEGMENTFLOW_NAMESPACE``).
     shards
-        Number of due-index shards: the partition count of the input topics.
+        The partition count of the input topics (due-index shards are partition numbers).
+    shard_of
+        The shard of a customer whose state has no home (default: murmur2 of the key modulo
+        ``shards``: where states written before homes existed have their due entry).
     outbox
         Also append every committed change to the shard's outbox (the worker publishes and
         then trims it; tools that publish nothing leave it off).
@@ -72,14 +91,68 @@ class RedisStore(StateStore):
             self.client = client_or_url
         self.namespace = namespace
         self.shards = shards
-        self._shard_of = shard_of or (lambda cid: kafka_partition(cid, shards) if shards > 1 else 0)
+        self._legacy_shard = shard_of or (
+            lambda cid: kafka_partition(cid, shards) if shards > 1 else 0
+        )
+        #: home partition of the customers this process loaded, committed, claimed or ranked
+        self._homes: dict[str, int] = {}
         self.owned_shards: set[int] | None = None  # None = all
         self.outbox = outbox
         self._ranks: RankIndex | None = None
         self._rank_log_id = "0-0"
+        self._rank_read_at = 0.0
+        #: packed RFM metrics that could not be read (skipped; see ``_update_rank``)
+        self.corrupt_metrics = 0
+        #: customers whose stored state could not be decoded at their last load, and how many
+        #: distinct times that happened (``/metrics``)
+        self._quarantined: set[str] = set()
+        self.corrupt_states = 0
+
+    def _shard_of(self, customer_id: str) -> int:
+        home = self._homes.get(customer_id)
+        return self._legacy_shard(customer_id) if home is None else home
+
+    def _home_of(self, state: CustomerState) -> int:
+        """The state's home (a state from before homes adopts its legacy shard)."""
+        if state.home is None:
+            state.home = self._legacy_shard(state.customer_id)
+        self._homes[state.customer_id] = state.home
+        return state.home
 
     def shard_of(self, customer_id: str) -> int:
         return self._shard_of(customer_id)
+
+    def claim_homes(self, wanted: Mapping[str, int]) -> dict[str, int]:
+        pipe = self.client.pipeline(transaction=False)
+        for cid, partition in wanted.items():
+            key = f"{self.namespace}:claim:{cid}"
+            pipe.set(key, partition, nx=True, ex=CLAIM_SECONDS)
+            pipe.get(key)
+        replies = pipe.execute()
+        homes = {cid: int(replies[2 * i + 1]) for i, cid in enumerate(wanted)}
+        self._homes.update(homes)
+        return homes
+
+    # -- topic-partition incarnations ------------------------------------------------------
+
+    @property
+    def _partitions_key(self) -> str:
+        return f"{self.namespace}:partitions"
+
+    def partition_records(self, sources: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored incarnation record (``cluster``, ``epoch``, ``high``) of each
+        ``topic:partition`` that has one."""
+        names = list(sources)
+        if not names:
+            return {}
+        values = self.client.hmget(self._partitions_key, names)
+        return {n: orjson.loads(v) for n, v in zip(names, values, strict=True) if v}
+
+    def save_partition_records(self, records: Mapping[str, Mapping[str, Any]]) -> None:
+        """Store incarnation records (the owner of each topic-partition writes its own)."""
+        if records:
+            mapping = {k: orjson.dumps(v) for k, v in records.items()}
+            self.client.hset(self._partitions_key, mapping=mapping)  # type: ignore[arg-type]
 
     def owns(self, customer_id: str) -> bool:
         return self.owned_shards is None or self._shard_of(customer_id) in self.owned_shards
@@ -107,21 +180,66 @@ class RedisStore(StateStore):
     def _shards(self) -> list[int]:
         return list(range(self.shards)) if self.owned_shards is None else sorted(self.owned_shards)
 
-    def load_many(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
+    def load_many(
+        self, customer_ids: Iterable[str], *, sync_ranks: bool = True
+    ) -> dict[str, CustomerState]:
+        """The stored states (see :class:`StateStore`); with ``sync_ranks`` also apply the RFM
+        updates other workers logged since the last load (only the processor's loads do: it
+        may run in a worker thread, and the rank index is not shared across threads)."""
         ids = list(customer_ids)
-        if not ids and self._ranks is None:
+        ranks = self._ranks if sync_ranks else None
+        if not ids and ranks is None:
             return {}
         pipe = self.client.pipeline(transaction=False)
         if ids:
             pipe.mget([self._state_key(cid) for cid in ids])
-        if self._ranks is not None:
+        if ranks is not None:
+            if time.monotonic() - self._rank_read_at > RANK_LOG_RETENTION_MS / 2000:
+                self.attach_ranks(self._ranks)  # entries may have been trimmed since: reload
             pipe.xread({self._rank_log: self._rank_log_id}, count=1_000_000)
         replies = pipe.execute()
-        if self._ranks is not None:
+        if ranks is not None:
             self._apply_rank_log(replies[-1])
+            self._rank_read_at = time.monotonic()
         if not ids:
             return {}
-        return {cid: CustomerState.decode(v) for cid, v in zip(ids, replies[0], strict=True) if v}
+        states: dict[str, CustomerState] = {}
+        for cid, value in zip(ids, replies[0], strict=True):
+            if value:
+                try:
+                    states[cid] = CustomerState.decode(value)
+                    self._home_of(states[cid])
+                except Exception as exc:  # bytes no codec can read (issue 12): never a crash
+                    self._quarantine(cid, f"{exc.__class__.__name__}: {exc}"[:300])
+                    continue
+            self._quarantined.discard(cid)  # readable (again): e.g. repaired by an operator
+        return states
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        """One customer's state, without touching the rank index (views and tools call this
+        while a batch may be running in the worker's thread)."""
+        return self.load_many([customer_id], sync_ranks=False).get(customer_id)
+
+    @property
+    def _quarantine_key(self) -> str:
+        return f"{self.namespace}:quarantine"
+
+    def _quarantine(self, customer_id: str, why: str) -> None:
+        """Mark a customer whose state cannot be decoded: counted, logged, recorded in
+        ``ns:quarantine`` (customer -> error); its due entry goes (it would stop the clock at
+        that moment forever); the stored bytes stay for repair."""
+        if customer_id not in self._quarantined:
+            self._quarantined.add(customer_id)
+            self.corrupt_states += 1
+            log.error("state of customer %r cannot be decoded (%s): quarantined", customer_id, why)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self._quarantine_key, customer_id, why)
+        for shard in range(max(self.shards, 1)):  # its home is in the bytes that failed
+            pipe.zrem(self._due_key(shard), customer_id)
+        pipe.execute()
+
+    def is_quarantined(self, customer_id: str) -> bool:
+        return customer_id in self._quarantined
 
     # -- RFM population sync ---------------------------------------------------------------
 
@@ -138,9 +256,28 @@ class RedisStore(StateStore):
         ``load_many`` also reads the updates other workers logged since."""
         last = self.client.xrevrange(self._rank_log, count=1)
         self._rank_log_id = last[0][0].decode() if last else "0-0"
+        stored: set[str] = set()
         for cid, packed in self.client.hscan_iter(self._rank_hash, count=5000):
-            ranks.update(cid.decode(), _unpack_metrics(packed))
+            stored.add(cid.decode("utf-8", "replace"))
+            self._update_rank(ranks, cid, packed)
+        for gone in [cid for cid in ranks.customers() if cid not in stored]:  # on a reload
+            ranks.update(gone, None)
         self._ranks = ranks
+        self._rank_read_at = time.monotonic()
+
+    def _update_rank(self, ranks: RankIndex, cid: bytes, packed: bytes) -> None:
+        """Apply one packed metric; one that cannot be read is skipped and counted (the
+        customer's next commit rewrites it from its state)."""
+        try:
+            metrics, home = _unpack_metrics(packed)
+        except Exception as exc:
+            self.corrupt_metrics += 1
+            log.error("RFM metrics of %r unreadable (%s): skipped", cid[:64], exc)
+            return
+        customer = cid.decode("utf-8", "replace")
+        ranks.update(customer, metrics)
+        if home is not None:
+            self._homes[customer] = home
 
     def _apply_rank_log(self, reply: Any) -> None:
         assert self._ranks is not None
@@ -148,13 +285,22 @@ class RedisStore(StateStore):
             for entry_id, fields in entries:
                 self._rank_log_id = entry_id.decode()
                 for cid, packed in fields.items():
-                    self._ranks.update(cid.decode(), _unpack_metrics(packed))
+                    self._update_rank(self._ranks, cid, packed)
 
     def _add_ranks(self, pipe: Any, states: Mapping[str, CustomerState]) -> None:
         packed = {cid: _pack_metrics(s) for cid, s in states.items() if s.last_order is not None}
         if packed:
             pipe.hset(self._rank_hash, mapping=packed)
-            pipe.xadd(self._rank_log, packed, maxlen=1_000_000, approximate=True)
+            pipe.xadd(self._rank_log, packed, **self._log_trim())
+
+    def _log_trim(self) -> dict[str, Any]:
+        """Trim ``rfm:log`` to about :data:`RANK_LOG_RETENTION_MS` before the newest entry this
+        worker read (server time), so customer ids and metrics do not linger in it (issue 12:
+        erasure); a worker that has not read it for half that long reloads from the hash."""
+        newest_ms = int(self._rank_log_id.split("-", 1)[0])
+        if not newest_ms:
+            return {"maxlen": 1_000_000, "approximate": True}
+        return {"minid": newest_ms - RANK_LOG_RETENTION_MS, "approximate": True}
 
     def commit(self, states: Mapping[str, CustomerState], changes: Sequence[Change]) -> None:
         pipe = self.client.pipeline(transaction=True)
@@ -172,7 +318,7 @@ class RedisStore(StateStore):
         adds: dict[int, dict[str, int]] = {}
         removes: dict[int, list[str]] = {}
         for cid, state in states.items():
-            shard = self._shard_of(cid)
+            shard = self._home_of(state)
             if state.next_due is None:
                 removes.setdefault(shard, []).append(cid)
             else:
@@ -272,10 +418,18 @@ class RedisStore(StateStore):
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self._state_key(customer_id))
         pipe.hdel(self._rank_hash, customer_id)
-        pipe.xadd(self._rank_log, {customer_id: b""}, maxlen=1_000_000, approximate=True)
+        pipe.xadd(self._rank_log, {customer_id: b""}, **self._log_trim())
         pipe.zrem(self._due_key(self._shard_of(customer_id)), customer_id)
         pipe.execute()
         return state
+
+    def erase(self, customer_id: str, tomb: CustomerState, changes: Sequence[Change]) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        self.add_to(pipe, {customer_id: tomb}, changes)
+        pipe.hdel(self._rank_hash, customer_id)
+        pipe.hdel(self._quarantine_key, customer_id)
+        pipe.xadd(self._rank_log, {customer_id: b""}, **self._log_trim())
+        pipe.execute()
 
     def customer_count(self) -> int:
         return sum(1 for _ in self.client.scan_iter(match=f"{self.namespace}:s:*", count=1000))
@@ -291,13 +445,21 @@ class RedisStore(StateStore):
 
 
 def _pack_metrics(state: CustomerState) -> bytes:
-    return orjson.dumps(
-        [state.last_order, int(state.totals[T["orders"]]), state.totals[T["revenue"]]]
-    )
+    revenue = state.totals[T["revenue"]]
+    if not math.isfinite(revenue):  # JSON would store null: refuse rather than poison readers
+        raise ValueError(f"customer {state.customer_id[:64]!r}: revenue is not finite")
+    return orjson.dumps([state.last_order, int(state.totals[T["orders"]]), revenue, state.home])
 
 
-def _unpack_metrics(packed: bytes) -> Metrics | None:
+def _unpack_metrics(packed: bytes) -> tuple[Metrics | None, int | None]:
+    """The metrics in ``packed`` (``None`` for the empty deletion marker) and the customer's
+    home partition (``None`` in entries written before homes); raises for bytes that are no
+    metrics (e.g. a null written by an older version)."""
     if not packed:
-        return None
-    last, orders, revenue = orjson.loads(packed)
-    return (int(last), int(orders), float(revenue))
+        return None, None
+    last, orders, revenue, *rest = orjson.loads(packed)
+    metrics = (int(last), int(orders), float(revenue))
+    if not math.isfinite(metrics[2]):
+        raise ValueError("revenue is not finite")
+    home = rest[0] if rest and isinstance(rest[0], int) else None
+    return metrics, home
