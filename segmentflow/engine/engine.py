@@ -171,11 +171,15 @@ class Engine:
     def _remember(self, state: CustomerState, id_hash: int, ts: int) -> None:
         """Keep the id with its event time; drop ids older than the horizon. Pruning is
         amortised (a rebuild only when the oldest-applied entry is an eighth of a horizon past
-        it); :meth:`seen` checks the time, so lingering entries change nothing."""
+        it), so every kept time is within ``17/8`` horizons of ``last_seen``; :meth:`seen`
+        checks the time, so lingering entries change nothing."""
         recent = state.recent
         recent.pop(id_hash, None)  # an id re-applied beyond the horizon moves to the end
-        recent[id_hash] = ts
         floor = self.horizon_floor(state)
+        if ts >= floor:  # an older one could never match again (``last_seen`` only grows)
+            recent[id_hash] = ts
+        if not recent:
+            return
         oldest = next(iter(recent.values()))
         if oldest < floor - self._horizon // 8:
             state.recent = {h: t for h, t in recent.items() if t >= floor}
