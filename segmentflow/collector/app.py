@@ -384,7 +384,9 @@ def create_app(config: CollectorConfig, sink: Sink) -> Starlette:
             message = f"no endpoint {request.url.path}: use POST {known}"
             return _error(404, "not_found", message)
         if exc.status_code == 405:
-            return _error(405, "method_not_allowed", f"{request.method} is not allowed here")
+            response = _error(405, "method_not_allowed", f"{request.method} is not allowed here")
+            response.headers.update(exc.headers or {})  # Allow: the methods that are
+            return response
         return _error(exc.status_code, "http_error", str(exc.detail))
 
     @contextlib.asynccontextmanager

@@ -119,6 +119,10 @@ _GROUP_FIELDS = {
 }
 _ALIAS_FIELDS = {
     "type": "object",
+    "anyOf": [
+        {"required": ["previousId"], "properties": {"previousId": _NON_EMPTY_ID}},
+        {"required": ["anonymousId"], "properties": {"anonymousId": _NON_EMPTY_ID}},
+    ],
     "properties": {
         "previousId": {
             **_ID,
