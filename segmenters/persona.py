@@ -3,8 +3,11 @@
 - :func:`features` turns a customer's state into a small numeric vector: activity rates per 30
   days over the last 90 days (log-scaled), a shrunk average order value, smoothed email open and
   click rates and the days since the last website or purchase activity.
-- :class:`PersonaModel` trains a River clusterer on those vectors (standardised online, then
-  weighted by :data:`WEIGHTS`) and publishes immutable, versioned :class:`PersonaSnapshot` s.
+- :class:`PersonaModel` learns clusters of those vectors (standardised, then weighted by
+  :data:`WEIGHTS`) and publishes immutable, versioned :class:`PersonaSnapshot` s. The default,
+  ``minibatch``, learns from a bounded sample of recent vectors with a few k-means iterations
+  per snapshot (cost per vector independent of the population); the River clusterers
+  (``kmeans``, ``streamkmeans``, ``dbstream``, ``denstream``) learn every vector online.
   Each snapshot's centers are matched to the previous snapshot's (Hungarian assignment on center
   distance), so ``persona-3`` keeps meaning the same group as the model moves; each persona gets
   a human label from its center (:func:`label`).
@@ -55,7 +58,14 @@ WEIGHTS: dict[str, float] = {
     "email_click_rate": 0.5,
     "recency_days": 1.0,
 }
-ALGORITHMS = ("kmeans", "streamkmeans", "dbstream", "denstream")
+ALGORITHMS = ("minibatch", "kmeans", "streamkmeans", "dbstream", "denstream")
+#: ``minibatch``: vectors kept for learning (the most recent ones), and Lloyd iterations per
+#: snapshot (warm-started from the previous centers; the first snapshot tries ``_INITS`` seeds)
+SAMPLE = 4096
+_ITERATIONS, _FIRST_ITERATIONS, _INITS = 8, 30, 4
+#: ``minibatch``: standardise by the mean and variance of every vector learned (not only the
+#: sample's), so the space stays put between snapshots and personas flip less
+_GLOBAL_SCALE = True
 
 #: Rates are per 30 days over the last ``WINDOW_DAYS`` days, or over the customer's whole life
 #: when shorter (but at least ``_MIN_EXPOSURE`` days, so a first session is not a huge rate).
@@ -129,11 +139,14 @@ def features(state: CustomerState, t: int) -> dict[str, float]:
 
 
 def make_clusterer(algorithm: str, clusters: int, seed: int) -> Any:
-    """A River clusterer by name, with the parameters tuned in ``benchmarks/personas.py``.
+    """A River clusterer by name, with the parameters tuned in ``benchmarks/personas.py``
+    (``None`` for ``minibatch``, which is :class:`PersonaModel`'s own).
 
     The k-means family starts every center at the mean (``sigma=0``): no random draws whose
     order depends on string hashing, so replays are reproducible across processes.
     """
+    if algorithm == "minibatch":
+        return None
     if algorithm == "kmeans":
         return cluster.KMeans(n_clusters=clusters, halflife=0.01, sigma=0.0, seed=seed)
     if algorithm == "streamkmeans":
@@ -276,19 +289,28 @@ def assign(
 
 
 class PersonaModel:
-    """Trains a River clusterer on feature vectors and publishes stable, labeled snapshots.
+    """Learns clusters of feature vectors and publishes stable, labeled snapshots.
 
-    Vectors are standardised by an online :class:`river.preprocessing.StandardScaler`, then
-    multiplied by :data:`WEIGHTS` before the clusterer learns them.
+    ``minibatch`` (the default) learns from a bounded sample: :meth:`learn_one` only keeps the
+    vector in a ring of the :data:`SAMPLE` most recent ones, and :meth:`snapshot` standardises
+    that sample, runs a few Lloyd (k-means) iterations warm-started from the previous snapshot's
+    centers (k-means++ with a seeded generator the first time) and publishes the result. So the
+    learning cost per vector does not depend on the population, and it is deterministic.
+
+    The River algorithms learn every vector online: an online
+    :class:`river.preprocessing.StandardScaler`, then weights (:data:`WEIGHTS`), then the
+    clusterer.
 
     Parameters
     ----------
     algorithm
-        ``kmeans`` (default), ``streamkmeans``, ``dbstream`` or ``denstream``.
+        ``minibatch`` (default), ``kmeans``, ``streamkmeans``, ``dbstream`` or ``denstream``.
     clusters
         Number of clusters for the k-means family.
     seed
         Random seed (deterministic replays).
+    sample
+        ``minibatch``: how many recent vectors a snapshot learns from.
 
     Examples
     --------
@@ -296,17 +318,24 @@ class PersonaModel:
     >>> for i in range(40):
     ...     m.learn_one({f: float(i % 2) * 5 for f in FEATURES})
     >>> snap = m.snapshot()
-    >>> sorted(snap.centers)
-    [1, 2]
+    >>> sorted(snap.centers), sorted(snap.sizes.values())
+    ([1, 2], [20, 20])
     """
 
-    def __init__(self, algorithm: str = "kmeans", clusters: int = 6, seed: int = 42) -> None:
+    def __init__(
+        self, algorithm: str = "minibatch", clusters: int = 6, seed: int = 42, sample: int = SAMPLE
+    ) -> None:
         self.algorithm = algorithm
         self.clusters = clusters
         self.seed = seed
+        self.sample = sample
         self._scaler: Any = preprocessing.StandardScaler()
         self._model: Any = make_clusterer(algorithm, clusters, seed)
         self._counts: dict[Any, int] = {}
+        self._ring: list[list[float]] = []  # minibatch: recent vectors, oldest at ``_next``
+        self._next = 0
+        self._since = 0  # minibatch: vectors learned since the last snapshot
+        self._moments = np.zeros((3, len(FEATURES)))  # minibatch: count, sum, sum of squares
         self.learned = 0
         self.current: PersonaSnapshot | None = None
         # draw any random initial coordinates in a fixed feature order (River draws them lazily
@@ -318,10 +347,23 @@ class PersonaModel:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_counts", {})  # models pickled before sizes were counted
+        for key, value in (("sample", SAMPLE), ("_ring", []), ("_next", 0), ("_since", 0)):
+            state.setdefault(key, value)  # models pickled before minibatch existed
+        state.setdefault("_moments", np.zeros((3, len(FEATURES))))
         self.__dict__.update(state)
 
     def learn_one(self, vector: dict[str, float]) -> None:
         """Learn from one customer's feature vector."""
+        self.learned += 1
+        if self.algorithm == "minibatch":
+            row = [vector[f] for f in FEATURES]
+            if len(self._ring) < self.sample:
+                self._ring.append(row)
+            else:
+                self._ring[self._next] = row
+                self._next = (self._next + 1) % self.sample
+            self._since += 1
+            return
         scaler = self._scaler
         scaler.learn_one(vector)
         scaled = scaler.transform_one(vector)
@@ -331,7 +373,6 @@ class PersonaModel:
             self._counts[index] = self._counts.get(index, 0) + 1
         else:
             self._model.learn_one(weighted)
-        self.learned += 1
 
     def _raw_centers(self) -> list[tuple[Any, np.ndarray]]:
         model = self._model
@@ -343,14 +384,67 @@ class PersonaModel:
             for key, c in sorted(centers.items())
         ]
 
+    def _learn_sample(
+        self,
+    ) -> tuple[dict[str, float], dict[str, float], list[tuple[Any, np.ndarray]]]:
+        """``minibatch``: means, scales and keyed centers learned from the sample."""
+        previous = self.current
+        if not self._ring:
+            if previous is None:
+                zero = dict.fromkeys(FEATURES, 0.0)
+                return zero, dict.fromkeys(FEATURES, 1.0), []
+            return previous.means, previous.scales, sorted(previous.centers.items())
+        ring = np.array(self._ring[self._next :] + self._ring[: self._next])  # oldest first
+        weights = np.array([WEIGHTS[f] for f in FEATURES])
+        fresh = ring[len(ring) - min(self._since, len(ring)) :]
+        moments = self._moments
+        moments[0] += len(fresh)
+        moments[1] += fresh.sum(axis=0)
+        moments[2] += (fresh**2).sum(axis=0)
+        if _GLOBAL_SCALE and moments[0, 0] > 0:
+            mean = moments[1] / moments[0]
+            std = np.sqrt(np.maximum(moments[2] / moments[0] - mean**2, 0.0))
+        else:
+            mean = ring.mean(axis=0)
+            std = ring.std(axis=0)
+        std[std < 1e-12] = 1.0
+        scale = std / weights
+        points = (ring - mean) / scale
+        k = min(self.clusters, len(points))
+        if previous is not None and len(previous.centers) == k:
+            old_ids = sorted(previous.centers)
+            old_mean = np.array([previous.means[f] for f in FEATURES])
+            old_scale = np.array([previous.scales[f] for f in FEATURES])
+            raw = np.array([previous.centers[i] for i in old_ids]) * old_scale + old_mean
+            centers, labels, _ = _lloyd(points, (raw - mean) / scale, _ITERATIONS)
+        else:
+            rng = np.random.default_rng(self.seed)
+            best: tuple[np.ndarray, np.ndarray, float] | None = None
+            for _ in range(_INITS):
+                found = _lloyd(points, _kmeans_pp(points, k, rng), _FIRST_ITERATIONS)
+                if best is None or found[2] < best[2]:
+                    best = found
+            assert best is not None
+            centers, labels, _ = best
+        recent = labels[len(labels) - min(self._since, len(labels)) :]
+        counts = np.bincount(recent, minlength=k)
+        self._counts = {i: int(counts[i]) for i in range(k)}
+        self._since = 0
+        means = {f: float(mean[i]) for i, f in enumerate(FEATURES)}
+        scales = {f: float(scale[i]) for i, f in enumerate(FEATURES)}
+        return means, scales, [(i, centers[i]) for i in range(k)]
+
     def snapshot(self) -> PersonaSnapshot:
         """A new version whose ids are matched to the previous version's; becomes current."""
-        scaler = self._scaler
-        means = {f: float(scaler.means.get(f, 0.0)) for f in FEATURES}
-        scales = {
-            f: (math.sqrt(float(scaler.vars.get(f, 0.0))) or 1.0) / WEIGHTS[f] for f in FEATURES
-        }
-        keyed = self._raw_centers()
+        if self.algorithm == "minibatch":
+            means, scales, keyed = self._learn_sample()
+        else:
+            scaler = self._scaler
+            means = {f: float(scaler.means.get(f, 0.0)) for f in FEATURES}
+            scales = {
+                f: (math.sqrt(float(scaler.vars.get(f, 0.0))) or 1.0) / WEIGHTS[f] for f in FEATURES
+            }
+            keyed = self._raw_centers()
         raw = [center for _, center in keyed]
         previous = self.current
         ids: list[int]
@@ -395,3 +489,46 @@ class PersonaModel:
         if not isinstance(model, PersonaModel):
             raise TypeError("not a PersonaModel snapshot")
         return model
+
+
+def _kmeans_pp(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding: each next center drawn with probability proportional to the squared
+    distance to the nearest chosen one."""
+    chosen = [int(rng.integers(len(points)))]
+    nearest = ((points - points[chosen[0]]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        total = float(nearest.sum())
+        if total <= 0.0:
+            chosen.append(chosen[-1])
+            continue
+        pick = int(np.searchsorted(np.cumsum(nearest), rng.random() * total, side="right"))
+        pick = min(pick, len(points) - 1)
+        chosen.append(pick)
+        nearest = np.minimum(nearest, ((points - points[pick]) ** 2).sum(axis=1))
+    return points[chosen].copy()
+
+
+def _lloyd(
+    points: np.ndarray, centers: np.ndarray, iterations: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Lloyd iterations: (centers, labels, inertia). A center left without points stays."""
+    centers = centers.copy()
+    squares = (points**2).sum(axis=1)
+    labels = np.zeros(len(points), dtype=np.int64)
+    distances = np.zeros((len(points), len(centers)))
+    for _ in range(iterations):
+        distances = squares[:, None] - 2.0 * points @ centers.T + (centers**2).sum(axis=1)
+        labels = distances.argmin(axis=1)
+        sums = np.zeros_like(centers)
+        np.add.at(sums, labels, points)
+        counts = np.bincount(labels, minlength=len(centers))
+        filled = counts > 0
+        moved = centers.copy()
+        moved[filled] = sums[filled] / counts[filled, None]
+        if np.array_equal(moved, centers):
+            break
+        centers = moved
+    distances = squares[:, None] - 2.0 * points @ centers.T + (centers**2).sum(axis=1)
+    labels = distances.argmin(axis=1)
+    inertia = float(np.maximum(distances[np.arange(len(points)), labels], 0.0).sum())
+    return centers, labels, inertia

@@ -6,7 +6,8 @@ and ``score = min(5, 1 + floor(5 * w / |P|))``. The segment is named from (R, F)
 
 Ranks come from :class:`RankIndex`: three sorted lists (``sortedcontainers``), so an update or
 a rank query costs O(log n) and the scores are exact (see ``benchmarks/rfm_ranks.py`` for the
-comparison with a quantile sketch).
+comparison with a quantile sketch); population sweeps work on numpy arrays of the metrics and
+cost O(n) vectorised plus O(log n + Python work) per customer whose scores moved.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def score(worse: int, population: int) -> int:
 class RankIndex:
     """Exact order statistics of the RFM metrics of every customer with an order.
 
+    Per-customer queries use three sorted lists (O(log n) per update or rank). For population
+    sweeps the metrics also live in numpy arrays, one slot per customer (freed slots are reused),
+    updated in place, next to the scores each customer was last given. A score needs only four
+    order statistics per metric (:func:`thresholds`), so a sweep compares the arrays with twelve
+    numbers and the recorded scores, vectorised, and makes Python objects only for the customers
+    whose scores moved. A sweep with no metric change since the previous one reuses its scores.
+
     Examples
     --------
     >>> ranks = RankIndex()
@@ -46,54 +54,150 @@ class RankIndex:
     (1, 1, 1)
     """
 
-    def __init__(self) -> None:
-        self._metrics: dict[str, Metrics] = {}
+    def __init__(self, capacity: int = 1024) -> None:
         self._lists = (SortedList(), SortedList(), SortedList())
-        self._scores: dict[str, Scores] = {}  # scores last given to each customer
+        #: customer -> (slot, metrics), in first-insertion order (the tuple saves numpy reads
+        #: on the per-event path; its values are the objects the sorted lists hold)
+        self._slots: dict[str, tuple[int, Metrics]] = {}
+        self._ids: list[str | None] = []  # slot -> customer
+        self._free: list[int] = []
+        self._last = np.zeros(capacity, dtype=np.int64)
+        self._orders = np.zeros(capacity, dtype=np.int64)
+        self._revenue = np.zeros(capacity, dtype=np.float64)
+        self._alive = np.zeros(capacity, dtype=np.bool_)
+        self._order = np.zeros(capacity, dtype=np.int64)  # insertion sequence of the slot
+        self._recorded = np.zeros((capacity, 3), dtype=np.int8)  # 0 = never given
+        self._computed = np.zeros((capacity, 3), dtype=np.int8)
+        self._unsaved: dict[int, Scores] = {}  # slot -> scores recorded since the last sweep
+        self._sequence = 0
+        self._reused = False
+        #: grows with every metric change (a sweep at an unchanged version moves nobody new)
+        self.version = 0
+        self._computed_version = -1
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def _grow(self) -> None:
+        size = 2 * len(self._alive)
+        for name in ("_last", "_orders", "_revenue", "_alive", "_order", "_recorded", "_computed"):
+            old = getattr(self, name)
+            new = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
 
     def update(self, customer_id: str, metrics: Metrics | None) -> None:
         """Set (or with ``None`` remove) a customer's metrics."""
-        old = self._metrics.get(customer_id)
-        if old == metrics:
-            return
-        if old is not None:
+        entry = self._slots.get(customer_id)
+        slot = None
+        if entry is not None:
+            slot, old = entry
+            if old == metrics:
+                return
             for values, value in zip(self._lists, old, strict=True):
                 values.remove(value)
-        if metrics is None:
-            self._metrics.pop(customer_id, None)
-            self._scores.pop(customer_id, None)
+        elif metrics is None:
             return
-        self._metrics[customer_id] = metrics
+        self.version += 1
+        if metrics is None:
+            assert slot is not None
+            del self._slots[customer_id]
+            self._ids[slot] = None
+            self._alive[slot] = False
+            self._recorded[slot] = 0
+            self._unsaved.pop(slot, None)
+            self._free.append(slot)
+            return
+        if slot is None:
+            if self._free:
+                slot = self._free.pop()
+                self._ids[slot] = customer_id
+                self._reused = True
+            else:
+                slot = len(self._ids)
+                if slot == len(self._alive):
+                    self._grow()
+                self._ids.append(customer_id)
+            self._alive[slot] = True
+            self._order[slot] = self._sequence
+            self._sequence += 1
+        self._slots[customer_id] = (slot, metrics)
+        last, orders, revenue = metrics
+        self._last[slot] = last
+        self._orders[slot] = orders
+        self._revenue[slot] = revenue
         for values, value in zip(self._lists, metrics, strict=True):
             values.add(value)
 
+    # -- queries ----------------------------------------------------------------------------
+
     def get(self, customer_id: str) -> Metrics | None:
         """A customer's metrics, or ``None`` outside P."""
-        return self._metrics.get(customer_id)
+        entry = self._slots.get(customer_id)
+        return None if entry is None else entry[1]
 
-    def scores(self, customer_id: str) -> tuple[int, int, int] | None:
+    def scores(self, customer_id: str) -> Scores | None:
         """(R, F, M) scores of a customer in P, or ``None``."""
-        metrics = self._metrics.get(customer_id)
-        if metrics is None:
+        entry = self._slots.get(customer_id)
+        if entry is None:
             return None
-        n = len(self._metrics)
-        r, f, m = (
-            score(values.bisect_left(value), n)
-            for values, value in zip(self._lists, metrics, strict=True)
+        n = len(self._slots)
+        (last, orders, revenue), (rs, fs, ms) = entry[1], self._lists
+        return (
+            min(5, 1 + 5 * rs.bisect_left(last) // n),
+            min(5, 1 + 5 * fs.bisect_left(orders) // n),
+            min(5, 1 + 5 * ms.bisect_left(revenue) // n),
         )
-        return r, f, m
 
     def record(self, customer_id: str, scores: Scores) -> None:
         """Remember the scores a customer was last given (so a sweep finds who moved)."""
-        self._scores[customer_id] = scores
+        entry = self._slots.get(customer_id)
+        if entry is not None:
+            self._unsaved[entry[0]] = scores  # into the array at the next sweep
 
     def recorded(self, customer_id: str) -> Scores | None:
         """The scores a customer was last given."""
-        return self._scores.get(customer_id)
+        entry = self._slots.get(customer_id)
+        if entry is None:
+            return None
+        unsaved = self._unsaved.get(entry[0])
+        if unsaved is not None:
+            return unsaved
+        if not self._recorded[entry[0], 0]:
+            return None
+        r, f, m = self._recorded[entry[0]].tolist()
+        return r, f, m
+
+    def thresholds(self) -> list[list[float]]:
+        """Per metric, the four values ``v_k`` (k = 1..4) such that a customer's score is 1 plus
+        the number of them strictly below its value.
+
+        ``floor(5 w / n) >= k`` iff ``w >= c = ceil(k n / 5)`` iff at least ``c`` values are
+        strictly lower iff the ``c``-th smallest value is lower; ``c <= n`` for ``k <= 4`` and
+        ``floor(5 w / n) <= 4`` as ``w < n``, so the ``min(5, ...)`` never binds.
+        """
+        n = len(self._slots)
+        return [[values[(k * n + 4) // 5 - 1] for k in range(1, 5)] for values in self._lists]
+
+    def _compute(self, top: int) -> None:
+        if self._computed_version == self.version:
+            return
+        computed = self._computed[:top]
+        computed.fill(1)
+        columns = (self._last[:top], self._orders[:top], self._revenue[:top])
+        for j, (column, cuts) in enumerate(zip(columns, self.thresholds(), strict=True)):
+            target = computed[:, j]
+            previous = None
+            for cut in cuts:
+                if cut != previous:
+                    above = column > cut
+                previous = cut
+                target += above
+        self._computed_version = self.version
 
     def sweep(self, include: Callable[[str], bool] | None = None) -> list[tuple[str, Scores]]:
         """Score everyone at once (vectorised) and return the customers (that ``include``
-        accepts) whose scores differ from the ones they were last given.
+        accepts) whose scores differ from the ones they were last given, in the order the
+        customers entered the index.
 
         Examples
         --------
@@ -103,29 +207,41 @@ class RankIndex:
         >>> ranks.sweep()
         [('b', (3, 3, 3))]
         """
-        n = len(self._metrics)
-        if not n:
+        if not self._slots:
             return []
-        ids = list(self._metrics)
-        columns = np.array(list(self._metrics.values()), dtype=np.float64)
-        scores = np.empty((n, 3), dtype=np.int64)
-        for j in range(3):
-            column = columns[:, j]
-            worse = np.searchsorted(np.sort(column), column, side="left")
-            scores[:, j] = np.minimum(5, 1 + (5 * worse) // n)
-        moved = []
-        for cid, (r, f, m) in zip(ids, scores.tolist(), strict=True):
-            row = (r, f, m)
-            if self._scores.get(cid) != row and (include is None or include(cid)):
-                moved.append((cid, row))
-        return moved
+        top = len(self._ids)
+        if self._unsaved:
+            self._recorded[list(self._unsaved)] = list(self._unsaved.values())
+            self._unsaved.clear()
+        self._compute(top)
+        computed = self._computed[:top]
+        moved = (self._recorded[:top] != computed).any(axis=1)
+        moved &= self._alive[:top]
+        slots = np.flatnonzero(moved)
+        if not len(slots):
+            return []
+        if self._reused:  # reused slots are out of insertion order
+            slots = slots[np.argsort(self._order[slots], kind="stable")]
+        ids = self._ids
+        out: list[tuple[str, Scores]] = []
+        for slot, (r, f, m) in zip(slots.tolist(), computed[slots].tolist(), strict=True):
+            cid = ids[slot]
+            assert cid is not None
+            if include is None or include(cid):
+                out.append((cid, (r, f, m)))
+        return out
 
     def customers(self) -> Iterable[str]:
         """Every customer in P."""
-        return self._metrics.keys()
+        return self._slots.keys()
 
     def __len__(self) -> int:
-        return len(self._metrics)
+        return len(self._slots)
+
+    def nbytes(self) -> int:
+        """Bytes held by the sweep arrays (the sorted lists and the id map come on top)."""
+        arrays = (self._last, self._orders, self._revenue, self._alive, self._order)
+        return sum(a.nbytes for a in arrays) + self._recorded.nbytes + self._computed.nbytes
 
 
 _PATTERN = re.compile(r"^(\d|\[\d-\d\])(\d|\[\d-\d\])$")

@@ -359,7 +359,7 @@ def test_unknown_algorithm_is_rejected() -> None:
         make_clusterer("spectral", 3, 1)
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", [a for a in ALGORITHMS if a != "minibatch"])
 def test_configured_river_clusterers_pass_rivers_checks(algorithm: str) -> None:
     """River's own conventions (clone, pickling, params) for the clusterers as we configure
     them. ``PersonaModel`` itself is not a River estimator (it wraps a scaler and a clusterer
@@ -413,3 +413,52 @@ def test_replay_emits_explained_stable_personas_that_recover_archetypes(
     # measured about 2.0 (the first placement included): hysteresis keeps churn low
     assert sum(per_customer.values()) / len(ids) <= 3.0
     assert replay_events(rows, config, None) == out  # deterministic
+
+
+# -- minibatch: learning from a bounded sample -------------------------------------------------
+
+
+def test_minibatch_learns_from_a_bounded_sample_and_finds_the_blobs() -> None:
+    """The sample never outgrows its bound (the cost per learned vector does not depend on how
+    many were learned); the clusters of the blobs are found; sizes count what came since the
+    previous snapshot; ids stay put from one snapshot to the next."""
+    model = PersonaModel("minibatch", 3, seed=1, sample=500)
+    stream = blob_stream(6000, seed=2)
+    for vector in stream[:3000]:
+        model.learn_one(vector)
+    assert len(model._ring) == 500 and model.learned == 3000
+    first = model.snapshot()
+    assert sorted(first.centers) == [1, 2, 3]
+    assert sum(first.sizes.values()) == 500  # the sample holds the newest 500 of 3000
+    blobs = {assign(first, v, None, 0.0)[0] for v in stream[:3]}  # one vector of each blob
+    assert len(blobs) == 3
+    for vector in stream[3000:3300]:
+        model.learn_one(vector)
+    second = model.snapshot()
+    assert sum(second.sizes.values()) == 300
+    for vector in stream[:30]:  # every vector stays with its blob's persona
+        assert assign(first, vector, None, 0.0)[0] == assign(second, vector, None, 0.0)[0]
+    assert second.movement < 0.2
+
+
+def test_minibatch_snapshots_are_deterministic_and_survive_pickling() -> None:
+    def run() -> list[PersonaSnapshot]:
+        model = PersonaModel("minibatch", 3, seed=9, sample=800)
+        snaps = []
+        for i, vector in enumerate(blob_stream(2000, seed=4)):
+            model.learn_one(vector)
+            if i % 500 == 499:
+                snaps.append(model.snapshot())
+                model = PersonaModel.loads(model.dumps())
+        return snaps
+
+    a, b = run(), run()
+    assert [s.version for s in a] == [1, 2, 3, 4]
+    for x, y in zip(a, b, strict=True):
+        assert x.means == y.means and x.labels == y.labels
+        assert all(np.array_equal(x.centers[p], y.centers[p]) for p in x.centers)
+
+
+def test_minibatch_snapshot_before_any_vector_is_empty() -> None:
+    snap = PersonaModel("minibatch", 3, seed=1).snapshot()
+    assert snap.centers == {} and snap.version == 1

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from segmentflow.config import DEFAULT_RFM_SEGMENTS, config_from_dict
 from segmentflow.engine.replay import replay_events
@@ -106,3 +108,147 @@ def test_replay_agrees_with_exact_scores_on_10k_customers() -> None:
     print(f"RFM agreement with exact scores on {len(exact)} customers: {agree:.2%}")
     assert agree >= 0.95
     assert agree == 1.0  # replay ends with an exact sweep at --until
+
+
+# -- the rank index against the contract's definition (brute force) ------------------------
+
+
+def _brute(metrics: dict[str, tuple[int, int, float]]) -> dict[str, tuple[int, int, int]]:
+    """§3 from its words: w = customers strictly worse; score = min(5, 1 + floor(5 w / |P|))."""
+    n = len(metrics)
+    out = {}
+    for cid, mine in metrics.items():
+        r, f, m = (
+            min(5, 1 + (5 * sum(other[j] < mine[j] for other in metrics.values())) // n)
+            for j in range(3)
+        )
+        out[cid] = (r, f, m)
+    return out
+
+
+_ids = st.sampled_from([f"c{i}" for i in range(25)])
+_metrics = st.tuples(
+    st.integers(0, 6), st.integers(1, 4), st.sampled_from([0.0, 1.5, 2.0, 7.25, 100.0])
+)
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("update"), _ids, _metrics),
+        st.tuples(st.just("delete"), _ids, st.none()),
+        st.tuples(st.just("record"), _ids, st.none()),
+        st.tuples(st.just("sweep"), st.none(), st.none()),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_ops, capacity=st.sampled_from([1, 2, 1024]))
+def test_rank_index_matches_the_definition_after_random_operations(
+    ops: list[tuple[str, str | None, tuple[int, int, float] | None]], capacity: int
+) -> None:
+    """Scores, sweeps (who moved, in insertion order) and recorded scores equal a brute-force
+    model after any mix of updates, deletes (slot reuse), records and sweeps."""
+    ranks = RankIndex(capacity)
+    metrics: dict[str, tuple[int, int, float]] = {}  # insertion-ordered, like the index
+    recorded: dict[str, tuple[int, int, int]] = {}
+    for op, cid, value in ops:
+        if op == "update":
+            assert cid is not None and value is not None
+            ranks.update(cid, value)
+            metrics[cid] = value
+        elif op == "delete":
+            assert cid is not None
+            ranks.update(cid, None)
+            metrics.pop(cid, None)
+            recorded.pop(cid, None)
+        elif op == "record" and cid in metrics:
+            assert cid is not None
+            given_scores = _brute(metrics)[cid]
+            ranks.record(cid, given_scores)
+            recorded[cid] = given_scores
+        elif op == "sweep":
+            expected = _brute(metrics)
+            moved = [(c, s) for c, s in expected.items() if recorded.get(c) != s]
+            assert ranks.sweep() == moved
+            for c, s in moved[::2]:  # the engine records what it gives; leave some unrecorded
+                ranks.record(c, s)
+                recorded[c] = s
+        assert len(ranks) == len(metrics)
+    expected = _brute(metrics)
+    for cid in metrics:
+        assert ranks.scores(cid) == expected[cid]
+        assert ranks.get(cid) == metrics[cid]
+        assert ranks.recorded(cid) == recorded.get(cid)
+    assert list(ranks.customers()) == list(metrics)
+    if metrics:
+        cuts = ranks.thresholds()
+        for cid, (r, f, m) in expected.items():
+            counted = [1 + sum(v > c for c in cuts[j]) for j, v in enumerate(metrics[cid])]
+            assert counted == [r, f, m]
+
+
+def test_sweep_with_nothing_changed_reuses_its_scores_and_include_filters() -> None:
+    ranks = RankIndex()
+    for i in range(10):
+        ranks.update(f"c{i}", (i, 1 + i % 3, float(i)))
+    version = ranks.version
+    moved = ranks.sweep(lambda cid: cid != "c3")
+    assert [cid for cid, _ in moved] == [f"c{i}" for i in range(10) if i != 3]
+    for cid, s in moved:
+        ranks.record(cid, s)
+    assert ranks.version == version  # records do not count as metric changes
+    assert ranks.sweep(lambda cid: cid != "c3") == []
+    assert [cid for cid, _ in ranks.sweep()] == ["c3"]  # not recorded: still moved
+    ranks.update("c0", (0, 1, 0.0))  # the same metrics: no change
+    assert ranks.version == version
+
+
+def _with_gap(events: list[dict[str, Any]], days: int) -> list[dict[str, Any]]:
+    """The second half of ``events`` moved ``days`` later: a silence in event time."""
+    half = len(events) // 2
+    out = events[:half]
+    for e in events[half:]:
+        at = datetime.strptime(e["timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        out.append({**e, "timestamp": (at + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    return out
+
+
+def test_a_year_gap_runs_no_sweep_per_day_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sweeps with no metric change in between collapse: same changes, same ``rfm_swept`` and
+    next sweep as sweeping every day, with a handful of population sweeps for the gap."""
+    from segmentflow.engine.processor import SWEPT, Processor
+    from segmentflow.engine.replay import events_from_dicts, run
+    from segmentflow.schemas.decode import Limits
+    from segmentflow.state.memory import MemoryStore
+
+    events = _with_gap(_orders(300, seed=3), days=3 * 365)
+    config = config_from_dict({"persona": {"enabled": False}})
+    until = from_datetime(START + timedelta(days=4 * 365))
+
+    def replay(collapse: bool) -> tuple[list[bytes], int | None, int | None, int]:
+        sweeps = 0
+        original = RankIndex.sweep
+
+        def counting(self: RankIndex, include: Any = None) -> Any:
+            nonlocal sweeps
+            sweeps += 1
+            return original(self, include)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(RankIndex, "sweep", counting)
+            if not collapse:
+                patch.setattr(Processor, "_sweep_unchanged", lambda self: False)
+            store = MemoryStore()
+            out: list[bytes] = []
+            decoded = events_from_dicts(events, Limits())
+            processor, _ = run(decoded, config, until, lambda c: out.append(c.to_json()), store)
+        return out, store.get_meta(SWEPT), processor.next_sweep, sweeps
+
+    fast, fast_swept, fast_next, fast_sweeps = replay(True)
+    slow, slow_swept, slow_next, slow_sweeps = replay(False)
+    assert fast == slow
+    assert (fast_swept, fast_next) == (slow_swept, slow_next)
+    assert slow_sweeps > 4 * 365 - 10  # one per day of event time
+    assert fast_sweeps <= 302  # one after each of the ~300 days with orders, + the last one
