@@ -66,6 +66,15 @@ def load_track_map(value: str | None) -> dict[str, str]:
     return {str(k): v for k, v in data.items()}
 
 
+def _limits(segment: Any) -> Limits:
+    """The worker's decoder limits for this config (with its ``max_money`` where it has one)."""
+    of = getattr(Limits, "of", None)
+    if of is not None:
+        limits: Limits = of(segment)
+        return limits
+    return Limits(segment.max_event_bytes, segment.max_traits, segment.max_trait_length)
+
+
 def config_from_settings(settings: Settings, track_map: str | None = None) -> CollectorConfig:
     """The collector config from the environment (``track_map`` overrides the env option)."""
     segment = settings.segment_config()
@@ -79,6 +88,6 @@ def config_from_settings(settings: Settings, track_map: str | None = None) -> Co
         topics=settings.input_topics,
         deadletter_topic=settings.topic_segmentflow_deadletter,
         tracks=TrackMap(load_track_map(track_map or settings.collector_track_map)),
-        limits=Limits(segment.max_event_bytes, segment.max_traits, segment.max_trait_length),
+        limits=_limits(segment),
         bounds=bounds,
     )
