@@ -224,12 +224,9 @@ def _demo(stack: DevStack, args: argparse.Namespace, console: Console, started: 
     # worker reading them while they arrive would see one customer's events from three topics
     # out of order (late events, CONTRACT §3). On a backlog the watermark holds every partition
     # back until it is read, so the outcome is exactly what `segmentflow replay` gives.
-    with console.status("starting a worker..."):
-        stack.start_worker()
-        try:
-            stack.wait_healthy(max(1.0, deadline - time.monotonic()))
-        except (TimeoutError, RuntimeError) as exc:
-            raise DemoFailed(f"the worker did not become healthy: {exc}") from None
+    # no separate wait for /health: the progress loop below watches the worker's start too
+    # (it must stay alive and its counters must move within --stall seconds)
+    stack.start_worker()
     console.print(f"worker http://127.0.0.1:{stack.web_ports[0]}")
     per_dimension, final = _follow(stack, args, console, produced, deadline)
     console.print(f"... {sum(per_dimension.values()):,} changes in all: {dict(per_dimension)}")
@@ -353,8 +350,12 @@ def _outbox_len(stack: DevStack) -> int:
 
 
 def _health(stack: DevStack) -> str:
+    import urllib.error
+
     try:
-        return stack.get("/health").decode()[:400]
+        return stack.get("/health").decode()[:600]
+    except urllib.error.HTTPError as exc:  # 503: the body says why
+        return f"{exc.code} {exc.read().decode(errors='replace')[:600]}"
     except OSError as exc:
         return f"no answer ({exc})"
 

@@ -1,0 +1,82 @@
+"""``segmentflow demo`` on a loaded machine: with every core kept busy by a CPU-burning process
+it still finishes by progress (not a fixed wait) and its accounting balances; when it cannot
+finish it says so and exits non-zero."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from segmentflow.embedded import stop_pid
+
+pytestmark = pytest.mark.e2e
+
+ROW = re.compile(r"│ ([a-z][a-z ]+?) +│ +([\d,]+) │")
+
+
+@pytest.fixture
+def busy_cores() -> Iterator[list[int]]:
+    """One busy-looping process per core for the test's duration (stopped by PID)."""
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        yield [p.pid for p in burners]
+    finally:
+        for proc in burners:
+            stop_pid(proc)
+
+
+def demo(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``segmentflow demo``; should the test itself give up, SIGTERM lets the demo stop
+    what it started (a SIGKILL would orphan its broker and worker)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segmentflow.cli.main", "demo", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        out, err = proc.communicate(timeout=900)  # the demo's own --timeout ends it first
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.timeout(600)
+def test_demo_finishes_with_balanced_accounting_while_every_core_is_busy(
+    busy_cores: list[int],
+) -> None:
+    done = demo("--customers", "80", "--days", "120", "--show", "3", "--timeout", "420")
+    assert all(os.path.exists(f"/proc/{pid}") for pid in busy_cores)  # load held throughout
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    produced = int(re.search(r"produced ([\d,]+) messages", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    counts = {name: int(value.replace(",", "")) for name, value in ROW.findall(out)}
+    assert counts["received"] == produced
+    assert counts["received"] == counts["applied"] + counts["deadlettered"] + counts["duplicates"]
+    assert counts["late"] == 0
+    assert counts["outbox pending"] == 0
+    assert counts["changes read back"] == counts["changes emitted"] > 0
+    total = int(re.search(r"([\d,]+) changes in all", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert total == counts["changes read back"]
+    assert re.search(r"done in [\d.]+s", out)
+
+
+def test_demo_that_cannot_finish_exits_non_zero_and_says_why() -> None:
+    # a limit no worker can meet: the demo must not report success
+    done = demo("--customers", "20", "--days", "30", "--timeout", "1")
+    assert done.returncode == 1, done.stdout[-2000:]
+    assert "demo failed:" in done.stdout
+    assert "worker logs:" in done.stdout
+    assert "changes in all" not in done.stdout
