@@ -1,0 +1,136 @@
+"""Helpers for the ownership / dedup / incarnation tests (issue 11, findings 2-4): producers with
+other partitioners, waiting on the workers' accounting, per-customer totals from Redis."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis
+
+from segmentflow.config import Settings
+from segmentflow.devstack import DevStack
+from segmentflow.engine.state import CustomerState, T
+from segmentflow.state.redis_store import RedisStore
+from segmentflow.streams.kafka_clients import producer
+from support.streams import ChangeReader, Event, metric_sum
+
+
+def produce_librdkafka(settings: Settings, events: Iterable[Event], partitioner: str) -> int:
+    """Send with confluent-kafka (librdkafka) and its ``partitioner`` (``consistent_random``
+    is its default: CRC32 of the key); return how many."""
+    from confluent_kafka import Producer
+
+    kafka = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "linger.ms": 20,
+            "acks": "all",
+            "partitioner": partitioner,
+        }
+    )
+    failures: list[str] = []
+
+    def report(err: Any, msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    n = 0
+    for e in events:
+        kafka.produce(settings.input_topics[e.kind], key=e.key, value=e.value, on_delivery=report)
+        kafka.poll(0)
+        n += 1
+    assert kafka.flush(60) == 0 and not failures, f"delivery failed: {failures[:3]}"
+    return n
+
+
+def adler_partitioner(key: bytes, all_partitions: Sequence[int], available: Sequence[int]) -> int:
+    """A custom partitioner (kafka-python's ``partitioner=`` hook): Adler-32 of the key."""
+    return all_partitions[zlib.adler32(key) % len(all_partitions)]
+
+
+def produce_custom(settings: Settings, events: Iterable[Event]) -> int:
+    """Send with kafka-python and :func:`adler_partitioner`; return how many."""
+    kafka = producer(settings, partitioner=adler_partitioner, batch_size=16384)
+    n = 0
+    for e in events:
+        kafka.send(settings.input_topics[e.kind], key=e.key, value=e.value)
+        n += 1
+    kafka.flush()
+    kafka.close()
+    return n
+
+
+def worker_metrics(stack: DevStack, index: int) -> str:
+    """``/metrics`` of a worker (it answers between batches: wait for it)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return stack.get("/metrics", index).decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def wait_applied(
+    stack: DevStack, workers: int, applied: int, reader: ChangeReader, timeout: float = 150
+) -> dict[str, float]:
+    """Wait until the workers together applied ``applied`` events and no change arrived for 3 s
+    (progress-based: gives up only after ``timeout`` s); return the summed counters."""
+    deadline = time.monotonic() + timeout
+    sums: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        reader.poll(0.5)
+        texts = [worker_metrics(stack, i) for i in range(workers)]
+        sums = {
+            name: sum(metric_sum(t, f"segmentflow_events_{name}_total") for t in texts)
+            for name in ("received", "applied", "deadlettered", "duplicates", "forwarded")
+        }
+        if sums["applied"] >= applied and time.monotonic() - reader.last_new > 3:
+            break
+    return sums
+
+
+def stored_totals(settings: Settings, customers: Iterable[str]) -> dict[str, tuple[int, float]]:
+    """(orders, revenue) per customer from the workers' Redis state."""
+    store = RedisStore(redis.Redis.from_url(settings.redis_url), settings.namespace)
+    try:
+        states = store.load_many(customers)
+        return {cid: _totals(s) for cid, s in states.items()}
+    finally:
+        store.close()
+
+
+def replay_totals(events: Iterable[Event]) -> dict[str, tuple[int, float]]:
+    """(orders, revenue) per customer after ``replay`` of the events."""
+    from segmentflow.config import load_config
+    from segmentflow.engine.replay import events_from_dicts, run
+    from segmentflow.schemas.decode import Limits
+    from segmentflow.state.memory import MemoryStore
+
+    config = load_config(None)
+    valid = sorted((e.event for e in events), key=lambda e: e["timestamp"])
+    store = MemoryStore()
+    run(events_from_dicts(valid, Limits.of(config)), config, None, lambda c: None, store)
+    states = store.load_many({e["customer_id"]: None for e in valid})
+    return {cid: _totals(s) for cid, s in states.items()}
+
+
+def _totals(state: CustomerState) -> tuple[int, float]:
+    return int(state.totals[T["orders"]]), round(float(state.totals[T["revenue"]]), 2)
+
+
+def due_shards(settings: Settings, partitions: int) -> dict[str, list[int]]:
+    """Customer -> the due-index shards it is in (exactly one owner: at most one each)."""
+    client = redis.Redis.from_url(settings.redis_url)
+    out: dict[str, list[int]] = {}
+    try:
+        for shard in range(partitions):
+            for member in client.zrange(f"{settings.namespace}:due:{shard}", 0, -1):
+                out.setdefault(member.decode(), []).append(shard)
+    finally:
+        client.close()
+    return out
