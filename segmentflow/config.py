@@ -106,7 +106,7 @@ class PersonaConfig(_Strict):
     """Persona clustering options (documented in the README)."""
 
     enabled: bool = True
-    algorithm: Literal["kmeans", "streamkmeans", "dbstream", "denstream"] = "kmeans"
+    algorithm: Literal["minibatch", "kmeans", "streamkmeans", "dbstream", "denstream"] = "minibatch"
     clusters: int = Field(default=6, ge=2, le=50)
     margin: float = Field(default=0.25, ge=0, lt=1)
     snapshot_every: int = Field(default=1000, ge=1)

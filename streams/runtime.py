@@ -118,7 +118,7 @@ class SegmentWorker:
                 # offset after it (by its new owner), so applying these here would race that
                 records, tokens = [records[i] for i in mine], [tokens[i] for i in mine]
             await self._flush_outbox()
-            valid, result = self.processor.decode_all(records)
+            valid, result = await asyncio.to_thread(self.processor.decode_all, records)
             rejected = []
             for record, token, ts in zip(records, tokens, result.timestamps, strict=True):
                 tp = (record.topic, record.partition)
@@ -275,7 +275,10 @@ class SegmentWorker:
         """Run a synchronous Redis call, retrying connection errors with backoff."""
 
         async def attempt() -> T:
-            return call()
+            # off the event loop (engine work and Redis round trips of a whole batch or a
+            # long advance): /health, /metrics and Faust's heartbeats keep answering; the
+            # worker lock keeps these calls one at a time, in order (notes/perf-handoff.md)
+            return await asyncio.to_thread(call)
 
         return await self._retry_async(what, attempt, REDIS_ERRORS)
 

@@ -125,6 +125,9 @@ class Processor:
         swept = store.get_meta(SWEPT)
         #: the next RFM population sweep (every ``rfm.sweep_every`` of event time)
         self.next_sweep: int | None = None if swept is None else swept + self._sweep_us
+        #: (rank index version, owned shards) at the last sweep: a sweep with both unchanged
+        #: gives nothing (scores depend on the metrics only; R on last-order times, not on t)
+        self._swept: tuple[int, frozenset[int] | None] | None = None
 
     def decode(self, record: InputRecord) -> Event | Rejection:
         """Decode one record (no state touched)."""
@@ -239,12 +242,41 @@ class Processor:
         while self.next_sweep is not None and self.next_sweep <= watermark:
             moment = self.next_sweep
             changes.extend(self._advance_customers(moment - 1, limit))
-            changes.extend(self.sweep_rfm(moment))  # before the customers' dues at `moment`
+            if not self._sweep_unchanged():
+                changes.extend(self.sweep_rfm(moment))  # before the customers' dues at `moment`
             self.next_sweep = moment + self._sweep_us
+            if self._sweep_unchanged():
+                # no metric moved since the last sweep: the sweeps up to the next customer due
+                # (or the watermark) give nothing, so a gap of years costs one step, not one per day
+                due = self.store.next_due()
+                horizon = watermark if due is None else min(watermark, due)
+                if horizon >= self.next_sweep:
+                    moment = self.next_sweep + (horizon - self.next_sweep) // self._sweep_us * (
+                        self._sweep_us
+                    )
+                    self.next_sweep = moment + self._sweep_us
             self.store.set_meta(SWEPT, moment)
         changes.extend(self._advance_customers(watermark, limit))
         changes.sort(key=lambda c: c.at)
         return changes
+
+    def next_work(self) -> int | None:
+        """The next moment at which :meth:`advance` has something to fire: the earliest
+        customer due, or the next RFM sweep unless it would move nobody (then ``advance`` only
+        steps the sweep schedule, however far it goes)."""
+        due = self.store.next_due()
+        if self.next_sweep is None or self._sweep_unchanged():
+            return due
+        return self.next_sweep if due is None else min(due, self.next_sweep)
+
+    def _owned(self) -> frozenset[int] | None:
+        shards = getattr(self.store, "owned_shards", None)
+        return None if shards is None else frozenset(shards)
+
+    def _sweep_unchanged(self) -> bool:
+        """Whether neither the population's metrics nor the owned shards changed since the
+        last sweep (so another sweep now would move nobody)."""
+        return self._swept == (self.engine.ranks.version, self._owned())
 
     def _advance_customers(self, watermark: int, limit: int) -> list[Change]:
         changes: list[Change] = []
@@ -267,6 +299,8 @@ class Processor:
         are loaded, and an ``rfm`` change is emitted where their segment changed."""
         if not self.config.rfm.enabled:
             return []
+        # taken before the sweep: updates read from the rank log while loading come after it
+        self._swept = (self.engine.ranks.version, self._owned())
         moved = self.engine.ranks.sweep(self.store.owns)
         if not moved:
             return []
