@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+import rudderstack.analytics as rudder_analytics
 import segment.analytics as segment_analytics
 from collector_harness import WRITE_KEY, Collector
 
@@ -18,10 +19,13 @@ from segmentflow.schemas.decode import Event, decode_message
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def sdk(collector: Collector) -> Iterator[Any]:  # sync mode: no thread to stop
-    client = segment_analytics.Client(WRITE_KEY, host=collector.url, sync_mode=True, max_retries=0)
-    yield client
+@pytest.fixture(params=["segment", "rudderstack"])
+def sdk(request: pytest.FixtureRequest, collector: Collector) -> Iterator[Any]:
+    """The real SDK clients in sync mode (no thread to stop); RudderStack gzips."""
+    if request.param == "segment":
+        yield segment_analytics.Client(WRITE_KEY, host=collector.url, sync_mode=True, max_retries=0)
+    else:
+        yield rudder_analytics.Client(WRITE_KEY, host=collector.url, sync_mode=True, gzip=True)
 
 
 def decoded(collector: Collector, tag: str, expect: int) -> list[tuple[Event, dict[str, Any]]]:
