@@ -16,22 +16,26 @@ from segmentflow.streams.runtime import SegmentWorker
 log = logging.getLogger("segmentflow.worker")
 
 
-async def partition_ends(consumer: Any, tps: list[Any]) -> dict[Hashable, int]:
-    """End offsets of ``tps``: the high-water mark of the latest fetch response where there is
-    one (exact, free); a ListOffsets request only for partitions never fetched yet. (Tansu
-    answers ListOffsets with the start of the last record batch + 1, which is too small.)"""
-    ends: dict[Hashable, int] = {}
+async def partition_ends(
+    consumer: Any, tps: list[Any]
+) -> tuple[dict[Hashable, int], dict[Hashable, int]]:
+    """End offsets of ``tps``: ``(exact, guesses)``. Exact: the high-water mark of the latest
+    fetch response (free, and right on every broker). Guesses: a ListOffsets answer, asked only
+    for partitions never fetched yet (Tansu answers it with the start of the last record batch
+    + 1, which is wrong), used by the clock only until a fetch reports."""
+    exact: dict[Hashable, int] = {}
     unknown = []
     for tp in tps:
         mark = consumer.highwater(tp)
         if mark is None:
             unknown.append(tp)
         else:
-            ends[(tp.topic, tp.partition)] = mark
+            exact[(tp.topic, tp.partition)] = mark
+    guesses: dict[Hashable, int] = {}
     if unknown:
         listed = await asyncio.wait_for(consumer.highwaters(*unknown), timeout=5)
-        ends.update({(tp.topic, tp.partition): end for tp, end in listed.items()})
-    return ends
+        guesses = {(tp.topic, tp.partition): end for tp, end in listed.items()}
+    return exact, guesses
 
 
 async def start_offset(consumer: Any, tp: Any) -> int | None:
@@ -77,6 +81,8 @@ def register(
             ]
             await worker.handle_batch(records, batch)
 
+    positioned: set[tuple[str, int]] = set()  # start offsets known (per assignment)
+
     @app.timer(tick_seconds)  # type: ignore[untyped-decorator]
     async def clock() -> None:
         consumer = app.consumer
@@ -84,19 +90,26 @@ def register(
         if not tps or app.rebalancing:  # nothing is owned until the rebalance is over
             return
         try:
-            ends = await partition_ends(consumer, tps)
-            for tp in tps:  # partitions not read yet: where does this group stand?
-                key = (tp.topic, tp.partition)
-                if worker.owns(key) and not worker.watermark.has_read(key):
-                    position = await asyncio.wait_for(start_offset(consumer, tp), timeout=5)
-                    if position is not None and worker.owns(key):  # still, after the await
-                        worker.watermark.set_position(key, position)
+            exact, guesses = await partition_ends(consumer, tps)
         except Exception as exc:  # broker unreachable: report unhealthy, retry next tick
-            worker.status.broker_ok = False
-            worker.status.last_error = f"{exc.__class__.__name__}: {exc}"
-            log.warning("clock tick: broker not reachable (%s); retrying", exc)
-            return
-        await worker.tick(ends)
+            exact, guesses = {}, {}
+            worker._failed("broker", exc)
+        # partitions not read yet: where does this group stand? Asked once per assignment
+        # (an empty partition is never "read"); one slow answer must not stop the tick, which
+        # passes the end offsets to the clock
+        for tp in tps:
+            key = (tp.topic, tp.partition)
+            if key in positioned or not worker.owns(key) or worker.watermark.has_read(key):
+                continue
+            try:
+                position = await asyncio.wait_for(start_offset(consumer, tp), timeout=5)
+            except Exception as exc:
+                log.warning("start offset of %s/%s unknown (%s); retrying", *key, exc)
+                break
+            if position is not None and worker.owns(key):  # still, after the await
+                worker.watermark.set_position(key, position)
+                positioned.add(key)
+        await worker.tick(exact, guesses)
 
     probe: dict[str, Any] = {"future": None, "since": 0.0, "tick": 0.0}
 
@@ -137,11 +150,13 @@ def register(
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        positioned.clear()
         worker.assign([(tp.topic, tp.partition) for tp in assigned])
         log.info("assigned %d partitions", len(assigned))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        positioned.clear()
         worker.revoke()
 
     return segmenter

@@ -7,7 +7,9 @@ than a serializer crash.
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,60 @@ def patch_fetch_max_wait(ms: int = FETCH_MAX_WAIT_MS) -> None:
     _fetch_wait_patched = True
 
 
+#: per app (``id(app)``): called with the error of a failed fetch, or ``None`` after a success
+_fetch_listeners: dict[int, Callable[[BaseException | None], None]] = {}
+_fetch_errors_patched = False
+FETCH_MAX_BACKOFF = 5.0
+
+
+def on_fetch(app: faust.App, listener: Callable[[BaseException | None], None]) -> None:
+    """Tell ``listener`` about each failed fetch (its error) and each success (``None``)."""
+    _fetch_listeners[id(app)] = listener
+
+
+def patch_fetch_errors() -> None:
+    """Make a failed fetch or decode (an unsupported codec, a corrupt batch, anything aiokafka
+    raises while reading records) a retry instead of a crash of Faust's consumer (idempotent).
+
+    The failed call returns no records after a capped backoff. Nothing is lost or skipped:
+    aiokafka advances a partition's position only when ``getall`` returns its records, and a
+    partially read fetch result no longer matches the position, so it is dropped and fetched
+    again from the same offset."""
+    global _fetch_errors_patched
+    if _fetch_errors_patched:
+        return
+    from aiokafka.errors import ConsumerStoppedError
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    original = faust_aiokafka.AIOKafkaConsumerThread._fetch_records
+    delays: dict[int, float] = {}
+
+    async def fetch_records(self: Any, *args: Any, **kwargs: Any) -> Any:
+        app_id = id(self.consumer.app)
+        listener = _fetch_listeners.get(app_id)
+        try:
+            records = await original(self, *args, **kwargs)
+        except ConsumerStoppedError:
+            raise
+        except Exception as exc:
+            if listener is not None:
+                listener(exc)
+            delay = delays[app_id] = min(delays.get(app_id, 0.05) * 2, FETCH_MAX_BACKOFF)
+            await asyncio.sleep(delay)
+            return {}
+        if listener is not None and delays.pop(app_id, None) is not None:
+            listener(None)
+        return records
+
+    faust_aiokafka.AIOKafkaConsumerThread._fetch_records = fetch_records  # type: ignore
+    _fetch_errors_patched = True
+
+
+def compression(settings: Settings) -> str | None:
+    """The producer codec (``SEGMENTFLOW_KAFKA_COMPRESSION``) in aiokafka's terms."""
+    return None if settings.kafka_compression == "none" else settings.kafka_compression
+
+
 def broker_credentials(settings: Settings) -> Any:
     """Faust credentials for SASL/SSL from the environment, or ``None`` for PLAINTEXT."""
     protocol = settings.kafka_security_protocol.upper()
@@ -95,6 +151,7 @@ def create_app(settings: Settings, partitions: int = 4, **overrides: Any) -> fau
         "key_serializer": "raw",
         "consumer_auto_offset_reset": "earliest",
         "topic_partitions": partitions,
+        "producer_compression_type": compression(settings),
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
         "web_host": "127.0.0.1",
@@ -104,4 +161,5 @@ def create_app(settings: Settings, partitions: int = 4, **overrides: Any) -> fau
     }
     options.update(overrides)
     patch_fetch_max_wait()
+    patch_fetch_errors()
     return faust.App(settings.namespace, **options)

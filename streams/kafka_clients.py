@@ -63,3 +63,47 @@ def consumer(settings: Settings, *topics: str, **extra: Any) -> Any:
         )
     except (KafkaError, OSError) as exc:
         raise _unavailable(settings, exc) from None
+
+
+class PartitionMismatch(RuntimeError):
+    """The input topics' partition counts differ; the message says what to fix."""
+
+
+def topic_partition_counts(settings: Settings, topics: list[str]) -> dict[str, int | None]:
+    """Real partition count of each topic (``None`` for a topic that does not exist)."""
+    from kafka.errors import KafkaError
+
+    kafka = consumer(settings, request_timeout_ms=10000, bootstrap_timeout_ms=5000)
+    try:
+        kafka.topics()  # refreshes the metadata of every topic
+        counts: dict[str, int | None] = {}
+        for topic in topics:
+            partitions = kafka.partitions_for_topic(topic)
+            counts[topic] = len(partitions) if partitions else None
+        return counts
+    except (KafkaError, OSError) as exc:
+        raise _unavailable(settings, exc) from None
+    finally:
+        kafka.close()
+
+
+def input_partition_count(settings: Settings) -> int:
+    """The partition count of the three input topics, read from the broker. Topics that do not
+    exist yet are created by the worker with the others' count (``SEGMENTFLOW_PARTITIONS`` when
+    none exists). Raises :class:`PartitionMismatch` when the existing topics' counts differ."""
+    counts = topic_partition_counts(settings, list(settings.input_topics.values()))
+    found = {topic: n for topic, n in counts.items() if n is not None}
+    if not found:
+        return settings.partitions
+    if len(set(found.values())) == 1:
+        return next(iter(found.values()))
+    listed = ", ".join(f"{topic}={n}" for topic, n in found.items())
+    most = max(found.values())
+    fewer = [topic for topic, n in found.items() if n < most]
+    raise PartitionMismatch(
+        f"the input topics have different partition counts ({listed}); segmentflow reads them "
+        f"co-partitioned, so they must be equal. Add partitions to {', '.join(fewer)} "
+        f"(e.g. `kafka-topics.sh --alter --topic {fewer[0]} --partitions {most}`; note that "
+        "adding partitions moves keys to other partitions, so do it before producing), or "
+        "recreate the topics with one count, then start the worker again."
+    )

@@ -17,6 +17,7 @@ _PER_TOPIC = {
     "applied": "Events applied to customer state",
     "deadlettered": "Messages sent to the dead-letter topic",
     "duplicates": "Events skipped as duplicates (event_id seen before)",
+    "forwarded": "Records forwarded to their customer's home partition (another partitioner)",
     "late": "Events older than the customer's clock (applied, stamped with the clock)",
 }
 
@@ -72,7 +73,42 @@ class WorkerCollector(Collector):
         for tp, value in sorted(self.worker.watermark.lag().items(), key=str):
             consumer.add_metric([f"{tp[0]}/{tp[1]}"], value)  # type: ignore[index]
         yield consumer
+        held, held_seconds = self.worker.clock_held()
+        yield GaugeMetricFamily(
+            "segmentflow_clock_held_events", "Events waiting for the event-time clock", value=held
+        )
+        yield GaugeMetricFamily(
+            "segmentflow_clock_held_seconds",
+            "Seconds the clock has not moved while events wait for it (0 when none wait)",
+            value=held_seconds,
+        )
+        holding = GaugeMetricFamily(
+            "segmentflow_clock_holding",
+            "1 per input partition holding the clock back (lagging, not idle)",
+            labels=["tp"],
+        )
+        for tp in sorted(self.worker.watermark.holding(), key=str):
+            holding.add_metric(["/".join(map(str, tp))], 1)  # type: ignore[call-overload]
+        yield holding
+        yield GaugeMetricFamily(
+            "segmentflow_input_partitions",
+            "Partitions per input topic (read from the broker at start)",
+            value=self.worker.settings.input_partitions,
+        )
         status = self.worker.status
+        fetch = CounterMetricFamily(
+            "segmentflow_fetch_errors",
+            "Failed fetches/decodes of input records (retried; nothing skipped)",
+            labels=["error"],
+        )
+        for error, value in sorted(status.fetch_errors.items()):
+            fetch.add_metric([error], value)
+        yield fetch
+        yield GaugeMetricFamily(
+            "segmentflow_fetch_ok",
+            "1 when the last fetch of input records worked",
+            value=int(status.fetch_error is None),
+        )
         yield GaugeMetricFamily(
             "segmentflow_ready", "1 when partitions are assigned", value=int(status.ready)
         )
@@ -90,9 +126,40 @@ class WorkerCollector(Collector):
             "Duration of the last batch",
             value=status.last_batch_seconds,
         )
+        yield from redis_memory_metrics(self.worker)
         yield from persona_metrics(self.worker)
         with contextlib.suppress(Exception):  # Redis down: the other metrics still matter
             yield from population_metrics(self.worker)
+
+
+def redis_memory_metrics(worker: SegmentWorker) -> Iterator[Metric]:
+    """Redis memory against its limit (sampled by the worker's tick) and unreadable stored
+    data (issue 12)."""
+    store = worker.processor.store
+    for name, doc in (
+        ("corrupt_states", "Customers whose stored state could not be decoded (quarantined)"),
+        ("corrupt_metrics", "Stored RFM metrics that could not be decoded (skipped)"),
+    ):
+        yield CounterMetricFamily(f"segmentflow_{name}", doc, value=getattr(store, name, 0))
+    sample = worker.memory.sample
+    if sample is None:
+        return
+    yield GaugeMetricFamily(
+        "segmentflow_redis_used_memory_bytes", "Redis used_memory", value=sample.used_memory
+    )
+    yield GaugeMetricFamily(
+        "segmentflow_redis_maxmemory_bytes", "Redis maxmemory (0: no limit)", value=sample.maxmemory
+    )
+    yield CounterMetricFamily(
+        "segmentflow_redis_evicted_keys",
+        "Redis evicted_keys (server-wide)",
+        value=sample.evicted_keys,
+    )
+    yield GaugeMetricFamily(
+        "segmentflow_redis_memory_warning",
+        "1 when used_memory > 90% of maxmemory, keys were evicted or the policy is unsafe",
+        value=int(sample.warning),
+    )
 
 
 def persona_metrics(worker: SegmentWorker) -> Iterator[Metric]:

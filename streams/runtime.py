@@ -26,7 +26,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -60,6 +60,10 @@ class WorkerStatus:
     redis_ok: bool = True
     last_error: str | None = None
     retries: int = 0
+    #: the error of the failing fetch/decode of input records (``None`` once a fetch works)
+    fetch_error: str | None = None
+    #: failed fetches so far, per error class
+    fetch_errors: Counter[str] = field(default_factory=Counter)
 
 
 class SegmentWorker:
@@ -86,8 +90,10 @@ class SegmentWorker:
         self.send = send
         self.ack = ack
         self.aligner: Aligner[tuple[Item, Any, InputRecord]] = Aligner()
-        self.watermark = Watermark(self.config.allowed_lateness_us)
+        self.watermark = self._new_watermark()
         self.status = WorkerStatus()
+        #: monotonic time events started waiting for the clock (``None`` when none wait)
+        self.held_since: float | None = None
         self.lock = asyncio.Lock()
         self.kind_of = {topic: kind for kind, topic in settings.input_topics.items()}
         self.changes_sent = 0
@@ -130,18 +136,24 @@ class SegmentWorker:
                 tp = (record.topic, record.partition)
                 held = (Item.of(record, event), by_record[id(record)], record)
                 self.aligner.add(event.ts, held, tp)
+            if self.held_since is None and len(self.aligner):
+                self.held_since = time.monotonic()
             await self._publish_deadletters(result.deadletters)
             await self._ack(rejected)
             await self._release()
         self.status.batches += 1
         self.status.last_batch_seconds = time.perf_counter() - started
 
-    async def tick(self, ends: dict[Hashable, int] | None = None) -> None:
-        """Periodic: refresh end offsets, advance the clock, apply and publish what it releases."""
+    async def tick(
+        self, ends: dict[Hashable, int] | None = None, guesses: dict[Hashable, int] | None = None
+    ) -> None:
+        """Periodic: refresh end offsets (``ends`` exact fetch high-water marks, ``guesses``
+        ListOffsets answers), advance the clock, apply and publish what it releases."""
         async with self.lock:
-            for tp, end in (ends or {}).items():
-                if self.owns(tp):  # ends asked for before a rebalance must not add partitions
-                    self.watermark.set_end(tp, end)
+            for exact, marks in ((False, guesses), (True, ends)):
+                for tp, end in (marks or {}).items():
+                    if self.owns(tp):  # ends asked for before a rebalance must not add partitions
+                        self.watermark.set_end(tp, end, exact=exact)
             await self._flush_outbox()
             await self._release()
             if self.persona is not None:
@@ -171,6 +183,18 @@ class SegmentWorker:
         topic = self.settings.topic_segmentflow_metrics
         await self.send(topic, self.worker_id.encode("utf-8"), value)
 
+    def _new_watermark(self) -> Watermark:
+        return Watermark(self.config.allowed_lateness_us, self.settings.idle_timeout)
+
+    def clock_held(self) -> tuple[int, float]:
+        """Events waiting for the clock, and for how many seconds the clock has not moved
+        while they wait (0 when none wait)."""
+        held = len(self.aligner)
+        if not held or self.held_since is None or self.config.clock == "wall":
+            return held, 0.0
+        waiting = time.monotonic() - max(self.held_since, self.watermark.moved_at)
+        return held, max(0.0, waiting)
+
     def current_watermark(self) -> int | None:
         """Event-time watermark, or the wall clock in ``clock: wall`` mode."""
         if self.config.clock == "wall":
@@ -182,6 +206,8 @@ class SegmentWorker:
         time-driven changes, publish the outbox, then ack."""
         now = self.current_watermark()
         released = list(self.aligner.release(now))
+        if not len(self.aligner):
+            self.held_since = None
         items = [item for item, _, _ in released]
         redis_failures = self.redis_failures
         try:
@@ -334,7 +360,8 @@ class SegmentWorker:
         without ordering them across topics. (Nothing fires twice: fired changes are state.)"""
         self.owned = set()
         self.aligner = Aligner()
-        self.watermark = Watermark(self.config.allowed_lateness_us)
+        self.watermark = self._new_watermark()
+        self.held_since = None
         store = self.processor.store
         if hasattr(store, "owned_shards"):
             store.owned_shards = set()

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from segmentflow.auth import authorized, bearer_middleware, unauthorized_body
 from segmentflow.engine.inspect import describe
+from segmentflow.schemas.timefmt import format_us
 from segmentflow.streams.metrics import registry_for, render
 from segmentflow.streams.runtime import SegmentWorker
 
@@ -36,15 +37,37 @@ def register(app: faust.App, worker: SegmentWorker) -> None:
     async def health(web: Any, request: Any) -> Any:
         status = worker.status
         ok = status.ready and status.broker_ok and status.redis_ok
-        body = {
-            "status": "ok" if ok else "unavailable",
+        held, held_seconds = worker.clock_held()
+        # the clock stands still while events wait for it: degraded (503), see README "/health"
+        clock_ok = held_seconds <= worker.settings.clock_alert
+        fetch_ok = status.fetch_error is None
+        healthy = ok and clock_ok and fetch_ok
+        mark = worker.current_watermark()
+        holding = sorted("/".join(map(str, tp)) for tp in worker.watermark.holding())  # type: ignore[call-overload]
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else ("degraded" if ok else "unavailable"),
             "ready": status.ready,
             "broker": "ok" if status.broker_ok else "unreachable",
             "redis": "ok" if status.redis_ok else "unreachable",
+            "fetch": "ok" if fetch_ok else "failing",
             "batches": status.batches,
-            "last_error": None if ok else status.last_error,
+            "clock": {
+                "watermark": None if mark is None else format_us(mark),
+                "held_events": held,
+                "held_seconds": round(held_seconds, 1),
+                "holding": holding,
+                "status": "ok" if clock_ok else "stalled",
+            },
+            "last_error": None if healthy else status.last_error,
         }
-        return web.json(body, status=200 if ok else 503)
+        if ok and not fetch_ok:
+            body["last_error"] = f"fetching input fails (retrying): {status.fetch_error}"
+        elif ok and not clock_ok:
+            body["last_error"] = (
+                f"{held} events have waited {held_seconds:.0f} s for the event-time clock, "
+                f"held back by {', '.join(holding) or 'no partition'} (README: Clock)"
+            )
+        return web.json(body, status=200 if healthy else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -7,7 +7,6 @@ import os
 
 from rich.console import Console
 
-from segmentflow import bootstrap
 from segmentflow.config import Settings
 
 
@@ -26,10 +25,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     settings = Settings()
     settings.segment_config()  # fail fast on a bad config, before any connection
-    bootstrap.redis_client(settings)  # fail fast with a clear message when Redis is down
     console.print(
         f"segmentflow worker: kafka {settings.kafka_url}, redis {settings.redis_url}, "
         f"group {settings.namespace}, web :{settings.web_port}"
     )
-    worker.run(settings, loglevel=args.loglevel)
-    return 0
+    # waits for Redis and the broker (start in any order), then runs until stopped
+    return worker.run(settings, loglevel=args.loglevel)

@@ -1,0 +1,292 @@
+"""Helpers for tests that run real workers and compare their change topic with ``replay``:
+backlogs (CDNOW-like purchases), foreign producers (kafka-python, confluent-kafka), a change
+topic reader that keeps headers, and the comparison with the clean reference."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from segmentflow.config import Settings, load_config
+from segmentflow.engine.replay import replay_events
+from segmentflow.schemas.timefmt import parse_rfc3339
+from segmentflow.streams.kafka_clients import consumer, producer
+
+#: lifecycle and rule segments are exact; rfm and persona depend on the whole population
+EXACT_CONFIG = """\
+rfm: {enabled: false}
+persona: {enabled: false}
+rules:
+  - name: big_spender
+    when: 'revenue >= 100'
+"""
+
+
+def write_config(tmp_path: Path, text: str = EXACT_CONFIG) -> Path:
+    path = tmp_path / "segmentflow.yaml"
+    path.write_text(text)
+    return path
+
+
+@dataclass(frozen=True)
+class Event:
+    """One input message: its topic kind, key and JSON value (and the decoded event)."""
+
+    kind: str
+    key: bytes
+    value: bytes
+    event: dict[str, Any]
+
+
+def purchases(customers: int, seed: int, days: int = 400) -> list[Event]:
+    """A CDNOW-like backlog: purchase-events only, each customer with 1-5 orders spread over
+    ``days`` (so lifecycle changes fire by time as well as by event)."""
+    rng = random.Random(seed)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    out: list[Event] = []
+    for c in range(customers):
+        cid = f"cd-{seed}-{c:05d}"
+        first = start + timedelta(seconds=rng.uniform(0, days * 86400 / 3))
+        t = first
+        for k in range(rng.randint(1, 5)):
+            if t > start + timedelta(days=days):
+                break  # event times stay in the past (future ones are dead-lettered)
+            body = {
+                "event_id": f"{cid}-o{k}",
+                "customer_id": cid,
+                "type": "order_completed",
+                "timestamp": t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "properties": {
+                    "order_id": f"{cid}-{k}",
+                    "revenue": round(rng.uniform(5, 120), 2),
+                    "currency": "USD",
+                },
+            }
+            out.append(Event("purchase", cid.encode(), orjson.dumps(body), body))
+            t += timedelta(days=rng.expovariate(1 / 60))
+    out.sort(key=lambda e: e.event["timestamp"])
+    return out
+
+
+def mixed(customers: int, seed: int) -> list[Event]:
+    """Events on all three topics (from the synthetic generator; valid ones only)."""
+    from segmentflow.synthetic import generate
+
+    messages = generate(customers, seed=seed, start=datetime(2025, 3, 1, tzinfo=UTC), days=120)
+    return [
+        Event(m.topic_kind, m.key or b"", m.value, m.event) for m in messages if m.event is not None
+    ]
+
+
+def expected_changes(events: Iterable[Event], config_file: Path) -> list[dict[str, Any]]:
+    """``replay`` of the events up to the last one's time (what a caught-up worker emits)."""
+    valid = sorted((e.event for e in events), key=lambda e: parse_rfc3339(e["timestamp"]))
+    until = parse_rfc3339(valid[-1]["timestamp"])
+    return replay_events(valid, load_config(config_file), until)
+
+
+def produce_kafka_python(
+    settings: Settings, events: Iterable[Event], compression: str | None = None
+) -> int:
+    """Send with kafka-python (murmur2 partitioner, like Java's); return how many."""
+    kafka = producer(settings, compression_type=compression, batch_size=16384)
+    n = 0
+    for e in events:
+        kafka.send(settings.input_topics[e.kind], key=e.key, value=e.value)
+        n += 1
+    kafka.flush()
+    kafka.close()
+    return n
+
+
+def produce_confluent(settings: Settings, events: Iterable[Event], compression: str) -> int:
+    """Send with librdkafka (confluent-kafka) using ``compression.type``; return how many."""
+    from confluent_kafka import Producer
+
+    kafka = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "compression.type": compression,
+            "linger.ms": 20,
+            "acks": "all",
+            # murmur2 like Java: this test is about codecs, not partitioners
+            "partitioner": "murmur2_random",
+        }
+    )
+    failures: list[str] = []
+
+    def report(err: Any, msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    n = 0
+    for e in events:
+        kafka.produce(settings.input_topics[e.kind], key=e.key, value=e.value, on_delivery=report)
+        kafka.poll(0)
+        n += 1
+    left = kafka.flush(60)
+    assert left == 0 and not failures, f"confluent-kafka delivery failed: {failures[:3]}"
+    return n
+
+
+class ChangeReader:
+    """Reads a topic from its beginning, keeping values and headers (repeats included)."""
+
+    def __init__(self, settings: Settings, topic: str | None = None) -> None:
+        self.kafka = consumer(
+            settings,
+            topic or settings.topic_segment_changes,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        self.records: list[Any] = []
+        self.ids: set[str] = set()
+        self.last_new = time.monotonic()
+
+    @property
+    def values(self) -> list[bytes]:
+        return [r.value for r in self.records]
+
+    def poll(self, seconds: float = 0.5) -> int:
+        n = 0
+        for batch in self.kafka.poll(timeout_ms=int(seconds * 1000)).values():
+            for record in batch:
+                self.records.append(record)
+                self.ids.add(orjson.loads(record.value).get("id", ""))
+                n += 1
+        if n:
+            self.last_new = time.monotonic()
+        return n
+
+    def wait_complete(
+        self,
+        expected: Sequence[dict[str, Any]],
+        timeout: float,
+        quiet: float = 3.0,
+        progress: Callable[[], object] | None = None,
+    ) -> None:
+        """Read until every expected id arrived and nothing new came for ``quiet`` s; gives up
+        only when nothing new arrived for ``timeout`` s (the checks then fail)."""
+        want = {c["id"] for c in expected}
+        while time.monotonic() - self.last_new < timeout:
+            self.poll(0.5)
+            if progress is not None:
+                progress()
+            if want <= self.ids and time.monotonic() - self.last_new >= quiet:
+                return
+
+    def close(self) -> None:
+        self.kafka.close()
+
+
+@dataclass
+class Outcome:
+    deliveries: int = 0
+    distinct: int = 0
+    duplicates: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def compare(values: Sequence[bytes], expected: Sequence[dict[str, Any]]) -> Outcome:
+    """Delivered changes vs the reference: same ids and content, repeats identical, each
+    customer's sequences 1..n without gaps."""
+    out = Outcome(deliveries=len(values))
+    first: dict[str, bytes] = {}
+    seqs: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for value in values:
+        change = orjson.loads(value)
+        seen = first.get(change["id"])
+        if seen is None:
+            first[change["id"]] = value
+            seqs[(change["subject"], change["data"]["dimension"])].append(
+                change["data"]["sequence"]
+            )
+        else:
+            out.duplicates += 1
+            if seen != value:
+                out.problems.append(f"id {change['id']} repeated with other content")
+    out.distinct = len(first)
+    got = {i: orjson.loads(v) for i, v in first.items()}
+    want = {c["id"]: c for c in expected}
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    if missing:
+        out.problems.append(f"{len(missing)} missing, e.g. {[want[i] for i in missing[:2]]}")
+    if extra:
+        out.problems.append(f"{len(extra)} unexpected, e.g. {[got[i] for i in extra[:2]]}")
+    wrong = sorted(i for i in set(got) & set(want) if got[i] != want[i])
+    if wrong:
+        out.problems.append(f"{len(wrong)} differ, e.g. {got[wrong[0]]} != {want[wrong[0]]}")
+    for (cid, dim), s in seqs.items():
+        if sorted(s) != list(range(1, len(s) + 1)):
+            out.problems.append(f"{cid}/{dim}: sequences {sorted(s)[:10]} have a gap")
+    return out
+
+
+def metrics(text: str) -> dict[str, float]:
+    """Prometheus text as {"name{labels}": value} (summing nothing)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def metric_sum(text: str, name: str) -> float:
+    """Sum of a metric family over its labels."""
+    return sum(v for k, v in metrics(text).items() if k == name or k.startswith(name + "{"))
+
+
+def partitions_of(
+    settings: Settings, topic: str, count: int, timeout: float = 60
+) -> dict[str, int]:
+    """Where each customer's messages of ``topic`` really are: {customer_id: partition}, read
+    back from the broker (``count`` messages; whatever partitioner the producer used)."""
+    kafka = consumer(settings, topic, auto_offset_reset="earliest", enable_auto_commit=False)
+    out: dict[str, int] = {}
+    seen = 0
+    last = time.monotonic()
+    while seen < count and time.monotonic() - last < timeout:
+        for batch in kafka.poll(timeout_ms=500).values():
+            for record in batch:
+                out[record.key.decode()] = record.partition
+                seen += 1
+                last = time.monotonic()
+    kafka.close()
+    assert seen == count, f"read back {seen} of {count} messages of {topic}"
+    return out
+
+
+def worker_clock(text: str) -> tuple[int, set[tuple[str, int]]]:
+    """A worker's watermark (µs) and owned input partitions, from its ``/metrics`` text."""
+    mark = round(metric_sum(text, "segmentflow_watermark_seconds") * 1e6)
+    owned = set()
+    for name in metrics(text):
+        if name.startswith('segmentflow_consumer_lag{tp="'):
+            topic, _, partition = name.split('"')[1].rpartition("/")
+            owned.add((topic, int(partition)))
+    return mark, owned
+
+
+def expected_per_owner(
+    expected: Sequence[dict[str, Any]], until_of: Callable[[str], int]
+) -> list[dict[str, Any]]:
+    """The reference as a group of workers emits it: each worker's clock is over the partitions
+    it owns, so a customer's time-driven changes are due up to the clock of the worker that owns
+    it (``until_of(customer_id)``, µs); every event-driven change is emitted."""
+    return [
+        c
+        for c in expected
+        if c["data"]["cause"]["kind"] == "event"
+        or parse_rfc3339(c["time"]) <= until_of(c["subject"])
+    ]
