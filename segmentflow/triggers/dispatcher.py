@@ -353,7 +353,8 @@ class Dispatcher:
             except _CONNECT_ERRORS as exc:
                 await self._close_clients()
                 delay = self.connect_backoff.delay(attempt, self.rng)
-                self.last_error = f"{exc.__class__.__name__}: {exc}"
+                name, text = exc.__class__.__name__, str(exc) or repr(exc)
+                self.last_error = text if text.startswith(name) else f"{name}: {text}"
                 log.warning(
                     "triggers: Kafka at %s unavailable (%s); retry %d in %.1fs",
                     self.settings.kafka_url,
