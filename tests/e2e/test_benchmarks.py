@@ -64,3 +64,31 @@ def test_benchmark_tiny_writes_every_figure(tmp_path: Path) -> None:
         assert _number(mem[key]) and mem[key] > 0, key
     # 6. two workers vs one
     assert _number(r["worker_2"]["eps"]) and _number(r["ratios"]["two_workers_vs_one"])
+
+
+def test_population_benchmark_tiny_reports_every_figure(tmp_path: Path) -> None:
+    """``benchmarks/population.py --tiny``: the population axis (issue 13) without CDNOW."""
+    out = tmp_path / "population.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "population.py"), "--tiny", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "population benchmarks" in done.stdout
+    r = json.loads(out.read_text())
+    (size,) = r["sizes"]
+    assert size["customers"] == 1000 and size["events"] > 1000
+    for key in (
+        "replay_eps",
+        "sweep_s",
+        "idle_sweep_s",
+        "scoring_s",
+        "rank_arrays_bytes_per_customer",
+        "state_bytes_per_customer",
+    ):
+        assert _number(size[key]), key
+    assert _number(size["gap"]["with_gap_s"]) and size["gap"]["days"] == 365
+    assert _number(r["heavy"]["replay_eps"]) and r["heavy"]["replay_eps"] > 0
