@@ -229,7 +229,8 @@ def create_app(config: CollectorConfig, sink: Sink) -> Starlette:
                 raise bad_request("Content-Length is not a number")
             if int(declared) > limit:
                 raise RequestError(413, "too_large", f"body is over {limit} bytes")
-            reservation.take(int(declared))
+        # bytes are reserved as they arrive (not as declared: a slow client that announces 2 MB
+        # and sends nothing must not hold the budget for its whole body timeout)
         chunks: list[bytes] = []
         size = 0
         try:

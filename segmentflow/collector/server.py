@@ -27,7 +27,7 @@ class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline for the request headers (see the module)."""
 
     header_timeout: float = 10.0
-    closed_slow = 0  # connections closed for slow headers, all instances (for metrics/tests)
+    closed_slow = 0  # connections this class closed for slow headers (diagnostics)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
