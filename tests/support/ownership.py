@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -46,14 +46,22 @@ def produce_librdkafka(settings: Settings, events: Iterable[Event], partitioner:
     return n
 
 
-def adler_partitioner(key: bytes, all_partitions: Sequence[int], available: Sequence[int]) -> int:
+class AdlerPartitioner:
     """A custom partitioner (kafka-python's ``partitioner=`` hook): Adler-32 of the key."""
-    return all_partitions[zlib.adler32(key) % len(all_partitions)]
+
+    def partition(
+        self, topic: str, key: Any, serialized_key: bytes, value: Any, serialized: Any, cluster: Any
+    ) -> int:
+        partitions = sorted(cluster.partitions_for_topic(topic))
+        return int(partitions[zlib.adler32(serialized_key) % len(partitions)])
 
 
 def produce_custom(settings: Settings, events: Iterable[Event]) -> int:
-    """Send with kafka-python and :func:`adler_partitioner`; return how many."""
-    kafka = producer(settings, partitioner=adler_partitioner, batch_size=16384)
+    """Send with kafka-python and :class:`AdlerPartitioner`; return how many."""
+    from kafka.partitioner import Partitioner
+
+    custom = type("Adler", (AdlerPartitioner, Partitioner), {})()
+    kafka = producer(settings, partitioner=custom, batch_size=16384)
     n = 0
     for e in events:
         kafka.send(settings.input_topics[e.kind], key=e.key, value=e.value)
