@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,34 @@ def test_demo_that_cannot_finish_exits_non_zero_and_says_why() -> None:
     assert "demo failed:" in done.stdout
     assert "worker logs:" in done.stdout
     assert "changes in all" not in done.stdout
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "demo.sh"
+
+
+def test_demo_script_explains_a_missing_venv_module(tmp_path: Path) -> None:
+    """Debian without python3-venv: the script says what to install instead of failing oddly."""
+    fake = tmp_path / "python3"
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = "-m" ] && [ "$2" = "venv" ]; then\n'
+        '  echo "ensurepip is not available" >&2; exit 1\nfi\nexit 0\n'
+    )
+    fake.chmod(0o755)
+    venv = tmp_path / "venv"
+    done = subprocess.run(
+        ["bash", str(SCRIPT)],
+        env={**os.environ, "PYTHON": str(fake), "SEGMENTFLOW_VENV": str(venv)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "apt-get install python3-venv" in done.stderr
+    assert not venv.exists()
+
+
+def test_readme_first_command_makes_a_venv() -> None:
+    readme = (SCRIPT.parents[1] / "README.md").read_text()
+    first = readme.split("```bash\n", 1)[1].split("\n", 1)[0]
+    assert first.startswith("bash scripts/demo.sh")
+    assert 'm venv "$VENV"' in SCRIPT.read_text()
