@@ -38,15 +38,27 @@ from segmentflow.engine.align import Aligner
 from segmentflow.engine.clock import Watermark
 from segmentflow.engine.processor import DeadLetter, InputRecord, Item, Processor
 from segmentflow.schemas.changes import Change
+from segmentflow.schemas.events import FORGET
 from segmentflow.schemas.timefmt import format_us
+from segmentflow.state.base import StateQuarantined
 from segmentflow.state.redis_store import RedisStore
+from segmentflow.streams import incarnations
 from segmentflow.streams.persona_sync import PersonaSync
+from segmentflow.streams.redis_health import MemoryWatch
 
 log = logging.getLogger("segmentflow.worker")
 Send = Callable[[str, bytes | None, bytes], Awaitable[object]]
+#: produce to one partition: (topic, partition, key, value)
+SendTo = Callable[[str, int, bytes | None, bytes], Awaitable[object]]
 Ack = Callable[[Any], Awaitable[object]]
 T = TypeVar("T")
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+Held = tuple[Item, Any, InputRecord]
+#: every Redis error is an outage (retried with backoff, /health 503, nothing acked or
+#: dead-lettered): connection loss, OOM under ``noeviction``, READONLY, MISCONF, LOADING, ...;
+#: only ``redis.DataError`` (a value the client cannot send) is about the event (issue 12)
+REDIS_ERRORS = (redis.RedisError,)
+#: event time one slice of a long clock advance covers; the loop answers between slices
+ADVANCE_SLICE_US = 86_400_000_000
 
 
 @dataclass
@@ -83,8 +95,23 @@ class SegmentWorker:
 
     max_backoff = 5.0
 
-    def __init__(self, settings: Settings, processor: Processor, send: Send, ack: Ack) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        processor: Processor,
+        send: Send,
+        ack: Ack,
+        send_to: SendTo | None = None,
+        cluster_id: Callable[[], str | None] | None = None,
+    ) -> None:
         self.settings = settings
+        #: produces a forwarded record to its customer's home partition
+        self.send_to = send_to
+        #: reads the broker's cluster id (blocking; run in a thread); ``None``: not checked
+        self.cluster_id = cluster_id
+        #: incarnation record per owned input ``topic:partition`` (``None``: to be checked)
+        self._incarnations: dict[str, dict[str, Any]] | None = None
+        self._highs_saved: dict[str, int] = {}
         self.processor = processor
         self.config = processor.config
         self.send = send
@@ -106,6 +133,8 @@ class SegmentWorker:
         self.is_current: Callable[[Any], bool] = lambda token: True
         self.redis_failures = 0
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        #: Redis memory figures for /metrics (sampled from the tick)
+        self.memory = MemoryWatch()
         self.persona: PersonaSync | None = None
         if processor.engine.persona is not None and isinstance(processor.store, RedisStore):
             self.persona = PersonaSync(processor.engine, processor.store)
@@ -125,21 +154,28 @@ class SegmentWorker:
                 records, tokens = [records[i] for i in mine], [tokens[i] for i in mine]
             await self._flush_outbox()
             valid, result = await asyncio.to_thread(self.processor.decode_all, records)
+            controls = {id(record) for record, event in valid if event.type == FORGET}
             rejected = []
             for record, token, ts in zip(records, tokens, result.timestamps, strict=True):
                 tp = (record.topic, record.partition)
-                self.watermark.observe(tp, record.offset, ts)
+                # a forget command does not move event time (its timestamp is the wall clock)
+                self.watermark.observe(tp, record.offset, None if id(record) in controls else ts)
                 if ts is None:
                     rejected.append(token)
             by_record = dict(zip(map(id, records), tokens, strict=True))
+            forgets: list[tuple[Held, list[Held]]] = []
             for record, event in valid:
                 tp = (record.topic, record.partition)
                 held = (Item.of(record, event), by_record[id(record)], record)
-                self.aligner.add(event.ts, held, tp)
+                if id(record) in controls:  # erases what was read before it, held included
+                    forgets.append((held, self._take_held(event.customer_id)))
+                else:
+                    self.aligner.add(event.ts, held, tp)
             if self.held_since is None and len(self.aligner):
                 self.held_since = time.monotonic()
             await self._publish_deadletters(result.deadletters)
             await self._ack(rejected)
+            await self._forget(forgets)
             await self._release()
         self.status.batches += 1
         self.status.last_batch_seconds = time.perf_counter() - started
@@ -154,6 +190,7 @@ class SegmentWorker:
                 for tp, end in (marks or {}).items():
                     if self.owns(tp):  # ends asked for before a rebalance must not add partitions
                         self.watermark.set_end(tp, end, exact=exact)
+            await self._track_incarnations(ends or {})
             await self._flush_outbox()
             await self._release()
             if self.persona is not None:
@@ -161,6 +198,12 @@ class SegmentWorker:
                     await self.persona.tick()
                 except redis.RedisError as exc:  # retried on the next tick
                     self._failed("redis", exc)
+            client = getattr(self.processor.store, "client", None)
+            if client is not None and self.memory.due():
+                try:
+                    self.memory.poll(client)
+                except redis.RedisError as exc:  # the next Redis call reports the outage
+                    log.debug("Redis memory not sampled: %s", exc)
 
     def ops_snapshot(self) -> dict[str, Any]:
         """The periodic JSON published on ``segmentflow-metrics`` (§1): counts, clock, lag,
@@ -204,20 +247,36 @@ class SegmentWorker:
     async def _release(self) -> None:
         """Apply the held events the watermark has passed (in timestamp order), fire due
         time-driven changes, publish the outbox, then ack."""
+        if not await self._check_incarnations():
+            return  # offsets could mislead: nothing is applied until the broker answers
         now = self.current_watermark()
         released = list(self.aligner.release(now))
         if not len(self.aligner):
             self.held_since = None
         items = [item for item, _, _ in released]
         redis_failures = self.redis_failures
+
+        def apply() -> list[Change]:
+            self.processor.forwards = []  # a retried part decides its forwards again
+            return self.processor.apply(items)
+
+        # after a failed batch, parts of it before the failure may be committed: their changes
+        # are in the outbox but not in `changes` (the one-by-one retry skips those events)
+        fallback = True
         try:
-            changes = await self._retry("redis", partial(self.processor.apply, items))
+            changes = await self._retry("redis", apply)
+            fallback = False
+        except StateQuarantined as exc:  # one by one: that customer's events are dead letters
+            log.warning("%s", exc)
+            changes = await self._apply_one_by_one(released)
         except Exception:  # an engine bug must not lose the batch: isolate the culprit(s)
             log.exception("batch failed; applying its events one by one")
             changes = await self._apply_one_by_one(released)
         if now is not None:
-            changes += await self._retry("redis", partial(self.processor.advance, now))
-        if self.redis_failures != redis_failures:
+            changes += await self._advance(now)
+        await self._forward(released)
+        fallback = fallback and bool(getattr(self.processor.store, "outbox", False))
+        if self.redis_failures != redis_failures or fallback:
             # a commit may have landed although Redis's reply was lost: the retry then applied
             # nothing (offsets) and returned no changes, which sat unpublished in the outbox and
             # were trimmed by the next publish. The outbox is the truth: publish all of it.
@@ -227,11 +286,65 @@ class SegmentWorker:
             await self._publish_changes(changes)
         await self._ack([token for _, token, _ in released])
 
+    async def _advance(self, now: int) -> list[Change]:
+        """Fire what is due up to ``now`` in slices of :data:`ADVANCE_SLICE_US` of event time
+        from the next due moment, yielding to the event loop between slices: a jump of years
+        in event time costs its changes, and ``/health`` and heartbeats keep answering."""
+        changes: list[Change] = []
+        while True:
+            due = await self._retry("redis", self.processor.next_work)
+            if due is None or due > now or due > now - ADVANCE_SLICE_US:
+                break
+            changes += await self._retry(
+                "redis", partial(self.processor.advance, due + ADVANCE_SLICE_US)
+            )
+            await asyncio.sleep(0)
+        changes += await self._retry("redis", partial(self.processor.advance, now))
+        return changes
+
+    def _take_held(self, customer_id: str) -> list[Held]:
+        """Remove and return the held events of ``customer_id`` (a forget erases them)."""
+        if not any(entry[0].event.customer_id == customer_id for entry in self.aligner.held()):
+            return []
+        taken: list[Held] = []
+        kept = list(self.aligner.drain())
+        self.aligner = Aligner()
+        for entry in kept:
+            item = entry[0]
+            if item.event.customer_id == customer_id:
+                taken.append(entry)
+            else:
+                self.aligner.add(item.event.ts, entry, (item.topic, item.partition))
+        return taken
+
+    async def _forget(self, forgets: Sequence[tuple[Held, list[Held]]]) -> None:
+        """Apply forget commands (CONTRACT §5) in read order, each with the held events of its
+        customer (erased unapplied); publish the final changes; then ack them all."""
+        for (item, token, record), held in forgets:
+            erased = [entry[0] for entry in held]
+            redis_failures = self.redis_failures
+            try:
+                changes = await self._retry("redis", partial(self.processor.erase, item, erased))
+            except Exception as exc:  # e.g. a state that cannot be decoded: quarantined
+                log.error("forget quarantined: %s", exc.__class__.__name__)
+                await self._publish_deadletters([self.processor.quarantine(record, exc)])
+                for entry in held:  # not erased: they wait as before
+                    self.aligner.add(entry[0].event.ts, entry, (entry[0].topic, entry[0].partition))
+                await self._ack([token])
+                continue
+            if self.redis_failures != redis_failures:  # see _release: the outbox is the truth
+                self._outbox_checked = False
+                await self._flush_outbox()
+            else:
+                await self._publish_changes(changes)
+            await self._ack([token, *(entry[1] for entry in held)])
+
     async def _apply_one_by_one(
         self, released: Sequence[tuple[Item, Any, InputRecord]]
     ) -> list[Change]:
         changes: list[Change] = []
         letters: list[DeadLetter] = []
+        self.processor.forwards = []
         for item, _, record in released:
             try:
                 changes += await self._retry("redis", partial(self.processor.apply, [item]))
@@ -290,6 +403,92 @@ class SegmentWorker:
         await self._retry_async("broker", partial(self._send_all, topic, keys, values))
         self.deadletters_sent += len(letters)
 
+    async def _forward(self, released: Sequence[tuple[Item, Any, InputRecord]]) -> None:
+        """Re-produce the records whose customer's home is another partition (same topic, key
+        and value) to that partition, before their originals are acked: exact event_id dedup
+        makes a repeated forward harmless (see README "Ownership")."""
+        forwards = self.processor.take_forwards()
+        if not forwards:
+            return
+        if self.send_to is None:
+            raise RuntimeError("records to forward but no send_to was given to the worker")
+        send_to = self.send_to
+        records = {id(item): record for item, _, record in released}
+
+        async def send_all() -> None:
+            await asyncio.gather(
+                *(
+                    send_to(item.topic, home, records[id(item)].key, records[id(item)].value or b"")
+                    for item, home in forwards
+                )
+            )
+
+        await self._retry_async("broker", send_all)
+
+    async def _check_incarnations(self) -> bool:
+        """Once per assignment: the incarnation of each owned input partition (a new one when
+        the broker's cluster id differs from the stored one); sets the processor's epochs.
+        ``False`` (retried on the next batch or tick) while the broker or Redis cannot say."""
+        if self._incarnations is not None:
+            return True
+        store = self.processor.store
+        sources = [f"{t}:{p}" for t, p in sorted(self.owned or ())]
+        try:
+            cluster = None
+            if self.cluster_id is not None:
+                cluster = await asyncio.wait_for(asyncio.to_thread(self.cluster_id), 15)
+            if isinstance(store, RedisStore):
+                stored = store.partition_records(sources)
+                records = incarnations.reconcile(stored, sources, cluster)
+                store.save_partition_records(
+                    {k: v for k, v in records.items() if stored.get(k) != v}
+                )
+            else:
+                records = incarnations.reconcile({}, sources, cluster)
+        except Exception as exc:  # any broker/Redis failure: wait and retry
+            self._failed("redis" if isinstance(exc, redis.RedisError) else "broker", exc)
+            return False
+        self._incarnations = records
+        self._highs_saved = {k: int(v.get("high", -1)) for k, v in records.items()}
+        for source, record in records.items():
+            self.processor.epochs[source] = int(record.get("epoch", 0))
+        return True
+
+    async def _track_incarnations(self, ends: dict[Hashable, int]) -> None:
+        """Each tick: a partition whose end (exact high-water mark of a fetch) is at or below
+        the highest offset applied was recreated: a new incarnation. Persist the highest
+        applied offsets (the owner's)."""
+        records = self._incarnations
+        store = self.processor.store
+        if records is None or not isinstance(store, RedisStore):
+            return
+        changed: dict[str, dict[str, Any]] = {}
+        for tp, end in ends.items():
+            source = f"{tp[0]}:{tp[1]}"  # type: ignore[index]
+            record = records.get(source)
+            if record is None or not self.owns(tp):
+                continue
+            high = max(int(record.get("high", -1)), self.processor.applied_high.get(source, -1))
+            bumped = incarnations.truncated({**record, "high": high}, end)
+            if bumped is not None:
+                records[source] = changed[source] = bumped
+                self.processor.epochs[source] = int(bumped["epoch"])
+                self.processor.applied_high.pop(source, None)
+        for source, high in self.processor.applied_high.items():
+            record = records.get(source)
+            if record is None or source in changed or high <= self._highs_saved.get(source, -1):
+                continue
+            record["high"] = high
+            changed[source] = record
+        if changed:
+            try:
+                store.save_partition_records(changed)
+            except redis.RedisError as exc:  # saved on a later tick
+                self._failed("redis", exc)
+                return
+            for source, record in changed.items():
+                self._highs_saved[source] = int(record["high"])
+
     async def _ack(self, tokens: Sequence[Any]) -> None:
         for token in tokens:
             if token is not None:
@@ -298,13 +497,17 @@ class SegmentWorker:
     # -- resilience -----------------------------------------------------------------------
 
     async def _retry(self, what: str, call: Callable[[], T]) -> T:
-        """Run a synchronous Redis call, retrying connection errors with backoff."""
+        """Run a synchronous Redis call, retrying Redis errors (:data:`REDIS_ERRORS`) with
+        backoff; other errors (the event's) propagate."""
 
         async def attempt() -> T:
-            # off the event loop (engine work and Redis round trips of a whole batch or a
-            # long advance): /health, /metrics and Faust's heartbeats keep answering; the
-            # worker lock keeps these calls one at a time, in order (notes/perf-handoff.md)
-            return await asyncio.to_thread(call)
+            try:
+                # off the event loop (engine work and Redis round trips of a whole batch or a
+                # long advance): /health, /metrics and Faust's heartbeats keep answering; the
+                # worker lock keeps these calls one at a time, in order (notes/perf-handoff.md)
+                return await asyncio.to_thread(call)
+            except redis.DataError as exc:  # a value the client cannot send: not an outage
+                raise ValueError(f"redis refused a value: {exc}") from exc
 
         return await self._retry_async(what, attempt, REDIS_ERRORS)
 
@@ -382,6 +585,7 @@ class SegmentWorker:
             if (item.topic, item.partition) in owned:
                 self.aligner.add(item.event.ts, entry, (item.topic, item.partition))
         self._outbox_checked = False  # publish what a previous owner left pending
+        self._incarnations = None  # checked again (and the epochs set) before applying
         if self.persona is not None:
             website = self.settings.topic_website_events
             self.persona.trainer = (website, 0) in owned

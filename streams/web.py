@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from segmentflow.auth import authorized, bearer_middleware, unauthorized_body
 from segmentflow.engine.inspect import describe
+from segmentflow.engine.processor import is_tombstone
 from segmentflow.schemas.timefmt import format_us
 from segmentflow.streams.metrics import registry_for, render
 from segmentflow.streams.runtime import SegmentWorker
@@ -86,6 +87,6 @@ def register(app: faust.App, worker: SegmentWorker) -> None:
         if (response := denied(web, request)) is not None:
             return response
         state = worker.processor.store.get(customer_id)
-        if state is None:
+        if state is None or is_tombstone(state):  # erased (README "forget")
             return web.json({"error": f"no state for customer {customer_id!r}"}, status=404)
         return web.json(describe(state, worker.processor.engine))

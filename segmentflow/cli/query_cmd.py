@@ -12,6 +12,7 @@ from segmentflow import bootstrap
 from segmentflow.cli.render import populations_table
 from segmentflow.config import Settings
 from segmentflow.engine.inspect import describe
+from segmentflow.engine.processor import is_tombstone
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +29,7 @@ def run_inspect(args: argparse.Namespace, console: Console) -> int:
     settings = Settings()
     store = bootstrap.redis_store(settings)
     state = store.get(args.customer_id)
-    if state is None:
+    if state is None or is_tombstone(state):  # erased (README "forget")
         console.print(f"[yellow]no state for customer {args.customer_id!r}[/yellow]")
         return 1
     info = describe(state, bootstrap.engine(settings))

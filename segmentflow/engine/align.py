@@ -60,6 +60,10 @@ class Aligner(Generic[Item]):
         while self._heap:
             yield heapq.heappop(self._heap)[2]
 
+    def held(self) -> Iterator[Item]:
+        """Every held item, in no particular order (nothing removed)."""
+        return (entry[2] for entry in self._heap)
+
     def oldest(self) -> int | None:
         """Timestamp of the oldest held item."""
         return self._heap[0][0] if self._heap else None

@@ -8,8 +8,9 @@ the changes and commit offsets.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +21,9 @@ from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.deadletter import dead_letter
 from segmentflow.schemas.decode import Event, Limits, Rejection, decode_message
+from segmentflow.schemas.events import FORGET
 from segmentflow.schemas.reasons import Reason
-from segmentflow.state.base import StateStore
+from segmentflow.state.base import StateQuarantined, StateStore
 
 SWEPT = "rfm_swept"
 
@@ -76,8 +78,10 @@ class BatchResult:
 
 
 class Counters:
-    """Running counts: per topic received/applied/deadlettered/duplicates/late, per reason and
-    per dimension. The identity ``received = applied + deadlettered + duplicates`` holds per topic.
+    """Running counts: per topic received/applied/deadlettered/duplicates/forwarded/late, per
+    reason and per dimension. The identity ``received = applied + deadlettered + duplicates +
+    forwarded`` holds per topic once the held events are released (a forwarded record is
+    received again, on its customer's home partition).
     """
 
     def __init__(self) -> None:
@@ -86,6 +90,7 @@ class Counters:
         self.deadlettered: Counter[str] = Counter()
         self.duplicates: Counter[str] = Counter()
         self.late: Counter[str] = Counter()
+        self.forwarded: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
         self.changes: Counter[str] = Counter()
 
@@ -93,8 +98,53 @@ class Counters:
         """All counters as plain dicts."""
         return {
             name: dict(getattr(self, name))
-            for name in ("received", "applied", "deadlettered", "duplicates", "late", "reasons")
+            for name in (
+                "received",
+                "applied",
+                "deadlettered",
+                "duplicates",
+                "forwarded",
+                "late",
+                "reasons",
+            )
         } | {"changes": dict(self.changes)}
+
+
+#: tombstone fields in ``CustomerState.extra``: input positions (source -> offset) a forget
+#: erased (a redelivery of anything up to them is skipped), and the forget's request id
+ERASED = "erased"
+FORGOTTEN = "forgotten"
+
+
+def tombstone(
+    customer_id: str,
+    state: CustomerState | None,
+    final: Sequence[Change],
+    request_id: str | None,
+    erased: dict[str, int],
+) -> CustomerState:
+    """What an erased customer leaves (README "forget"): the per-dimension sequence numbers
+    (so a later profile's change ids continue after the final ``null``), its home partition,
+    the input positions erased and the forget's request id; no event, time, trait or total."""
+    seqs = dict(state.seqs) if state is not None else {}
+    for change in final:
+        seqs[change.dimension] = change.sequence
+    tomb = CustomerState(customer_id, seqs=seqs, extra={ERASED: erased, FORGOTTEN: request_id})
+    tomb.home = state.home if state is not None else None
+    return tomb
+
+
+def is_tombstone(state: CustomerState | None) -> bool:
+    """Whether ``state`` is what a forget left (no profile since)."""
+    return state is not None and FORGOTTEN in state.extra and state.clock is None
+
+
+def _erased(state: CustomerState, item: Item) -> bool:
+    """Whether ``item`` was read before a forget of its customer that erased it."""
+    erased: dict[str, int] | None = state.extra.get(ERASED)
+    if not erased or item.source is None:
+        return False
+    return erased.get(item.source, -1) >= item.offset
 
 
 def _dimension_group(dimension: str) -> str:
@@ -112,26 +162,51 @@ class Processor:
         Where per-customer state lives.
     check_key
         Whether the Kafka key must equal ``customer_id`` (off for ``replay`` files).
+    wall_clock
+        The process's wall clock in epoch µs, for the ``max_future_skew`` check of consumed
+        records (a fake one in tests).
     """
 
-    def __init__(self, config: SegmentConfig, store: StateStore, check_key: bool = True) -> None:
+    def __init__(
+        self,
+        config: SegmentConfig,
+        store: StateStore,
+        check_key: bool = True,
+        wall_clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+    ) -> None:
         self.config = config
         self.engine = Engine(config)
         self.store = store
         self.counters = Counters()
         self._check_key = check_key
-        self._limits = Limits(config.max_event_bytes, config.max_traits, config.max_trait_length)
+        self._limits = Limits.of(config)
+        self.wall_clock = wall_clock
         self._sweep_us = config.rfm_sweep_us
         swept = store.get_meta(SWEPT)
         #: the next RFM population sweep (every ``rfm.sweep_every`` of event time)
         self.next_sweep: int | None = None if swept is None else swept + self._sweep_us
+        #: incarnation per input ``topic:partition`` (bumped by the worker when the broker's
+        #: cluster id changes or the partition's end is below the highest offset applied)
+        self.epochs: dict[str, int] = {}
+        #: highest offset applied per ``topic:partition`` since start (the worker persists it)
+        self.applied_high: dict[str, int] = {}
+        self.forwards: list[tuple[Item, int]] = []
         #: (rank index version, owned shards) at the last sweep: a sweep with both unchanged
         #: gives nothing (scores depend on the metrics only; R on last-order times, not on t)
         self._swept: tuple[int, frozenset[int] | None] | None = None
 
-    def decode(self, record: InputRecord) -> Event | Rejection:
-        """Decode one record (no state touched)."""
-        return decode_message(record.value, record.key, record.kind, self._limits, self._check_key)
+    def decode(self, record: InputRecord, now_us: int | None = None) -> Event | Rejection:
+        """Decode one record (no state touched); control records (``forget``) are accepted.
+        ``now_us``: the wall clock for the future-skew check (default: read it now)."""
+        return decode_message(
+            record.value,
+            record.key,
+            record.kind,
+            self._limits,
+            self._check_key,
+            self.wall_clock() if now_us is None else now_us,
+            control=True,
+        )
 
     def process(self, records: Sequence[InputRecord], now: datetime | None = None) -> BatchResult:
         """Decode and apply a batch of records and commit the resulting state; return changes
@@ -148,9 +223,10 @@ class Processor:
         result = BatchResult()
         valid: list[tuple[InputRecord, Event]] = []
         received_at = now or datetime.now(UTC)
+        wall = self.wall_clock()
         for record in records:
             self.counters.received[record.topic] += 1
-            decoded = self.decode(record)
+            decoded = self.decode(record, wall)
             if isinstance(decoded, Rejection):
                 self._reject(record, decoded, received_at, result)
                 result.timestamps.append(None)
@@ -172,9 +248,15 @@ class Processor:
         changes: list[Change] = []
         pending = list(items)
         while pending:
-            done, part = self._apply_part(pending)
+            if pending[0].event.type == FORGET:  # control record: erase, in order
+                changes.extend(self.erase(pending[0]))
+                pending = pending[1:]
+                continue
+            cut = next((i for i, it in enumerate(pending) if it.event.type == FORGET), None)
+            part_items = pending if cut is None else pending[:cut]
+            done, part = self._apply_part(part_items)
             changes.extend(part)
-            if done < len(pending):
+            if done < len(part_items):
                 changes.extend(self.advance(pending[done].event.ts))
             pending = pending[done:]
         return changes
@@ -195,9 +277,16 @@ class Processor:
         if due is not None:
             end = next((i for i, item in enumerate(items) if due <= item.event.ts), end)
         states = self.store.load_many({item.event.customer_id: None for item in items[:end]})
+        is_bad = self.store.is_quarantined
+        quarantined = [i.event.customer_id for i in items[:end] if is_bad(i.event.customer_id)]
+        if quarantined:  # the caller applies the events one by one: theirs are dead-lettered
+            raise StateQuarantined(quarantined)
+        homes = self._claim_homes(items[:end], states)
         touched: dict[str, CustomerState] = {}
         changes: list[Change] = []
         counts: list[tuple[Counter[str], str]] = []
+        forwards: list[tuple[Item, int]] = []
+        highs: dict[str, int] = {}
         done = 0
         for item in items:
             event = item.event
@@ -206,16 +295,28 @@ class Processor:
             done += 1
             cid = event.customer_id
             state = states.get(cid)
+            source = item.source
+            if source is not None:
+                highs[source] = max(highs.get(source, -1), item.offset)
+            home = homes.get(cid) if state is None else state.home
+            if source is not None and home is not None and home != item.partition:
+                # another partitioner put it here: its home partition's owner applies it
+                forwards.append((item, home))
+                counts.append((self.counters.forwarded, item.topic))
+                continue
             if state is None:
                 state = states[cid] = self.engine.new_state(cid)
+                state.home = home
             touched[cid] = state
-            source = item.source
-            if source is not None and state.offsets.get(source, -1) >= item.offset:
-                counts.append((self.counters.duplicates, item.topic))
-                continue
+            if source is not None:
+                if state.home is None:
+                    state.home = item.partition
+                if self._redelivered(state, item) or _erased(state, item):
+                    counts.append((self.counters.duplicates, item.topic))
+                    continue
             outcome = self.engine.apply(state, event)
             if source is not None:
-                state.offsets[source] = item.offset
+                self._mark_offset(state, source, item.offset)
             if state.next_due is not None and (due is None or state.next_due < due):
                 due = state.next_due
             if self.next_sweep is None and self.config.rfm.enabled and len(self.engine.ranks):
@@ -232,7 +333,54 @@ class Processor:
             self._commit(touched, changes)
         for counter, topic in counts:
             counter[topic] += 1
+        self.forwards.extend(forwards)
+        for source, offset in highs.items():
+            self.applied_high[source] = max(self.applied_high.get(source, -1), offset)
         return done, changes
+
+    # -- offsets as a hint, homes -------------------------------------------------------------
+
+    def _claim_homes(
+        self, items: Sequence[Item], states: dict[str, CustomerState]
+    ) -> dict[str, int]:
+        """Home partitions of the customers without state: the partition of their first event
+        here, unless another worker claimed them first (one store round trip)."""
+        wanted: dict[str, int] = {}
+        for item in items:
+            cid = item.event.customer_id
+            if item.partition >= 0 and cid not in states and cid not in wanted:
+                wanted[cid] = item.partition
+        return self.store.claim_homes(wanted) if wanted else {}
+
+    def _offset_key(self, source: str) -> str:
+        epoch = self.epochs.get(source, 0)
+        return source if epoch == 0 else f"{source}@{epoch}"
+
+    def _redelivered(self, state: CustomerState, item: Item) -> bool:
+        """Offsets are a hint, never a verdict: a record at or below the customer's highest
+        applied offset of the same topic-partition incarnation is a redelivery only when it is
+        too old for the exact event_id set (older than ``dedup_horizon``) to decide."""
+        assert item.source is not None
+        mark = state.offsets.get(self._offset_key(item.source))
+        return (
+            mark is not None
+            and item.offset <= mark
+            and self.engine.beyond_horizon(state, item.event.ts)
+        )
+
+    def _mark_offset(self, state: CustomerState, source: str, offset: int) -> None:
+        key = self._offset_key(source)
+        offsets = state.offsets
+        if key not in offsets:  # a new incarnation: the older ones' marks mean nothing now
+            for old in [k for k in offsets if k == source or k.startswith(source + "@")]:
+                del offsets[old]
+        offsets[key] = max(offsets.get(key, -1), offset)
+
+    def take_forwards(self) -> list[tuple[Item, int]]:
+        """The records to forward to their customer's home partition (item, partition), taken
+        once their batch part committed; the caller sends them before acking the originals."""
+        forwards, self.forwards = self.forwards, []
+        return forwards
 
     def advance(self, watermark: int, limit: int = 5000) -> list[Change]:
         """Fire every time-driven change due at or before ``watermark`` — each customer's
@@ -313,22 +461,60 @@ class Processor:
         self._commit(states, changes)
         return changes
 
-    def forget(self, customer_id: str, at: int | None = None) -> list[Change]:
-        """Delete a customer's state; return a final change to ``null`` per dimension, stamped
-        ``at`` (default: the customer's clock)."""
-        state = self.store.delete(customer_id)
+    def forget(
+        self,
+        customer_id: str,
+        at: int | None = None,
+        request_id: str | None = None,
+        erased: dict[str, int] | None = None,
+    ) -> list[Change]:
+        """Erase a customer (CONTRACT §5): its state becomes a tombstone (:func:`tombstone`),
+        its due entry, RFM metrics and populations go, in one commit with a final change to
+        ``null`` per dimension, stamped ``at`` (default: the customer's clock), which is
+        returned. ``erased``: input positions (source -> offset) erased with it."""
+        states = self.store.load_many([customer_id])
+        if self.store.is_quarantined(customer_id):
+            raise StateQuarantined([customer_id])
+        state = states.get(customer_id)
+        changes: list[Change] = []
+        if state is not None:
+            when = at if at is not None else (state.clock or 0)
+            reason = {"rule": "customer data deleted"}
+            seqs = state.seqs
+            changes = [
+                Change(customer_id, dim, value, None, seqs.get(dim, 0) + 1, when, None, reason)
+                for dim, value in sorted(state.values.items())
+                if not (dim.startswith("rule:") and value == "out")
+            ]
+        tomb = tombstone(customer_id, state, changes, request_id, erased or {})
+        self.store.erase(customer_id, tomb, changes)
         self.engine.ranks.update(customer_id, None)
-        if state is None:
-            return []
-        when = at if at is not None else (state.clock or 0)
-        reason = {"rule": "customer data deleted"}
-        changes = [
-            Change(customer_id, dim, value, None, state.seqs.get(dim, 0) + 1, when, None, reason)
-            for dim, value in sorted(state.values.items())
-            if not (dim.startswith("rule:") and value == "out")
-        ]
-        self.store.commit({}, changes)
         self._count(changes)
+        return changes
+
+    def erase(self, item: Item, held: Sequence[Item] = ()) -> list[Change]:
+        """Apply a ``forget`` command read from Kafka, with the customer's events read before
+        it and not yet applied (``held``: erased unapplied). A redelivered command changes
+        nothing; the tombstone records the erased input positions so that a redelivery of
+        anything read before the command is skipped too."""
+        cid = item.event.customer_id
+        states = self.store.load_many([cid])
+        state = states.get(cid)
+        source = item.source
+        done = state.extra.get(ERASED, {}) if state is not None else {}
+        if source is not None and done.get(source, -1) >= item.offset:
+            self.counters.duplicates[item.topic] += 1
+            for other in held:
+                self.counters.duplicates[other.topic] += 1
+            return []
+        erased = dict(done)
+        for one in (item, *held):
+            if one.source is not None:
+                erased[one.source] = max(erased.get(one.source, -1), one.offset)
+        changes = self.forget(cid, None, item.event.event_id, erased)
+        self.counters.applied[item.topic] += 1
+        for other in held:  # applied, in effect, and erased with the rest
+            self.counters.applied[other.topic] += 1
         return changes
 
     def _commit(self, states: dict[str, CustomerState], changes: list[Change]) -> None:
@@ -343,7 +529,8 @@ class Processor:
         """A dead letter for a record whose event made the engine fail (counted)."""
         result = BatchResult()
         detail = f"{error.__class__.__name__}: {error}"[:500]
-        rejection = Rejection(Reason.PROCESSING_ERROR, detail)
+        corrupt = isinstance(error, StateQuarantined)
+        rejection = Rejection(Reason.CORRUPT_STATE if corrupt else Reason.PROCESSING_ERROR, detail)
         self._reject(record, rejection, datetime.now(UTC), result)
         return result.deadletters[0]
 

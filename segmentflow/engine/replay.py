@@ -106,7 +106,7 @@ def replay_events(
 ) -> list[dict[str, Any]]:
     """Replay event dicts (CONTRACT §2) and return the change events (CONTRACT §3) in order."""
     out: list[dict[str, Any]] = []
-    limits = Limits(config.max_event_bytes, config.max_traits, config.max_trait_length)
+    limits = Limits.of(config)
     run(
         events_from_dicts(events, limits),
         config,
@@ -124,7 +124,7 @@ def replay_file(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Processor, ReplaySummary]:
     """Replay the JSONL file ``path``, writing change events as JSONL to ``out``."""
-    limits = Limits(config.max_event_bytes, config.max_traits, config.max_trait_length)
+    limits = Limits.of(config)
     with path.open("rb") as source, out.open("wb") as sink:
 
         def lines() -> Iterator[bytes]:

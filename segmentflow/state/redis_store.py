@@ -195,7 +195,7 @@ class RedisStore(StateStore):
             pipe.mget([self._state_key(cid) for cid in ids])
         if ranks is not None:
             if time.monotonic() - self._rank_read_at > RANK_LOG_RETENTION_MS / 2000:
-                self.attach_ranks(self._ranks)  # entries may have been trimmed since: reload
+                self.attach_ranks(ranks)  # entries may have been trimmed since: reload
             pipe.xread({self._rank_log: self._rank_log_id}, count=1_000_000)
         replies = pipe.execute()
         if ranks is not None:

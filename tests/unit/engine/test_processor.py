@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from segmentflow.config import config_from_dict
-from segmentflow.engine.processor import InputRecord, Processor
+from segmentflow.engine.processor import is_tombstone, InputRecord, Processor
 from segmentflow.schemas.timefmt import from_datetime, parse_rfc3339
 from segmentflow.state.memory import MemoryStore
 
@@ -250,7 +250,9 @@ def test_forget_emits_null_per_dimension_with_next_sequence() -> None:
     ]
     assert all(c.event_id is None for c in changes)
     assert {c.id for c in changes} == {"c-1/lifecycle/3", "c-1/rule:buyer/2"}
-    assert store.get("c-1") is None
+    tomb = store.get("c-1")  # a tombstone: sequences only (README "forget")
+    assert is_tombstone(tomb) and tomb is not None
+    assert tomb.seqs == {"lifecycle": 3, "rule:buyer": 2} and not tomb.values and not tomb.traits
     assert store.populations() == {"lifecycle": {"active": 1}, "rule:buyer": {"in": 1}}
     assert proc.forget("c-1", at) == []
     assert proc.forget("never-seen", at) == []
