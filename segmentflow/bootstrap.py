@@ -30,7 +30,7 @@ def redis_client(settings: Settings) -> redis.Redis[bytes]:
 def redis_store(settings: Settings, outbox: bool = False) -> RedisStore:
     """The Redis state store under ``SEGMENTFLOW_NAMESPACE`` (sharded like the input topics)."""
     client = redis_client(settings)
-    return RedisStore(client, settings.namespace, shards=settings.partitions, outbox=outbox)
+    return RedisStore(client, settings.namespace, shards=settings.input_partitions, outbox=outbox)
 
 
 def processor(

@@ -18,6 +18,7 @@ import struct
 import subprocess
 import tempfile
 import time
+import uuid
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -340,6 +341,10 @@ class EmbeddedBroker(_Child):
                 listener,
                 "--storage-engine",
                 "memory://tansu/",
+                # a fresh cluster id per start: a new in-memory broker is a new incarnation
+                # (offsets restart), which the worker detects by the id (issue 11)
+                "--cluster-id",
+                f"segmentflow-{uuid.uuid4().hex[:12]}",
             ]
             self._spawn(argv, "segmentflow-tansu-", env)
             if self._wait_ready():
