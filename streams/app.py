@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,21 +77,14 @@ def on_fetch(app: faust.App, listener: Callable[[BaseException | None], None]) -
     _fetch_listeners[id(app)] = listener
 
 
-def patch_fetch_errors() -> None:
-    """Make a failed fetch or decode (an unsupported codec, a corrupt batch, anything aiokafka
-    raises while reading records) a retry instead of a crash of Faust's consumer (idempotent).
-
-    The failed call returns no records after a capped backoff. Nothing is lost or skipped:
-    aiokafka advances a partition's position only when ``getall`` returns its records, and a
-    partially read fetch result no longer matches the position, so it is dropped and fetched
-    again from the same offset."""
-    global _fetch_errors_patched
-    if _fetch_errors_patched:
-        return
+def guard_fetch(
+    original: Callable[..., Awaitable[Any]],
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> Callable[..., Awaitable[Any]]:
+    """Wrap Faust's ``AIOKafkaConsumerThread._fetch_records``: an error becomes no records
+    after a capped backoff, and the app's listener (:func:`on_fetch`) hears of it."""
     from aiokafka.errors import ConsumerStoppedError
-    from faust.transport.drivers import aiokafka as faust_aiokafka
 
-    original = faust_aiokafka.AIOKafkaConsumerThread._fetch_records
     delays: dict[int, float] = {}
 
     async def fetch_records(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -105,13 +98,30 @@ def patch_fetch_errors() -> None:
             if listener is not None:
                 listener(exc)
             delay = delays[app_id] = min(delays.get(app_id, 0.05) * 2, FETCH_MAX_BACKOFF)
-            await asyncio.sleep(delay)
+            await sleep(delay)
             return {}
-        if listener is not None and delays.pop(app_id, None) is not None:
+        if delays.pop(app_id, None) is not None and listener is not None:
             listener(None)
         return records
 
-    faust_aiokafka.AIOKafkaConsumerThread._fetch_records = fetch_records  # type: ignore
+    return fetch_records
+
+
+def patch_fetch_errors() -> None:
+    """Make a failed fetch or decode (an unsupported codec, a corrupt batch, anything aiokafka
+    raises while reading records) a retry instead of a crash of Faust's consumer (idempotent).
+
+    The failed call returns no records after a capped backoff. Nothing is lost or skipped:
+    aiokafka advances a partition's position only when ``getall`` returns its records, and a
+    partially read fetch result no longer matches the position, so it is dropped and fetched
+    again from the same offset."""
+    global _fetch_errors_patched
+    if _fetch_errors_patched:
+        return
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread = faust_aiokafka.AIOKafkaConsumerThread
+    thread._fetch_records = guard_fetch(thread._fetch_records)  # type: ignore[method-assign,assignment]
     _fetch_errors_patched = True
 
 

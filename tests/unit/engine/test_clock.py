@@ -110,7 +110,6 @@ def test_exact_unread_data_holds_however_long_it_waits() -> None:
 
 
 def test_never_backwards_and_lateness() -> None:
-    w, _ = watermark()
     w = Watermark(allowed_lateness=10, clock=FakeClock())
     w.assign(["a", "b"])
     w.set_end("a", 1)
