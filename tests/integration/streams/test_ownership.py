@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 from support.ownership import (
     due_shards,
     produce_custom,
@@ -179,12 +180,19 @@ def test_fresh_broker_under_existing_state_applies_every_new_event(
         after = wait_applied(stack, 1, len(second), reader)
         reader.close()
         totals = stored_totals(stack.settings, {e.event["customer_id"] for e in first})
+        client = redis.Redis.from_url(redis_url)
+        records = client.hgetall(f"{namespace}:partitions")
+        client.close()
+    epochs = {k.decode(): orjson.loads(v)["epoch"] for k, v in records.items()}
     print(
-        f"\n[fresh broker] first={before} second={after} seconds={time.monotonic() - started:.1f}"
+        f"\n[fresh broker] first={before} second={after} epochs={epochs} "
+        f"seconds={time.monotonic() - started:.1f}"
     )
     assert before["applied"] == len(first)
     assert after["applied"] == len(second) == 1210 and after["duplicates"] == 0
     assert totals == replay_totals(first + second)
+    purchase = [e for k, e in epochs.items() if k.startswith("purchase-events:")]
+    assert purchase and all(e == 1 for e in purchase), "the new cluster id is a new incarnation"
 
 
 def test_a_batch_produced_three_times_is_applied_once(tmp_path: Path, redis_url: str) -> None:
