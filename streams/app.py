@@ -77,12 +77,35 @@ def on_fetch(app: faust.App, listener: Callable[[BaseException | None], None]) -
     _fetch_listeners[id(app)] = listener
 
 
+#: decode errors caught in aiokafka's ``FetchResult.getall`` since the last fetch call
+_decode_errors: list[BaseException] = []
+
+
+def guard_getall(original: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
+    """Wrap aiokafka's ``FetchResult.getall``: a partition whose records cannot be decoded
+    (unsupported codec, corrupt batch) yields nothing and is fetched again from the same
+    offset, while the other partitions' records of the same fetch are delivered (an error
+    escaping ``getall`` would drop them after their positions moved: lost messages)."""
+
+    def getall(self: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        try:
+            return original(self, *args, **kwargs)
+        except Exception as exc:
+            self._partition_records = None  # position unchanged: refetched from there
+            _decode_errors.append(exc)
+            return []
+
+    return getall
+
+
 def guard_fetch(
     original: Callable[..., Awaitable[Any]],
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> Callable[..., Awaitable[Any]]:
-    """Wrap Faust's ``AIOKafkaConsumerThread._fetch_records``: an error becomes no records
-    after a capped backoff, and the app's listener (:func:`on_fetch`) hears of it."""
+    """Wrap Faust's ``AIOKafkaConsumerThread._fetch_records``: an error (or a partition that
+    could not be decoded) is reported to the app's listener (:func:`on_fetch`) and followed
+    by a capped backoff; a failed call returns no records. ``None`` is reported once fetching
+    works again."""
     from aiokafka.errors import ConsumerStoppedError
 
     delays: dict[int, float] = {}
@@ -90,17 +113,21 @@ def guard_fetch(
     async def fetch_records(self: Any, *args: Any, **kwargs: Any) -> Any:
         app_id = id(self.consumer.app)
         listener = _fetch_listeners.get(app_id)
+        records: Any = {}
         try:
             records = await original(self, *args, **kwargs)
+            error = _decode_errors[-1] if _decode_errors else None
         except ConsumerStoppedError:
             raise
         except Exception as exc:
+            error = exc
+        _decode_errors.clear()
+        if error is not None:
             if listener is not None:
-                listener(exc)
+                listener(error)
             delay = delays[app_id] = min(delays.get(app_id, 0.05) * 2, FETCH_MAX_BACKOFF)
             await sleep(delay)
-            return {}
-        if delays.pop(app_id, None) is not None and listener is not None:
+        elif delays.pop(app_id, None) is not None and listener is not None:
             listener(None)
         return records
 
@@ -111,15 +138,16 @@ def patch_fetch_errors() -> None:
     """Make a failed fetch or decode (an unsupported codec, a corrupt batch, anything aiokafka
     raises while reading records) a retry instead of a crash of Faust's consumer (idempotent).
 
-    The failed call returns no records after a capped backoff. Nothing is lost or skipped:
-    aiokafka advances a partition's position only when ``getall`` returns its records, and a
-    partially read fetch result no longer matches the position, so it is dropped and fetched
-    again from the same offset."""
+    Nothing is lost or skipped: aiokafka advances a partition's position only when ``getall``
+    returns its records; a partition that fails to decode keeps its position and is fetched
+    again (and fails again, with backoff, until the cause is fixed)."""
     global _fetch_errors_patched
     if _fetch_errors_patched:
         return
+    from aiokafka.consumer import fetcher
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
+    fetcher.FetchResult.getall = guard_getall(fetcher.FetchResult.getall)  # type: ignore[method-assign]
     thread = faust_aiokafka.AIOKafkaConsumerThread
     thread._fetch_records = guard_fetch(thread._fetch_records)  # type: ignore[method-assign,assignment]
     _fetch_errors_patched = True

@@ -137,3 +137,59 @@ def test_prepare_waits_for_redis_then_kafka_with_capped_backoff(
     assert sum("waiting for redis" in line for line in lines) == 3
     assert sum("waiting for kafka" in line for line in lines) == 6
     assert "redis is reachable" in lines and "kafka is reachable" in lines
+
+
+class _Records:
+    """aiokafka PartitionRecords stand-in: yields offsets 5, 6, then fails to decode."""
+
+    def __init__(self) -> None:
+        self.next_fetch_offset = 5
+        self._it = self._gen()
+
+    def _gen(self) -> Any:
+        for offset in (5, 6):
+            self.next_fetch_offset = offset + 1
+            yield offset
+        raise UnsupportedCodecError("Libraries for lz4 compression codec not found")
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._it)
+
+
+class _State:
+    paused = False
+
+    def __init__(self) -> None:
+        self.position = 5
+
+    def consumed_to(self, offset: int) -> None:
+        self.position = offset
+
+
+class _Assignment:
+    active = True
+
+    def __init__(self) -> None:
+        self.state = _State()
+
+    def state_value(self, tp: Any) -> _State:
+        return self.state
+
+
+def test_an_undecodable_partition_keeps_its_position_and_is_fetched_again() -> None:
+    from aiokafka.consumer.fetcher import FetchResult
+
+    from segmentflow.streams import app
+
+    assignment = _Assignment()
+    result = FetchResult("tp", assignment=assignment, partition_records=_Records(), backoff=0)
+    getall = app.guard_getall(FetchResult.getall)
+    app._decode_errors.clear()
+    assert getall(result) == []  # offsets 5 and 6 are not delivered half-way...
+    assert assignment.state.position == 5  # ...and not skipped: fetched again from 5
+    assert not result.has_more()  # dropped, so the fetcher asks for the partition again
+    assert [type(e).__name__ for e in app._decode_errors] == ["UnsupportedCodecError"]
+    app._decode_errors.clear()
