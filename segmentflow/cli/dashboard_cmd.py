@@ -3,6 +3,8 @@
 Reads the worker at ``SEGMENTFLOW_WORKER_URL`` (default http://127.0.0.1:6066; bearer
 ``SEGMENTFLOW_API_TOKEN`` when set) and follows ``segment-changes`` on ``SEGMENTFLOW_KAFKA_URL``.
 Serves on ``SEGMENTFLOW_DASHBOARD_HOST`` (127.0.0.1) : ``SEGMENTFLOW_DASHBOARD_PORT`` (8090).
+With ``SEGMENTFLOW_API_TOKEN`` set every page and API but ``/health`` needs that token (a sign-in
+form for browsers, bearer for scripts).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--host",
         default=os.environ.get("SEGMENTFLOW_DASHBOARD_HOST", "127.0.0.1"),
-        help="bind address (default 127.0.0.1; the page has no login of its own)",
+        help="bind address (default 127.0.0.1; with SEGMENTFLOW_API_TOKEN set the pages ask "
+        "for that token)",
     )
     p.add_argument(
         "--port",
@@ -56,7 +59,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(
         f"segmentflow dashboard: http://{args.host}:{args.port}/ (worker {options.worker_url}, "
-        f"kafka {settings.kafka_url if options.kafka else 'off'})"
+        f"kafka {settings.kafka_url if options.kafka else 'off'}"
+        + (", sign-in with SEGMENTFLOW_API_TOKEN" if options.api_token else "")
+        + ")"
     )
     web.run_app(create_app(settings, options), host=args.host, port=args.port, print=None)
     return 0
