@@ -21,6 +21,7 @@ from segmentflow.cli import (
     triggers_cmd,
     worker_cmd,
 )
+from segmentflow.cli.demo_cmd import Stopped
 from segmentflow.config import ConfigError
 from segmentflow.engine.replay import ReplayError
 from segmentflow.streams.kafka_clients import BrokerUnavailable
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BrokerUnavailable, RedisUnavailable) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         return 3
+    except Stopped as exc:  # SIGTERM/SIGHUP during demo: everything started was stopped
+        return 128 + exc.signum
     except KeyboardInterrupt:
         return 130
     return code
