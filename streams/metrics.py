@@ -141,6 +141,10 @@ def redis_memory_metrics(worker: SegmentWorker) -> Iterator[Metric]:
         ("corrupt_metrics", "Stored RFM metrics that could not be decoded (skipped)"),
     ):
         yield CounterMetricFamily(f"segmentflow_{name}", doc, value=getattr(store, name, 0))
+    client = getattr(store, "client", None)
+    if client is not None and worker.memory.due():  # the tick may wait behind a stalled batch
+        with contextlib.suppress(Exception):
+            worker.memory.poll(client)
     sample = worker.memory.sample
     if sample is None:
         return

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import time
 from collections import Counter
@@ -57,6 +58,7 @@ Held = tuple[Item, Any, InputRecord]
 #: dead-lettered): connection loss, OOM under ``noeviction``, READONLY, MISCONF, LOADING, ...;
 #: only ``redis.DataError`` (a value the client cannot send) is about the event (issue 12)
 REDIS_ERRORS = (redis.RedisError,)
+_PIPELINE_COMMAND = re.compile(r"Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
 #: event time one slice of a long clock advance covers; the loop answers between slices
 ADVANCE_SLICE_US = 86_400_000_000
 
@@ -185,6 +187,12 @@ class SegmentWorker:
     ) -> None:
         """Periodic: refresh end offsets (``ends`` exact fetch high-water marks, ``guesses``
         ListOffsets answers), advance the clock, apply and publish what it releases."""
+        client = getattr(self.processor.store, "client", None)
+        if client is not None and self.memory.due():  # also while a batch stalls (lock held)
+            try:
+                self.memory.poll(client)
+            except redis.RedisError as exc:  # the next Redis call reports the outage
+                log.debug("Redis memory not sampled: %s", exc)
         async with self.lock:
             for exact, marks in ((False, guesses), (True, ends)):
                 for tp, end in (marks or {}).items():
@@ -198,12 +206,6 @@ class SegmentWorker:
                     await self.persona.tick()
                 except redis.RedisError as exc:  # retried on the next tick
                     self._failed("redis", exc)
-            client = getattr(self.processor.store, "client", None)
-            if client is not None and self.memory.due():
-                try:
-                    self.memory.poll(client)
-                except redis.RedisError as exc:  # the next Redis call reports the outage
-                    log.debug("Redis memory not sampled: %s", exc)
 
     def ops_snapshot(self) -> dict[str, Any]:
         """The periodic JSON published on ``segmentflow-metrics`` (§1): counts, clock, lag,
@@ -533,7 +535,9 @@ class SegmentWorker:
     def _failed(self, what: str, exc: BaseException) -> None:
         self.status.retries += 1
         self.redis_failures += what == "redis"
-        self.status.last_error = f"{what}: {exc.__class__.__name__}: {exc}"
+        # redis-py quotes the failing command, keys and values included: never in /health
+        text = _PIPELINE_COMMAND.sub("", str(exc))[:300]
+        self.status.last_error = f"{what}: {exc.__class__.__name__}: {text}"
         if what == "redis":
             self.status.redis_ok = False
         else:
