@@ -87,20 +87,61 @@ def topic_partition_counts(settings: Settings, topics: list[str]) -> dict[str, i
         kafka.close()
 
 
+def create_topics(settings: Settings, names: list[str], partitions: int) -> None:
+    """Create topics (replication factor 1 on a one-broker cluster, else up to 3); existing
+    ones are left alone."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap.split(","),
+            client_id="segmentflow-worker",
+            **security_options(settings),
+        )
+    except (KafkaError, OSError) as exc:
+        raise _unavailable(settings, exc) from None
+    try:
+        replicas = min(3, len(admin.describe_cluster().get("brokers", [])) or 1)
+        new = [NewTopic(name, partitions, replicas) for name in names]
+        admin.create_topics(new, timeout_ms=15000)
+    except TopicAlreadyExistsError:
+        pass
+    except (KafkaError, OSError) as exc:
+        raise _unavailable(settings, exc) from None
+    finally:
+        admin.close()
+
+
 def input_partition_count(settings: Settings) -> int:
     """The partition count of the three input topics, read from the broker. Topics that do not
-    exist yet are created by the worker with the others' count (``SEGMENTFLOW_PARTITIONS`` when
-    none exists). Raises :class:`PartitionMismatch` when the existing topics' counts differ."""
-    counts = topic_partition_counts(settings, list(settings.input_topics.values()))
-    found = {topic: n for topic, n in counts.items() if n is not None}
-    if not found:
-        return settings.partitions
-    if len(set(found.values())) == 1:
-        return next(iter(found.values()))
+    exist yet (input and output) are created with the input topics' count
+    (``SEGMENTFLOW_PARTITIONS`` when no input topic exists). Raises :class:`PartitionMismatch`
+    when the existing input topics' counts differ."""
+    inputs = list(settings.input_topics.values())
+    outputs = [
+        settings.topic_segment_changes,
+        settings.topic_segmentflow_deadletter,
+        settings.topic_segmentflow_metrics,
+    ]
+    counts = topic_partition_counts(settings, inputs + outputs)
+    found = {topic: n for topic, n in counts.items() if n is not None and topic in inputs}
+    missing = [topic for topic, n in counts.items() if n is None]
+    if len(set(found.values())) > 1:
+        raise mismatch(found)
+    count = next(iter(found.values())) if found else settings.partitions
+    if missing:
+        create_topics(settings, missing, count)
+    return count
+
+
+def mismatch(found: dict[str, int]) -> PartitionMismatch:
+    """The error for input topics with different partition counts: what to fix."""
     listed = ", ".join(f"{topic}={n}" for topic, n in found.items())
     most = max(found.values())
     fewer = [topic for topic, n in found.items() if n < most]
-    raise PartitionMismatch(
+    return PartitionMismatch(
         f"the input topics have different partition counts ({listed}); segmentflow reads them "
         f"co-partitioned, so they must be equal. Add partitions to {', '.join(fewer)} "
         f"(e.g. `kafka-topics.sh --alter --topic {fewer[0]} --partitions {most}`; note that "

@@ -58,9 +58,13 @@ async def _send(topic: str, key: bytes | None, value: bytes) -> object:
     return None
 
 
+async def _ack(token: Any) -> object:
+    return None
+
+
 def _worker() -> SegmentWorker:
     config = config_from_dict({"rfm": {"enabled": False}, "persona": {"enabled": False}})
-    return SegmentWorker(Settings(), Processor(config, MemoryStore()), _send, _send)  # type: ignore[arg-type]
+    return SegmentWorker(Settings(), Processor(config, MemoryStore()), _send, _ack)
 
 
 def test_fetch_errors_are_counted_logged_once_and_cleared(caplog: pytest.LogCaptureFixture) -> None:
@@ -86,16 +90,28 @@ def test_change_records_are_cloudevents_dead_letters_json() -> None:
     assert worker.headers_for(s, s.topic_segmentflow_metrics) is None
 
 
-def _counts(monkeypatch: pytest.MonkeyPatch, counts: dict[str, int | None]) -> None:
+def _counts(monkeypatch: pytest.MonkeyPatch, counts: dict[str, int | None]) -> list[Any]:
+    created: list[Any] = []
     monkeypatch.setattr(kafka_clients, "topic_partition_counts", lambda settings, topics: counts)
+    monkeypatch.setattr(
+        kafka_clients, "create_topics", lambda settings, names, n: created.append((names, n))
+    )
+    return created
 
 
-def test_partition_count_is_the_brokers(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_partition_count_is_the_brokers_and_missing_topics_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     s = Settings(partitions=4)
-    _counts(monkeypatch, {"website-events": 6, "email-events": None, "purchase-events": 6})
+    counts: dict[str, int | None] = {"website-events": 6, "email-events": None}
+    counts |= {"purchase-events": 6, "segment-changes": 6}
+    counts |= {"segmentflow-deadletter": None, "segmentflow-metrics": 1}
+    created = _counts(monkeypatch, counts)
     assert kafka_clients.input_partition_count(s) == 6
-    _counts(monkeypatch, {"website-events": None, "email-events": None, "purchase-events": None})
-    assert kafka_clients.input_partition_count(s) == 4  # none exists: the worker creates them
+    assert created == [(["email-events", "segmentflow-deadletter"], 6)]
+    created = _counts(monkeypatch, dict.fromkeys(counts))
+    assert kafka_clients.input_partition_count(s) == 4  # none exists: SEGMENTFLOW_PARTITIONS
+    assert created == [(list(counts), 4)]
 
 
 def test_unequal_partition_counts_say_what_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,3 +209,29 @@ def test_an_undecodable_partition_keeps_its_position_and_is_fetched_again() -> N
     assert not result.has_more()  # dropped, so the fetcher asks for the partition again
     assert [type(e).__name__ for e in app._decode_errors] == ["UnsupportedCodecError"]
     app._decode_errors.clear()
+
+
+def test_a_held_back_clock_is_measured() -> None:
+    import orjson
+
+    from segmentflow.engine.processor import InputRecord
+
+    w = _worker()
+    w.assign([("website-events", 0), ("purchase-events", 0)])
+    w.watermark.set_end(("website-events", 0), 5)  # unread data the fetch reports: holds
+    w.watermark.set_end(("purchase-events", 0), 1)
+    body = {"event_id": "o1", "customer_id": "c-1", "type": "order_completed"}
+    body |= {"timestamp": "2026-01-02T00:00:00Z"}
+    body["properties"] = {"order_id": "o", "revenue": 5, "currency": "EUR"}
+    record = InputRecord("purchase-events", "purchase", 0, 0, b"c-1", orjson.dumps(body))
+    asyncio.run(w.handle_batch([record], ["t"]))
+    assert w.clock_held()[0] == 1
+    assert w.watermark.holding() == [("website-events", 0)]
+    assert w.held_since is not None
+    w.held_since -= 200  # as if 200 s had passed without the clock moving
+    w.watermark.moved_at -= 200
+    held, seconds = w.clock_held()
+    assert held == 1 and seconds >= 200
+    w.watermark.set_end(("website-events", 0), 0)  # the fetch says: nothing unread after all
+    asyncio.run(w.tick())
+    assert w.clock_held() == (0, 0.0) and w.held_since is None
