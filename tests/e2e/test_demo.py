@@ -9,10 +9,12 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.procs import alive, descendants
 
 from segmentflow.embedded import stop_pid
 
@@ -81,6 +83,33 @@ def test_demo_that_cannot_finish_exits_non_zero_and_says_why() -> None:
     assert "demo failed:" in done.stdout
     assert "worker logs:" in done.stdout
     assert "changes in all" not in done.stdout
+
+
+def test_demo_stopped_by_sigterm_stops_what_it_started(tmp_path: Path) -> None:
+    log = tmp_path / "demo.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segmentflow.cli.main", "demo"],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while "worker http" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        started = descendants(proc.pid)
+        assert len(started) >= 2, started  # the broker and the worker at least
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in started if alive(pid)]
+        assert "changes in all" not in log.read_text()
+    finally:
+        stop_pid(proc, timeout=30)  # type: ignore[arg-type]
 
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "demo.sh"
