@@ -271,6 +271,15 @@ def assign(
     >>> assign(snap, {f: 0.7 for f in FEATURES}, 1, 0.2)[0]
     2
     """
+    best = nearest(snapshot, vector, current, margin)
+    return best, explain(snapshot, vector, best)
+
+
+def nearest(
+    snapshot: PersonaSnapshot, vector: dict[str, float], current: int | None, margin: float
+) -> int:
+    """The persona :func:`assign` picks, without the explanation (the hot path: most
+    placements keep the customer where it is)."""
     shift, plain = snapshot._fast()
     point = [(vector[f] - mean) * inverse for f, mean, inverse in shift]
     dist = math.dist
@@ -278,14 +287,21 @@ def assign(
     best = min(distances, key=lambda pid: (distances[pid], pid))
     if current in distances and distances[best] >= (1.0 - margin) * distances[current]:
         best = current
+    return best
+
+
+def explain(snapshot: PersonaSnapshot, vector: dict[str, float], best: int) -> dict[str, float]:
+    """Up to three features (raw values) on which both the customer and persona ``best``'s
+    center stand out from the population in the same direction."""
+    shift, plain = snapshot._fast()
+    point = [(vector[f] - mean) * inverse for f, mean, inverse in shift]
     scored = []
     for f, x, c in zip(FEATURES, point, plain[best]):  # noqa: B905 - equal lengths
         product = x * c
         if product > 0:
             scored.append((-product, f))
     scored.sort()
-    why = {f: round(vector[f], 3) for _, f in scored[:3]}
-    return best, why
+    return {f: round(vector[f], 3) for _, f in scored[:3]}
 
 
 class PersonaModel:
