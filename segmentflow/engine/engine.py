@@ -33,7 +33,7 @@ from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event
 from segmentflow.segmenters import lifecycle
 from segmentflow.segmenters.features import variables
-from segmentflow.segmenters.persona import PersonaModel, assign, features
+from segmentflow.segmenters.persona import PersonaModel, explain, features, nearest
 from segmentflow.segmenters.rfm import RankIndex, Scores, SegmentMap
 from segmentflow.segmenters.rules import IN, OUT, RuleEvaluationError, compile_rules
 
@@ -269,10 +269,11 @@ class Engine:
             return []
         value = state.values.get(PERSONA)
         current = int(value.rsplit("-", 1)[1]) if value else None
-        pid, why = assign(snapshot, vector, current, self.config.persona.margin)
+        pid = nearest(snapshot, vector, current, self.config.persona.margin)
         name = f"persona-{pid}"
         if name == value:
             return []
+        why = explain(snapshot, vector, pid)  # only for a change (most placements keep theirs)
         reason = {"label": snapshot.labels[pid], "features": why, "model_version": snapshot.version}
         return [self._change(state, PERSONA, name, t, event_id, None, reason)]
 
@@ -295,11 +296,11 @@ class Engine:
         r, f, m = scores
         self.ranks.record(state.customer_id, scores)
         state.extra["rfm_scores"] = [r, f, m]
-        orders = int(state.totals[T["orders"]])
-        revenue = float(state.totals[T["revenue"]])
         name = self._rfm_map.name(r, f)
         if name == state.values.get(RFM):
             return []
+        orders = int(state.totals[T["orders"]])
+        revenue = float(state.totals[T["revenue"]])
         reason = {
             "r": r,
             "f": f,
