@@ -155,3 +155,54 @@ def test_overflow_future_and_corrupt_state_are_quarantined(
     assert left == b"\x03\xff\xff garbage", "the unreadable state is left for repair"
     assert set(quarantine) == {b"corrupt-1"}
     assert values["corrupt_states"] >= 1 and values["corrupt_metrics_after_restart"] == 2
+
+
+def test_clock_jump_of_decades_costs_only_its_changes(
+    tmp_path: Path,
+    broker: EmbeddedBroker,
+    redis_url: str,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """With ``max_future_skew`` opened up, an event in 2099 is valid: the watermark jumps 74
+    years. The worker keeps answering ``/health`` during the advance, and the changes equal
+    ``replay``'s (every customer churns once; nothing per day of the gap)."""
+    started = time.monotonic()
+    config_file = tmp_path / "segmentflow.yaml"
+    config_file.write_text("persona: {enabled: false}\nmax_future_skew: 40000d\n")
+    messages = generate(60, seed=123, start=START, days=60)
+    jump = _event("jumper", "j-1", "page_view", datetime(2099, 1, 1, tzinfo=UTC), url="/")
+    events = [m.event for m in messages if m.event] + [jump]
+    want = [c for c in expected(events, config_file) if c["data"]["dimension"] != "rfm"]
+    with DevStack(
+        workers=0, config=str(config_file), redis_url=redis_url, kafka_url=broker.url
+    ) as stack:
+        s = stack.settings
+        out = [(s.input_topics[m.topic_kind], m.key, m.value) for m in messages]
+        out.append((s.input_topics["website"], b"jumper", orjson.dumps(jump)))
+        produce(s, out)
+        changes = TopicReader(s, s.topic_segment_changes)
+        stack.start_worker()
+        stack.wait_healthy(60)
+        ids = {c["id"] for c in want}
+        codes: Counter[int] = Counter()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            codes[stack.health()] += 1
+            changes.poll(0.2)
+            got = {orjson.loads(v)["id"] for v in changes.values}
+            if ids <= got:
+                break
+        changes.wait_quiet(lambda: True, 10, quiet=2.0)
+        changes.close()
+        assert stack.health() == 200
+    delivered = [v for v in changes.values if orjson.loads(v)["data"]["dimension"] != "rfm"]
+    outcome = check(delivered, want)
+    values = {
+        "expected_changes": len(want),
+        "health_codes": {str(k): n for k, n in codes.items()},
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    record_property("clock_jump", orjson.dumps(values).decode())
+    print(f"\n[clock_jump] {values}")
+    assert not outcome.problems, "\n".join(outcome.problems)
+    assert codes[0] == 0, "/health answered throughout"
