@@ -325,12 +325,23 @@ class SegmentWorker:
         for (item, token, record), held in forgets:
             erased = [entry[0] for entry in held]
             redis_failures = self.redis_failures
+
+            def erase(item: Item = item, erased: list[Item] = erased) -> list[Change] | None:
+                self.processor.forwards = []  # a retry decides its forward again
+                return self.processor.erase(item, erased)
+
             try:
-                changes = await self._retry("redis", partial(self.processor.erase, item, erased))
+                changes = await self._retry("redis", erase)
             except Exception as exc:  # e.g. a state that cannot be decoded: quarantined
                 log.error("forget quarantined: %s", exc.__class__.__name__)
                 await self._publish_deadletters([self.processor.quarantine(record, exc)])
                 for entry in held:  # not erased: they wait as before
+                    self.aligner.add(entry[0].event.ts, entry, (entry[0].topic, entry[0].partition))
+                await self._ack([token])
+                continue
+            if changes is None:  # the customer's home is another partition: forwarded there
+                await self._forward([(item, token, record)])
+                for entry in held:  # forwarded too when released (same home)
                     self.aligner.add(entry[0].event.ts, entry, (entry[0].topic, entry[0].partition))
                 await self._ack([token])
                 continue

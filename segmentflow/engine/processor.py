@@ -249,7 +249,7 @@ class Processor:
         pending = list(items)
         while pending:
             if pending[0].event.type == FORGET:  # control record: erase, in order
-                changes.extend(self.erase(pending[0]))
+                changes.extend(self.erase(pending[0]) or [])
                 pending = pending[1:]
                 continue
             cut = next((i for i, it in enumerate(pending) if it.event.type == FORGET), None)
@@ -492,15 +492,22 @@ class Processor:
         self._count(changes)
         return changes
 
-    def erase(self, item: Item, held: Sequence[Item] = ()) -> list[Change]:
+    def erase(self, item: Item, held: Sequence[Item] = ()) -> list[Change] | None:
         """Apply a ``forget`` command read from Kafka, with the customer's events read before
         it and not yet applied (``held``: erased unapplied). A redelivered command changes
         nothing; the tombstone records the erased input positions so that a redelivery of
-        anything read before the command is skipped too."""
+        anything read before the command is skipped too. ``None``: the customer's home is
+        another partition, so the command is forwarded there (:meth:`take_forwards`) and
+        nothing is erased here."""
         cid = item.event.customer_id
         states = self.store.load_many([cid])
         state = states.get(cid)
         source = item.source
+        if source is not None and state is not None and state.home not in (None, item.partition):
+            assert state.home is not None
+            self.forwards.append((item, state.home))
+            self.counters.forwarded[item.topic] += 1
+            return None
         done = state.extra.get(ERASED, {}) if state is not None else {}
         if source is not None and done.get(source, -1) >= item.offset:
             self.counters.duplicates[item.topic] += 1

@@ -115,3 +115,29 @@ def test_forget_erases_held_events_and_leaves_a_tombstone() -> None:
     # a redelivery of what was read before the forget changes nothing
     asyncio.run(w.handle_batch([held, forget], ["t1", "t2"]))
     assert is_tombstone(proc.store.get("c-1"))
+
+
+def test_forget_on_another_partition_than_the_home_is_forwarded_there() -> None:
+    kafka = FakeKafka()
+    forwarded: list[tuple[str, int, bytes | None, bytes]] = []
+
+    async def send_to(topic: str, partition: int, key: bytes | None, value: bytes) -> object:
+        forwarded.append((topic, partition, key, value))
+        return None
+
+    proc = processor_with_customers(0)
+    w = SegmentWorker(Settings(), proc, kafka.send, kafka.ack, send_to=send_to)
+    w.assign([(WEB, 0), (WEB, 1)])
+    for p in (0, 1):
+        w.watermark.set_end((WEB, p), 0)
+    home = InputRecord(
+        WEB, "website", 1, 0, b"c-1", orjson.dumps(body("a", "c-1", "page_view", T0))
+    )
+    asyncio.run(w.handle_batch([home], ["t0"]))
+    state = proc.store.get("c-1")
+    assert state is not None and state.home == 1
+    raw = orjson.dumps(body("forget-1", "c-1", "forget", datetime.now(UTC)))
+    misrouted = InputRecord(WEB, "website", 0, 0, b"c-1", raw)
+    asyncio.run(w.handle_batch([misrouted], ["t1"]))
+    assert forwarded == [(WEB, 1, b"c-1", raw)], "the owner applies it, in order"
+    assert not is_tombstone(proc.store.get("c-1")) and "t1" in kafka.acked
