@@ -90,4 +90,5 @@ def config_from_settings(settings: Settings, track_map: str | None = None) -> Co
         tracks=TrackMap(load_track_map(track_map or settings.collector_track_map)),
         limits=_limits(segment),
         bounds=bounds,
+        api_token=settings.api_token or None,
     )

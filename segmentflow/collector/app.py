@@ -41,6 +41,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from segmentflow.auth import authorized, bearer_token, unauthorized_body
 from segmentflow.collector.mapping import (
     DEFAULT_BOUNDS,
     Bounds,
@@ -115,6 +116,9 @@ class CollectorConfig:
     max_depth: int = DEFAULT_MAX_DEPTH
     max_inflight_bytes: int = 32 * 1024 * 1024
     body_timeout: float = 30.0
+    #: ``SEGMENTFLOW_API_TOKEN``: when set, ``/metrics`` and ``/openapi.json`` need it as a
+    #: bearer token (the tracking endpoints use write keys; ``/health`` stays open)
+    api_token: str | None = None
 
     def __post_init__(self) -> None:
         if not self.write_keys:
@@ -364,11 +368,22 @@ def create_app(config: CollectorConfig, sink: Sink) -> Starlette:
             {"status": "unavailable", "broker": "down", "detail": why}, status_code=503
         )
 
-    async def prometheus(_: Request) -> Response:
+    def _token_refused(request: Request) -> Response | None:
+        if authorized(request.headers.get("authorization"), config.api_token):
+            return None
+        wrong = bearer_token(request.headers.get("authorization")) is not None
+        return JSONResponse(
+            unauthorized_body(wrong), status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    async def prometheus(request: Request) -> Response:
+        refused = _token_refused(request)
+        if refused is not None:
+            return refused
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def openapi(_: Request) -> Response:
-        return JSONResponse(schema)
+    async def openapi(request: Request) -> Response:
+        return _token_refused(request) or JSONResponse(schema)
 
     routes = [Route("/health", health), Route("/metrics", prometheus)]
     routes.append(Route("/openapi.json", openapi))

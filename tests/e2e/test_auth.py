@@ -185,11 +185,6 @@ def test_collector_write_keys_on_every_endpoint(services: dict[str, Any]) -> Non
     assert call(port, "/health").status == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="collector /metrics and /openapi.json are not behind SEGMENTFLOW_API_TOKEN yet "
-    "(segmentflow/collector/app.py, owned by the collector engineer); remove this mark then",
-)
 def test_collector_operational_endpoints_need_the_token(services: dict[str, Any]) -> None:
     port = services["ports"]["collector"]
     for path in ("/metrics", "/openapi.json"):
