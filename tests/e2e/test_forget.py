@@ -24,7 +24,6 @@ from support.worker_e2e import TopicReader, produce
 
 from segmentflow.cli.forget_cmd import request
 from segmentflow.devstack import DevStack
-from segmentflow.embedded import EmbeddedBroker
 from segmentflow.engine.processor import FORGOTTEN, is_tombstone
 from segmentflow.engine.state import CustomerState
 from segmentflow.synthetic import customer_id_for, generate
@@ -49,7 +48,6 @@ def _state(client: redis.Redis[bytes], ns: str, cid: str) -> CustomerState | Non
 
 def test_forgets_racing_the_worker_hold(
     tmp_path: Path,
-    broker: EmbeddedBroker,
     redis_url: str,
     record_property: Callable[[str, object], None],
 ) -> None:
@@ -63,7 +61,6 @@ def test_forgets_racing_the_worker_hold(
         workers=0,
         config=str(config_file),
         redis_url=redis_url,
-        kafka_url=broker.url,
         extra_env={"SEGMENTFLOW_BATCH_SIZE": "200"},  # small batches: forgets land mid-stream
     ) as stack:
         s = stack.settings

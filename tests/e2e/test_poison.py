@@ -20,7 +20,6 @@ import redis
 from support.worker_e2e import TopicReader, check, expected, metrics, produce
 
 from segmentflow.devstack import DevStack
-from segmentflow.embedded import EmbeddedBroker
 from segmentflow.synthetic import generate
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +52,6 @@ def _order(cid: str, eid: str, at: datetime, revenue: Any) -> dict[str, Any]:
 
 def test_overflow_future_and_corrupt_state_are_quarantined(
     tmp_path: Path,
-    broker: EmbeddedBroker,
     redis_url: str,
     record_property: Callable[[str, object], None],
 ) -> None:
@@ -84,9 +82,7 @@ def test_overflow_future_and_corrupt_state_are_quarantined(
         _event("corrupt-1", f"k-{i}", "page_view", START + i * day, url="https://shop.example/")
         for i in range(1, 4)
     ]
-    with DevStack(
-        workers=0, config=str(config_file), redis_url=redis_url, kafka_url=broker.url
-    ) as stack:
+    with DevStack(workers=0, config=str(config_file), redis_url=redis_url) as stack:
         s = stack.settings
         topics = s.input_topics
         ns = stack.namespace
@@ -159,7 +155,6 @@ def test_overflow_future_and_corrupt_state_are_quarantined(
 
 def test_clock_jump_of_decades_costs_only_its_changes(
     tmp_path: Path,
-    broker: EmbeddedBroker,
     redis_url: str,
     record_property: Callable[[str, object], None],
 ) -> None:
@@ -173,9 +168,7 @@ def test_clock_jump_of_decades_costs_only_its_changes(
     jump = _event("jumper", "j-1", "page_view", datetime(2099, 1, 1, tzinfo=UTC), url="/")
     events = [m.event for m in messages if m.event] + [jump]
     want = [c for c in expected(events, config_file) if c["data"]["dimension"] != "rfm"]
-    with DevStack(
-        workers=0, config=str(config_file), redis_url=redis_url, kafka_url=broker.url
-    ) as stack:
+    with DevStack(workers=0, config=str(config_file), redis_url=redis_url) as stack:
         s = stack.settings
         out = [(s.input_topics[m.topic_kind], m.key, m.value) for m in messages]
         out.append((s.input_topics["website"], b"jumper", orjson.dumps(jump)))

@@ -20,7 +20,7 @@ import redis
 from support.worker_e2e import TopicReader, check, expected, metrics, produce, wait_status
 
 from segmentflow.devstack import DevStack
-from segmentflow.embedded import EmbeddedBroker, EmbeddedRedis
+from segmentflow.embedded import EmbeddedRedis
 from segmentflow.synthetic import generate
 
 pytestmark = pytest.mark.e2e
@@ -45,7 +45,7 @@ def _config(tmp_path: Path) -> Path:
 
 
 def test_maxmemory_stalls_then_every_event_is_applied(
-    tmp_path: Path, broker: EmbeddedBroker, record_property: Callable[[str, object], None]
+    tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     started = time.monotonic()
     config_file = _config(tmp_path)
@@ -57,7 +57,6 @@ def test_maxmemory_stalls_then_every_event_is_applied(
             workers=0,
             config=str(config_file),
             redis_url=own.url,
-            kafka_url=broker.url,
             extra_env={"SEGMENTFLOW_BATCH_SIZE": "200"},  # small batches: a stall mid-stream
         ) as stack,
     ):
@@ -121,12 +120,10 @@ def test_maxmemory_stalls_then_every_event_is_applied(
     assert letters.values == [] and outbox == 0
 
 
-def test_eviction_policy_that_drops_keys_is_refused(tmp_path: Path, broker: EmbeddedBroker) -> None:
+def test_eviction_policy_that_drops_keys_is_refused(tmp_path: Path) -> None:
     with (
         EmbeddedRedis() as own,
-        DevStack(
-            workers=0, config=str(_config(tmp_path)), redis_url=own.url, kafka_url=broker.url
-        ) as stack,
+        DevStack(workers=0, config=str(_config(tmp_path)), redis_url=own.url) as stack,
     ):
         client = redis.Redis.from_url(own.url)
         client.config_set("maxmemory-policy", "allkeys-lru")
