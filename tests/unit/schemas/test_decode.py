@@ -524,8 +524,8 @@ def test_bad_message_is_rejected_with_reason(
 
 
 def test_every_reason_code_is_covered() -> None:
-    # processing_error and corrupt_state come from the worker's runtime (a broken engine or a
-    # stored state that cannot be read: tests/unit/streams/test_runtime.py, tests/e2e/test_poison.py)
+    # processing_error and corrupt_state come from the worker's runtime (a broken engine, a
+    # stored state that cannot be read: tests/unit/streams/test_runtime.py, e2e/test_poison.py)
     worker_only = {Reason.PROCESSING_ERROR, Reason.CORRUPT_STATE}
     assert {case[-1] for case in BAD} == set(Reason) - worker_only
 
