@@ -284,8 +284,8 @@ def worker_role() -> None:
         await handle(records, tokens)
         note()
 
-    async def timed_tick(ends: Any = None) -> None:
-        await tick(ends)
+    async def timed_tick(*args: Any, **kwargs: Any) -> None:  # whatever tick() takes
+        await tick(*args, **kwargs)
         note()
 
     worker.handle_batch = handle_batch  # type: ignore[method-assign]
