@@ -16,13 +16,9 @@ from segmentflow.streams.runtime import SegmentWorker
 log = logging.getLogger("segmentflow.worker")
 
 
-async def partition_ends(
-    consumer: Any, tps: list[Any]
-) -> tuple[dict[Hashable, int], dict[Hashable, int]]:
-    """End offsets of ``tps``: ``(exact, guesses)``. Exact: the high-water mark of the latest
-    fetch response (free, and right on every broker). Guesses: a ListOffsets answer, asked only
-    for partitions never fetched yet (Tansu answers it with the start of the last record batch
-    + 1, which is wrong), used by the clock only until a fetch reports."""
+def fetched_ends(consumer: Any, tps: list[Any]) -> tuple[dict[Hashable, int], list[Any]]:
+    """Exact end offsets: the high-water mark of each partition's latest fetch response (free,
+    and right on every broker); and the partitions not fetched yet."""
     exact: dict[Hashable, int] = {}
     unknown = []
     for tp in tps:
@@ -31,11 +27,16 @@ async def partition_ends(
             unknown.append(tp)
         else:
             exact[(tp.topic, tp.partition)] = mark
-    guesses: dict[Hashable, int] = {}
-    if unknown:
-        listed = await asyncio.wait_for(consumer.highwaters(*unknown), timeout=5)
-        guesses = {(tp.topic, tp.partition): end for tp, end in listed.items()}
-    return exact, guesses
+    return exact, unknown
+
+
+async def listed_ends(consumer: Any, tps: list[Any]) -> dict[Hashable, int]:
+    """Guessed end offsets: a ListOffsets answer (Tansu answers it with the start of the last
+    record batch + 1, which is wrong), used by the clock only until a fetch reports."""
+    if not tps:
+        return {}
+    listed = await asyncio.wait_for(consumer.highwaters(*tps), timeout=5)
+    return {(tp.topic, tp.partition): end for tp, end in listed.items()}
 
 
 async def start_offset(consumer: Any, tp: Any) -> int | None:
@@ -52,6 +53,35 @@ async def start_offset(consumer: Any, tp: Any) -> int | None:
     starts = await thread.call_thread(kafka.beginning_offsets, [tp])
     start = starts.get(tp)
     return None if start is None else int(start)
+
+
+def describe_fetch(consumer: Any, key: Any, worker: SegmentWorker) -> str:
+    """How a partition holding the clock stands: what the worker read, the fetcher's position
+    and high-water mark, and whether Faust fetches it (for the held-clock warning)."""
+    tp = next((t for t in consumer.assignment() if (t.topic, t.partition) == key), None)
+    if tp is None:
+        return f"{key}: not assigned"
+    try:
+        kafka = consumer._thread._ensure_consumer()
+        position = kafka._subscription.subscription.assignment.state_value(tp).position
+    except Exception:
+        position = None
+    flags = [
+        name
+        for name, tps in (
+            ("paused", getattr(consumer, "_paused_partitions", ())),
+            ("buffer-full", getattr(consumer, "_buffered_partitions", ())),
+        )
+        if tp in tps
+    ]
+    active = getattr(consumer, "_active_partitions", None)
+    if active is not None and tp not in active:
+        flags.append("inactive")
+    read = worker.watermark.lag().get(key)
+    return (
+        f"{tp.topic}/{tp.partition}: {read} unread by the worker, fetch position {position}, "
+        f"high-water {consumer.highwater(tp)}, faust {'/'.join(flags) or 'fetching'}"
+    )
 
 
 def register(
@@ -82,6 +112,7 @@ def register(
             await worker.handle_batch(records, batch)
 
     positioned: set[tuple[str, int]] = set()  # start offsets known (per assignment)
+    said = {"held": 0.0}
 
     @app.timer(tick_seconds)  # type: ignore[untyped-decorator]
     async def clock() -> None:
@@ -89,10 +120,11 @@ def register(
         tps = [tp for tp in consumer.assignment() if tp.topic in kinds]
         if not tps or app.rebalancing:  # nothing is owned until the rebalance is over
             return
+        exact, unknown = fetched_ends(consumer, tps)
+        guesses: dict[Hashable, int] = {}
         try:
-            exact, guesses = await partition_ends(consumer, tps)
+            guesses = await listed_ends(consumer, unknown)
         except Exception as exc:  # broker unreachable: report unhealthy, retry next tick
-            exact, guesses = {}, {}
             worker._failed("broker", exc)
         # partitions not read yet: where does this group stand? Asked once per assignment
         # (an empty partition is never "read"); one slow answer must not stop the tick, which
@@ -110,6 +142,16 @@ def register(
                 worker.watermark.set_position(key, position)
                 positioned.add(key)
         await worker.tick(exact, guesses)
+        held, seconds = worker.clock_held()
+        if seconds > settings.idle_timeout and time.monotonic() - said["held"] > 60:
+            said["held"] = time.monotonic()
+            log.warning(
+                "clock held for %.0f s, %d events wait; held by %s",
+                seconds,
+                held,
+                "; ".join(describe_fetch(consumer, tp, worker) for tp in worker.watermark.holding())
+                or "nothing",
+            )
 
     probe: dict[str, Any] = {"future": None, "since": 0.0, "tick": 0.0}
 
