@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from segmentflow.config import config_from_dict
-from segmentflow.engine.processor import is_tombstone, InputRecord, Processor
+from segmentflow.engine.processor import InputRecord, Processor, is_tombstone
 from segmentflow.schemas.timefmt import from_datetime, parse_rfc3339
 from segmentflow.state.memory import MemoryStore
 
