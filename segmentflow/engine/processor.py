@@ -247,18 +247,23 @@ class Processor:
         """
         changes: list[Change] = []
         pending = list(items)
-        while pending:
-            if pending[0].event.type == FORGET:  # control record: erase, in order
-                changes.extend(self.erase(pending[0]) or [])
-                pending = pending[1:]
+        # forget records cut the batch; found once (a scan per part made replay quadratic)
+        cuts = [i for i, it in enumerate(pending) if it.event.type == FORGET]
+        cuts.append(len(pending))
+        pos = cut = 0
+        while pos < len(pending):
+            if pending[pos].event.type == FORGET:  # control record: erase, in order
+                changes.extend(self.erase(pending[pos]) or [])
+                pos += 1
                 continue
-            cut = next((i for i, it in enumerate(pending) if it.event.type == FORGET), None)
-            part_items = pending if cut is None else pending[:cut]
+            while cuts[cut] < pos:
+                cut += 1
+            part_items = pending[pos : cuts[cut]]
             done, part = self._apply_part(part_items)
             changes.extend(part)
             if done < len(part_items):
-                changes.extend(self.advance(pending[done].event.ts))
-            pending = pending[done:]
+                changes.extend(self.advance(pending[pos + done].event.ts))
+            pos += done
         return changes
 
     def _next_due(self) -> int | None:
