@@ -31,6 +31,7 @@ from segmentflow.streams.kafka_clients import (
 )
 from segmentflow.streams.redis_health import RedisUnsafe, check_eviction_policy
 from segmentflow.streams.runtime import SegmentWorker
+from segmentflow.triggers.backoff import Backoff
 
 log = logging.getLogger("segmentflow.worker")
 
@@ -173,7 +174,8 @@ def prepare(
     topics' real partition count from the broker and record it in ``settings``; return it.
     Raises :class:`PartitionMismatch` when the three topics' counts differ."""
     status = status or StartupStatus()
-    delay, cap = START_BACKOFF
+    first, cap = START_BACKOFF
+    delays = Backoff(first, cap=cap, jitter=0).delays()  # one schedule across both waits
     steps: list[tuple[str, Callable[[], object]]] = [
         ("redis", lambda: bootstrap.redis_client(settings).close()),
         ("kafka", lambda: settings.set_input_partitions(input_partition_count(settings))),
@@ -187,9 +189,9 @@ def prepare(
             except (bootstrap.RedisUnavailable, BrokerUnavailable) as exc:
                 status.attempts += 1
                 status.detail = str(exc)
+                delay = next(delays)
                 say(f"waiting for {what} (attempt {status.attempts}, next in {delay:.1f} s): {exc}")
                 sleep(delay)
-                delay = min(delay * 2, cap)
         if status.attempts:
             say(f"{what} is reachable")
     status.waiting_for, status.detail = "", ""

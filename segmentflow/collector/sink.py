@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from segmentflow.config import Settings
+from segmentflow.triggers.backoff import Backoff
 
 log = logging.getLogger("segmentflow.collector")
 
@@ -87,14 +88,6 @@ def aiokafka_options(settings: Settings) -> dict[str, Any]:
 
         options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile)
     return options
-
-
-def backoff_delays(first: float, cap: float) -> Iterator[float]:
-    """Capped exponential backoff: ``first``, doubled each time, at most ``cap``."""
-    delay = first
-    while True:
-        yield delay
-        delay = min(delay * 2, cap)
 
 
 class KafkaSink:
@@ -172,7 +165,7 @@ class KafkaSink:
 
     async def _connect(self) -> None:
         url = self.settings.kafka_url
-        for delay in backoff_delays(self.retry_first, self.retry_max):
+        for delay in Backoff(self.retry_first, cap=self.retry_max, jitter=0).delays():
             self.attempts += 1
             try:
                 producer = await self._attempt()

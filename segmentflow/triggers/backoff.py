@@ -8,7 +8,9 @@ Attempt ``n`` (1-based: the delay *after* the n-th failed attempt) waits
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -66,6 +68,16 @@ class Backoff:
         if retry_after is not None and retry_after > value:
             return min(self.cap, retry_after)
         return value
+
+    def delays(self) -> Iterator[float]:
+        """Raw delays after each failed attempt, without end: ``raw(1)``, ``raw(2)``, ...
+
+        Examples
+        --------
+        >>> list(itertools.islice(Backoff(base=0.5, cap=2).delays(), 4))
+        [0.5, 1.0, 2.0, 2.0]
+        """
+        return (self.raw(n) for n in itertools.count(1))
 
     def schedule(self, attempts: int) -> list[float]:
         """Raw delays between ``attempts`` attempts (``attempts - 1`` waits)."""

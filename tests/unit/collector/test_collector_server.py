@@ -8,12 +8,12 @@ import pytest
 
 from segmentflow.collector import CollectorConfig
 from segmentflow.collector.server import GuardedH11Protocol, guarded_protocol, uvicorn_config
-from segmentflow.collector.sink import backoff_delays
 from segmentflow.config import ConfigError
+from segmentflow.triggers.backoff import Backoff
 
 
 def test_backoff_is_capped_exponential() -> None:
-    assert list(itertools.islice(backoff_delays(0.5, 10.0), 7)) == [
+    assert list(itertools.islice(Backoff(0.5, cap=10.0, jitter=0).delays(), 7)) == [
         0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0,
     ]  # fmt: skip
 
