@@ -25,10 +25,10 @@ import redis
 
 from segmentflow.config import load_config
 from segmentflow.embedded import EmbeddedRedis
-from segmentflow.engine.replay import events_from_dicts, run
 from segmentflow.engine.state import CustomerState, _codec
 from segmentflow.schemas.decode import Limits
 from segmentflow.schemas.timefmt import format_us
+from segmentflow.service.replay import events_from_dicts, run
 from segmentflow.state.memory import MemoryStore
 from segmentflow.synthetic import generate
 

@@ -9,7 +9,7 @@ How (nothing here re-implements the features or the engine):
 
 1. generate events (``segmentflow.synthetic.generate``) and the true archetype of every customer
    (``manifest``);
-2. replay them (``segmentflow.engine.replay.run``, decoded beforehand) with persona off, then
+2. replay them (``segmentflow.service.replay.run``, decoded beforehand) with persona off, then
    with persona on for each algorithm (``persona.algorithm`` in the config): events/s, the
    persona changes emitted per customer, the ARI of every customer's last emitted persona
    against the archetypes and the share of customers whose persona label matches their
@@ -44,7 +44,6 @@ from sklearn.preprocessing import StandardScaler
 
 from segmentflow.config import SegmentConfig, config_from_dict
 from segmentflow.engine import engine as engine_module
-from segmentflow.engine.replay import run
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, Limits, validate_event
 from segmentflow.segmenters.persona import (
@@ -55,6 +54,7 @@ from segmentflow.segmenters.persona import (
     assign,
     features,
 )
+from segmentflow.service.replay import run
 from segmentflow.state.memory import MemoryStore
 from segmentflow.synthetic import generate, manifest
 

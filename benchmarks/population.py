@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/population.py --tiny --json OUT  # seconds (tests)
     .venv/bin/python benchmarks/population.py --profile          # + cProfile of CDNOW replay
 
-Everything runs in-process in this run (``segmentflow.engine.replay.run`` over a
+Everything runs in-process in this run (``segmentflow.service.replay.run`` over a
 ``MemoryStore``, events decoded beforehand so decoding is not timed); every figure is also
 given as a ratio to a baseline of the same run:
 
@@ -43,9 +43,9 @@ sys.path.insert(0, str(HERE))
 import population_data as data  # noqa: E402
 
 from segmentflow.config import SegmentConfig, config_from_dict  # noqa: E402
-from segmentflow.engine.processor import Item, Processor  # noqa: E402
-from segmentflow.engine.replay import _events_from_lines, run  # noqa: E402
 from segmentflow.schemas.decode import Event, Limits  # noqa: E402
+from segmentflow.service.processor import Item, Processor  # noqa: E402
+from segmentflow.service.replay import _events_from_lines, run  # noqa: E402
 from segmentflow.state.memory import MemoryStore  # noqa: E402
 
 SIZES = {"1k": 1_000, "10k": 10_000, "100k": 100_000, "1m": 1_000_000}

@@ -113,8 +113,8 @@ def make_data(size: dict[str, Any], workdir: Path) -> dict[str, Any]:
 def _records(events_file: Path, partitions: int) -> list[Any]:
     import orjson
 
-    from segmentflow.engine.processor import InputRecord
     from segmentflow.schemas.events import EVENT_TYPES
+    from segmentflow.service.processor import InputRecord
     from segmentflow.state.redis_store import kafka_partition
 
     topics = {"website": "website-events", "email": "email-events", "purchase": "purchase-events"}
@@ -132,7 +132,7 @@ def _records(events_file: Path, partitions: int) -> list[Any]:
 
 
 def _run_processor(records: list[Any], config: Any, store: Any, batch: int = 2000) -> float:
-    from segmentflow.engine.processor import Processor
+    from segmentflow.service.processor import Processor
 
     processor = Processor(config, store)
     if hasattr(store, "attach_ranks") and config.rfm.enabled:
@@ -200,8 +200,8 @@ def inproc(args: argparse.Namespace) -> None:
     import redis
 
     from segmentflow.config import config_from_dict
-    from segmentflow.engine.processor import Processor
-    from segmentflow.engine.replay import replay_file
+    from segmentflow.service.processor import Processor
+    from segmentflow.service.replay import replay_file
     from segmentflow.state.memory import MemoryStore
     from segmentflow.state.redis_store import RedisStore
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import zstandard
 
 from segmentflow.config import load_config
-from segmentflow.engine.replay import events_from_dicts, run
 from segmentflow.schemas.decode import Limits
+from segmentflow.service.replay import events_from_dicts, run
 from segmentflow.state.memory import MemoryStore
 from segmentflow.synthetic import generate
 

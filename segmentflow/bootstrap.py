@@ -6,7 +6,7 @@ import redis
 
 from segmentflow.config import SegmentConfig, Settings
 from segmentflow.engine.engine import Engine
-from segmentflow.engine.processor import Processor
+from segmentflow.service.processor import Processor
 from segmentflow.state.redis_store import RedisStore
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import faust
 
-from segmentflow.engine.processor import InputRecord
+from segmentflow.service.processor import InputRecord
 from segmentflow.streams.runtime import SegmentWorker
 
 log = logging.getLogger("segmentflow.worker")

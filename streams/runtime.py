@@ -37,10 +37,10 @@ import redis
 from segmentflow.config import Settings
 from segmentflow.engine.align import Aligner
 from segmentflow.engine.clock import Watermark
-from segmentflow.engine.processor import DeadLetter, InputRecord, Item, Processor
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.events import FORGET
 from segmentflow.schemas.timefmt import format_us
+from segmentflow.service.processor import DeadLetter, InputRecord, Item, Processor
 from segmentflow.state.base import StateQuarantined
 from segmentflow.state.redis_store import RedisStore
 from segmentflow.streams import incarnations

@@ -14,8 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from segmentflow.auth import authorized, bearer_middleware, unauthorized_body
 from segmentflow.engine.inspect import describe
-from segmentflow.engine.processor import is_tombstone
 from segmentflow.schemas.timefmt import format_us
+from segmentflow.service.processor import is_tombstone
 from segmentflow.streams.metrics import registry_for, render
 from segmentflow.streams.runtime import SegmentWorker
 

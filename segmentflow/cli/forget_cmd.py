@@ -19,9 +19,9 @@ from rich.console import Console
 
 from segmentflow import bootstrap
 from segmentflow.config import Settings
-from segmentflow.engine.processor import FORGOTTEN
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.events import FORGET
+from segmentflow.service.processor import FORGOTTEN
 from segmentflow.streams.kafka_clients import producer
 
 

@@ -23,7 +23,7 @@ from segmentflow.cli import (
 )
 from segmentflow.cli.demo_cmd import Stopped
 from segmentflow.config import ConfigError
-from segmentflow.engine.replay import ReplayError
+from segmentflow.service.replay import ReplayError
 from segmentflow.streams.kafka_clients import BrokerUnavailable
 
 COMMANDS = [

@@ -12,7 +12,7 @@ from segmentflow import bootstrap
 from segmentflow.cli.render import populations_table
 from segmentflow.config import Settings
 from segmentflow.engine.inspect import describe
-from segmentflow.engine.processor import is_tombstone
+from segmentflow.service.processor import is_tombstone
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -11,8 +11,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 
 from segmentflow.cli.render import populations_table
 from segmentflow.config import Settings
-from segmentflow.engine.replay import replay_file
 from segmentflow.schemas.timefmt import TimestampError, parse_rfc3339
+from segmentflow.service.replay import replay_file
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

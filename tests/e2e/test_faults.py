@@ -40,8 +40,8 @@ from support.tcp_proxy import TcpProxy
 from segmentflow.config import Settings, load_config
 from segmentflow.devstack import DevStack
 from segmentflow.embedded import EmbeddedRedis, free_port, stop_pid, wait_for_kafka
-from segmentflow.engine.replay import replay_events
 from segmentflow.schemas.timefmt import format_us, parse_rfc3339
+from segmentflow.service.replay import replay_events
 from segmentflow.streams.kafka_clients import consumer, producer
 from segmentflow.synthetic import GeneratedMessage, generate
 

@@ -24,8 +24,8 @@ from support.worker_e2e import TopicReader, produce
 
 from segmentflow.cli.forget_cmd import request
 from segmentflow.devstack import DevStack
-from segmentflow.engine.processor import FORGOTTEN, is_tombstone
 from segmentflow.engine.state import CustomerState
+from segmentflow.service.processor import FORGOTTEN, is_tombstone
 from segmentflow.synthetic import customer_id_for, generate
 
 pytestmark = pytest.mark.e2e

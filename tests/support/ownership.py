@@ -115,8 +115,8 @@ def stored_totals(settings: Settings, customers: Iterable[str]) -> dict[str, tup
 def replay_totals(events: Iterable[Event]) -> dict[str, tuple[int, float]]:
     """(orders, revenue) per customer after ``replay`` of the events."""
     from segmentflow.config import load_config
-    from segmentflow.engine.replay import events_from_dicts, run
     from segmentflow.schemas.decode import Limits
+    from segmentflow.service.replay import events_from_dicts, run
     from segmentflow.state.memory import MemoryStore
 
     config = load_config(None)

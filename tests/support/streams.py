@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from segmentflow.config import Settings, load_config
-from segmentflow.engine.replay import replay_events
 from segmentflow.schemas.timefmt import parse_rfc3339
+from segmentflow.service.replay import replay_events
 from segmentflow.streams.kafka_clients import consumer, producer
 
 #: lifecycle and rule segments are exact; rfm and persona depend on the whole population

@@ -15,8 +15,8 @@ import orjson
 
 from segmentflow.config import Settings, load_config
 from segmentflow.devstack import DevStack
-from segmentflow.engine.replay import replay_events
 from segmentflow.schemas.timefmt import parse_rfc3339
+from segmentflow.service.replay import replay_events
 from segmentflow.streams.kafka_clients import consumer, producer
 
 

@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from segmentflow.config import config_from_dict
-from segmentflow.engine.processor import InputRecord, Processor
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.timefmt import format_us
+from segmentflow.service.processor import InputRecord, Processor
 from segmentflow.state.base import StateQuarantined
 from segmentflow.state.redis_store import RedisStore, kafka_partition
 

@@ -11,10 +11,10 @@ import pytest
 import redis
 
 from segmentflow.config import config_from_dict
-from segmentflow.engine.replay import run
 from segmentflow.engine.state import CustomerState, event_id_hash
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, validate_event
+from segmentflow.service.replay import run
 from segmentflow.state.memory import MemoryStore
 from segmentflow.state.redis_store import SEP, RedisStore, kafka_partition
 from segmentflow.synthetic import generate

@@ -16,8 +16,8 @@ import pytest
 
 from segmentflow.config import load_config
 from segmentflow.devstack import DevStack
-from segmentflow.engine.replay import replay_events
 from segmentflow.schemas.timefmt import parse_rfc3339
+from segmentflow.service.replay import replay_events
 from segmentflow.streams.kafka_clients import consumer, producer
 from segmentflow.synthetic import generate
 

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segmentflow.config import config_from_dict
-from segmentflow.engine.processor import InputRecord, Processor
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.decode import Rejection
 from segmentflow.schemas.timefmt import format_us
+from segmentflow.service.processor import InputRecord, Processor
 from segmentflow.state.memory import MemoryStore
 from segmentflow.streams import incarnations
 

@@ -123,8 +123,8 @@ def test_dictionary_compresses_real_states() -> None:
     from datetime import UTC, datetime
 
     from segmentflow.config import load_config
-    from segmentflow.engine.replay import events_from_dicts, run
     from segmentflow.schemas.decode import DEFAULT_LIMITS
+    from segmentflow.service.replay import events_from_dicts, run
     from segmentflow.state.memory import MemoryStore
     from segmentflow.synthetic import generate
 

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segmentflow.config import DEFAULT_RFM_SEGMENTS, config_from_dict
-from segmentflow.engine.replay import replay_events
 from segmentflow.schemas.timefmt import from_datetime
 from segmentflow.segmenters.rfm import RankIndex, SegmentMap, score
+from segmentflow.service.replay import replay_events
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -218,9 +218,9 @@ def test_a_year_gap_runs_no_sweep_per_day_and_changes_nothing(
 ) -> None:
     """Sweeps with no metric change in between collapse: same changes, same ``rfm_swept`` and
     next sweep as sweeping every day, with a handful of population sweeps for the gap."""
-    from segmentflow.engine.processor import SWEPT, Processor
-    from segmentflow.engine.replay import events_from_dicts, run
     from segmentflow.schemas.decode import Limits
+    from segmentflow.service.processor import SWEPT, Processor
+    from segmentflow.service.replay import events_from_dicts, run
     from segmentflow.state.memory import MemoryStore
 
     events = _with_gap(_orders(300, seed=3), days=3 * 365)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from segmentflow.config import Settings, config_from_dict
-from segmentflow.engine.processor import InputRecord, Processor
+from segmentflow.service.processor import InputRecord, Processor
 from segmentflow.state.memory import MemoryStore
 from segmentflow.streams.runtime import SegmentWorker
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from segmentflow.config import Settings, config_from_dict
-from segmentflow.engine.processor import InputRecord, Processor
+from segmentflow.service.processor import InputRecord, Processor
 from segmentflow.state.memory import MemoryStore
 from segmentflow.streams.runtime import SegmentWorker
 

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from segmentflow.config import Settings, config_from_dict
-from segmentflow.engine.processor import InputRecord, Item, Processor, is_tombstone
 from segmentflow.schemas.decode import validate_event
+from segmentflow.service.processor import InputRecord, Item, Processor, is_tombstone
 from segmentflow.state.memory import MemoryStore
 from segmentflow.streams.runtime import SegmentWorker
 

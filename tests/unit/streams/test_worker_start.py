@@ -11,7 +11,7 @@ from aiokafka.errors import ConsumerStoppedError, UnsupportedCodecError
 
 from segmentflow import bootstrap
 from segmentflow.config import Settings, config_from_dict
-from segmentflow.engine.processor import Processor
+from segmentflow.service.processor import Processor
 from segmentflow.state.memory import MemoryStore
 from segmentflow.streams import kafka_clients, worker
 from segmentflow.streams.app import _fetch_listeners, guard_fetch
@@ -214,7 +214,7 @@ def test_an_undecodable_partition_keeps_its_position_and_is_fetched_again() -> N
 def test_a_held_back_clock_is_measured() -> None:
     import orjson
 
-    from segmentflow.engine.processor import InputRecord
+    from segmentflow.service.processor import InputRecord
 
     w = _worker()
     w.assign([("website-events", 0), ("purchase-events", 0)])

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from segmentflow.config import SegmentConfig
-from segmentflow.engine.processor import Item, Processor
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, Limits, Rejection, parse_json, validate_event
+from segmentflow.service.processor import Item, Processor
 from segmentflow.state.base import StateStore
 from segmentflow.state.memory import MemoryStore
 

@@ -15,7 +15,7 @@ import pytest
 
 from segmentflow.cli.main import main
 from segmentflow.config import config_from_dict
-from segmentflow.engine.replay import ReplayError, replay_events, replay_file
+from segmentflow.service.replay import ReplayError, replay_events, replay_file
 from segmentflow.synthetic import generate, write_jsonl
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from segmentflow.config import config_from_dict
-from segmentflow.engine.processor import InputRecord, Processor, is_tombstone
 from segmentflow.schemas.timefmt import from_datetime, parse_rfc3339
+from segmentflow.service.processor import InputRecord, Processor, is_tombstone
 from segmentflow.state.memory import MemoryStore
 
 DAY = 86_400_000_000

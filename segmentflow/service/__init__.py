@@ -1,0 +1,1 @@
+"""Service layer: the Processor (batches through the engine and a store) and file replay."""
