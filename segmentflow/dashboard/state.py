@@ -29,7 +29,9 @@ def parse_metrics(text: str) -> tuple[float, float, dict[str, float]]:
 
     Examples
     --------
-    >>> parse_metrics('segmentflow_events_received_total{topic="a"} 5\\n'
+    >>> parse_metrics('# TYPE segmentflow_events_received_total counter\\n'
+    ...               'segmentflow_events_received_total{topic="a"} 5\\n'
+    ...               '# TYPE segmentflow_events_deadlettered_total counter\\n'
     ...               'segmentflow_events_deadlettered_total{topic="a"} 1\\n')
     (5.0, 1.0, {})
     """
