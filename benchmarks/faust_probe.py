@@ -392,7 +392,8 @@ def main() -> None:
         return
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    from segmentflow.embedded import EmbeddedBroker, create_topics
+    from segmentflow.embedded import EmbeddedBroker
+    from segmentflow.streams.kafka_clients import create_topics
 
     run = uuid.uuid4().hex[:6]
     topics = [f"{TOPIC_PREFIX}-{run}-{i}" for i in range(args.topics)]

@@ -624,7 +624,8 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     import redis
 
     from segmentflow.config import Settings
-    from segmentflow.embedded import EmbeddedBroker, EmbeddedRedis, create_topics
+    from segmentflow.embedded import EmbeddedBroker, EmbeddedRedis
+    from segmentflow.streams.kafka_clients import create_topics
 
     t_start = time.time()
     workdir = Path(tempfile.mkdtemp(prefix="segmentflow-bench-"))

@@ -25,11 +25,11 @@ from segmentflow.embedded import (
     EmbeddedBroker,
     EmbeddedRedis,
     Managed,
-    create_topics,
     free_port,
     stop_pid,
     wait_for_kafka,
 )
+from segmentflow.streams.kafka_clients import create_topics
 
 
 class ExternalBroker:
@@ -127,11 +127,9 @@ class DevStack(Managed):
         self.broker.start()
         self.redis.start()
         s = self.settings
-        create_topics(self.broker.bootstrap, list(s.input_topics.values()), self.partitions)
+        outputs = [s.topic_segment_changes, s.topic_segmentflow_deadletter]
         create_topics(
-            self.broker.bootstrap,
-            [s.topic_segment_changes, s.topic_segmentflow_deadletter, s.topic_segmentflow_metrics],
-            self.partitions,
+            s, [*s.input_topics.values(), *outputs, s.topic_segmentflow_metrics], self.partitions
         )
         for _ in range(self.n_workers):
             self.start_worker()

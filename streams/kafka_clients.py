@@ -1,10 +1,14 @@
-"""kafka-python clients for the CLI tools (produce, tail, forget), with clear errors."""
+"""kafka-python clients for the CLI tools (produce, tail, forget) and topic administration,
+with clear errors."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 from segmentflow.config import Settings
+from segmentflow.kafka_options import KafkaOptions
 
 
 class BrokerUnavailable(RuntimeError):
@@ -12,15 +16,9 @@ class BrokerUnavailable(RuntimeError):
 
 
 def security_options(settings: Settings) -> dict[str, Any]:
-    """SASL/SSL options from the environment, in kafka-python's names."""
-    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_sasl_mechanism:
-        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka_sasl_username
-        options["sasl_plain_password"] = settings.kafka_sasl_password
-    if settings.kafka_ssl_cafile:
-        options["ssl_cafile"] = settings.kafka_ssl_cafile
-    return options
+    """SASL/SSL options from the environment, in kafka-python's names
+    (:meth:`KafkaOptions.security <segmentflow.kafka_options.KafkaOptions.security>`)."""
+    return KafkaOptions.from_settings(settings).security()
 
 
 def _unavailable(settings: Settings, exc: Exception) -> BrokerUnavailable:
@@ -37,14 +35,11 @@ def producer(settings: Settings, **extra: Any) -> Any:
     from kafka.errors import KafkaError
 
     try:
-        return KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap.split(","),
-            linger_ms=5,
-            acks="all",
-            request_timeout_ms=15000,
-            **security_options(settings),
-            **extra,
+        options = KafkaOptions.from_settings(settings).kafka_python(
+            client_id="segmentflow-cli", producer=True
         )
+        defaults = {"linger_ms": 5, "acks": "all", "request_timeout_ms": 15000}
+        return KafkaProducer(**{**options, **defaults, **extra})
     except (KafkaError, OSError) as exc:
         raise _unavailable(settings, exc) from None
 
@@ -55,12 +50,8 @@ def consumer(settings: Settings, *topics: str, **extra: Any) -> Any:
     from kafka.errors import KafkaError
 
     try:
-        return KafkaConsumer(
-            *topics,
-            bootstrap_servers=settings.kafka_bootstrap.split(","),
-            **security_options(settings),
-            **extra,
-        )
+        options = KafkaOptions.from_settings(settings).kafka_python(client_id="segmentflow-cli")
+        return KafkaConsumer(*topics, **{**options, **extra})
     except (KafkaError, OSError) as exc:
         raise _unavailable(settings, exc) from None
 
@@ -87,27 +78,60 @@ def topic_partition_counts(settings: Settings, topics: list[str]) -> dict[str, i
         kafka.close()
 
 
-def create_topics(settings: Settings, names: list[str], partitions: int) -> None:
-    """Create topics (replication factor 1 on a one-broker cluster, else up to 3); existing
-    ones are left alone."""
+def create_topics(
+    target: Settings | str, names: Iterable[str], partitions: int, timeout: float = 15.0
+) -> list[str]:
+    """Create the topics that do not exist yet; existing ones are left alone.
+
+    The one way segmentflow creates topics (worker, trigger dispatcher, ``segmentflow dev``,
+    tests).
+
+    Parameters
+    ----------
+    target
+        The environment settings (URL and security), or a plain ``host:port`` bootstrap
+        (an embedded broker).
+    names
+        Topic names (repeats are ignored).
+    partitions
+        Partition count of each new topic. The replication factor is 1 on a one-broker
+        cluster, else up to 3.
+    timeout
+        Seconds allowed for each admin request.
+
+    Returns
+    -------
+    list[str]
+        The topics created by this call.
+
+    Raises
+    ------
+    BrokerUnavailable
+        The broker cannot be reached or refused the request (the message says what to do).
+    """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+    settings = target if isinstance(target, Settings) else Settings(kafka_url=f"kafka://{target}")
+    wanted = list(dict.fromkeys(names))
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap.split(","),
-            client_id="segmentflow-worker",
-            **security_options(settings),
+            **KafkaOptions.from_settings(settings).kafka_python(client_id="segmentflow-admin"),
+            request_timeout_ms=int(timeout * 1000),
         )
     except (KafkaError, OSError) as exc:
         raise _unavailable(settings, exc) from None
     try:
+        existing = set(admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        if not missing:
+            return []
         replicas = min(3, len(admin.describe_cluster().get("brokers", [])) or 1)
-        new = [NewTopic(name, partitions, replicas) for name in names]
-        admin.create_topics(new, timeout_ms=15000)
-    except TopicAlreadyExistsError:
-        pass
+        new = [NewTopic(name, partitions, replicas) for name in missing]
+        with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile by another
+            admin.create_topics(new, timeout_ms=int(timeout * 1000))
+        return missing
     except (KafkaError, OSError) as exc:
         raise _unavailable(settings, exc) from None
     finally:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from segmentflow.config import Settings
+from segmentflow.kafka_options import KafkaOptions
 from segmentflow.triggers.backoff import Backoff
 
 log = logging.getLogger("segmentflow.collector")
@@ -71,23 +72,6 @@ class MemorySink:
 
     async def health(self) -> str | None:
         return "memory sink set to fail" if self.fail else None
-
-
-def aiokafka_options(settings: Settings) -> dict[str, Any]:
-    """Connection and security options for aiokafka from the environment settings."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap.split(","),
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_sasl_mechanism:
-        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka_sasl_username
-        options["sasl_plain_password"] = settings.kafka_sasl_password
-    if settings.kafka_ssl_cafile or "SSL" in settings.kafka_security_protocol.upper():
-        from aiokafka.helpers import create_ssl_context
-
-        options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile)
-    return options
 
 
 class KafkaSink:
@@ -147,8 +131,9 @@ class KafkaSink:
             acks="all",
             linger_ms=2,
             request_timeout_ms=int(self.send_timeout * 1000),
-            client_id="segmentflow-collector",
-            **aiokafka_options(self.settings),
+            **KafkaOptions.from_settings(self.settings).aiokafka(
+                client_id="segmentflow-collector", producer=True
+            ),
         )
         quiet = logging.getLogger("aiokafka")
         level = quiet.level

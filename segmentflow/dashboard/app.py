@@ -33,8 +33,8 @@ from aiohttp import web
 from segmentflow.auth import bearer_middleware, token_matches, unauthorized
 from segmentflow.config import Settings
 from segmentflow.dashboard.state import DashboardState, WorkerSample, parse_metrics
+from segmentflow.kafka_options import KafkaOptions
 from segmentflow.triggers import DEFAULT_DEADLETTER_TOPIC
-from segmentflow.triggers.kafka import aiokafka_options
 
 log = logging.getLogger("segmentflow.dashboard")
 
@@ -121,7 +121,7 @@ async def follow_kafka(
     while True:
         consumer = AIOKafkaConsumer(
             *topics,
-            **aiokafka_options(settings),
+            **KafkaOptions.from_settings(settings).aiokafka(client_id="segmentflow-dashboard"),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if options.from_beginning else "latest",

@@ -36,10 +36,11 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from segmentflow.config import Settings
+from segmentflow.kafka_options import GROUP_TUNING, KafkaOptions
+from segmentflow.streams.kafka_clients import create_topics
 from segmentflow.triggers.backoff import Backoff, parse_retry_after
 from segmentflow.triggers.cloudevents import EncodeError, encode
 from segmentflow.triggers.config import TargetConfig, TriggersConfig
-from segmentflow.triggers.kafka import GROUP_TUNING, aiokafka_options
 from segmentflow.triggers.matching import Match
 from segmentflow.triggers.ratelimit import TokenBucket
 
@@ -383,13 +384,17 @@ class Dispatcher:
     async def _connect(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-        options = aiokafka_options(self.settings)
-        self.producer = AIOKafkaProducer(**options, acks="all", linger_ms=5)
+        kafka = KafkaOptions.from_settings(self.settings)
+        self.producer = AIOKafkaProducer(
+            **kafka.aiokafka(client_id="segmentflow-triggers", producer=True),
+            acks="all",
+            linger_ms=5,
+        )
         await self.producer.start()  # fails at once while the broker is not there
         await asyncio.to_thread(self._ensure_topics)
         self.consumer = AIOKafkaConsumer(
             self.settings.topic_segment_changes,
-            **options,
+            **kafka.aiokafka(client_id="segmentflow-triggers"),
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset=self.start_from,
@@ -411,11 +416,9 @@ class Dispatcher:
         self.consumer = self.producer = None
 
     def _ensure_topics(self) -> None:
-        from segmentflow.embedded import create_topics
-
         try:
             create_topics(
-                self.settings.kafka_bootstrap,
+                self.settings,
                 [self.deadletter_topic],
                 self.settings.partitions,
                 timeout=5.0,

@@ -13,10 +13,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from segmentflow.embedded import (
     EmbeddedBroker,
     EmbeddedRedis,
-    create_topics,
     free_port,
     wait_for_kafka,
 )
+from segmentflow.streams.kafka_clients import create_topics
 
 pytestmark = pytest.mark.integration
 

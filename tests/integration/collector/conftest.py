@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 from collector_harness import Collector, launch, topic_names, unique_settings, wait_health
 
-from segmentflow.embedded import EmbeddedBroker, create_topics, stop_pid
+from segmentflow.embedded import EmbeddedBroker, stop_pid
+from segmentflow.streams.kafka_clients import create_topics
 
 
 @pytest.fixture(scope="session")

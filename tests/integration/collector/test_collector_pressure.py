@@ -26,7 +26,8 @@ from collector_harness import (
     wait_health,
 )
 
-from segmentflow.embedded import EmbeddedBroker, create_topics, free_port, stop_pid
+from segmentflow.embedded import EmbeddedBroker, free_port, stop_pid
+from segmentflow.streams.kafka_clients import create_topics
 
 pytestmark = pytest.mark.integration
 

@@ -31,10 +31,10 @@ from segmentflow.config import Settings
 from segmentflow.embedded import (
     EmbeddedBroker,
     EmbeddedRedis,
-    create_topics,
     free_port,
     stop_pid,
 )
+from segmentflow.streams.kafka_clients import create_topics
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import generate_latest
 
 from segmentflow.config import Settings
-from segmentflow.embedded import EmbeddedBroker, create_topics
-from segmentflow.streams.kafka_clients import producer
+from segmentflow.embedded import EmbeddedBroker
+from segmentflow.streams.kafka_clients import create_topics, producer
 from segmentflow.triggers.config import triggers_from_dict
 from segmentflow.triggers.dispatcher import Dispatcher
 

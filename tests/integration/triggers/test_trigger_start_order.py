@@ -20,8 +20,8 @@ import orjson
 import pytest
 
 from segmentflow.config import Settings
-from segmentflow.embedded import EmbeddedBroker, create_topics, free_port, stop_pid
-from segmentflow.streams.kafka_clients import producer
+from segmentflow.embedded import EmbeddedBroker, free_port, stop_pid
+from segmentflow.streams.kafka_clients import create_topics, producer
 
 pytestmark = pytest.mark.integration
 
