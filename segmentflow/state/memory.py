@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
 from segmentflow.state.base import StateStore, population_deltas
+from segmentflow.state.members import MemberIndex
 
 
 class MemoryStore(StateStore):
@@ -24,6 +25,7 @@ class MemoryStore(StateStore):
         self._heap: list[tuple[int, str]] = []
         self._populations: dict[tuple[str, str], int] = {}
         self._meta: dict[str, int] = {}
+        self.members = MemberIndex()  # who is in each segment (state/members.py)
 
     def get_meta(self, key: str) -> int | None:
         return self._meta.get(key)
@@ -50,6 +52,7 @@ class MemoryStore(StateStore):
                 heapq.heappush(self._heap, (due, cid))
         for key, delta in population_deltas(changes).items():
             self._populations[key] = self._populations.get(key, 0) + delta
+        self.members.apply(changes)
 
     def due(self, upto: int, limit: int) -> list[str]:
         out: list[str] = []

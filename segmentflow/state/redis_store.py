@@ -39,6 +39,7 @@ import redis
 from segmentflow.engine.state import CustomerState, T
 from segmentflow.schemas.changes import Change
 from segmentflow.segmenters.rfm import Metrics, RankIndex
+from segmentflow.state import members as member_index
 from segmentflow.state.base import StateStore, population_deltas
 
 SEP = "\x1f"
@@ -330,6 +331,7 @@ class RedisStore(StateStore):
         for (dim, value), delta in population_deltas(changes).items():
             if delta:
                 pipe.hincrby(self._pop_key, f"{dim}{SEP}{value}", delta)
+        member_index.queue_changes(pipe, self.namespace, changes)  # same MULTI (state/members.py)
         if self.outbox and changes:
             boxes: dict[int, list[bytes]] = {}
             for change in changes:
@@ -428,6 +430,7 @@ class RedisStore(StateStore):
         self.add_to(pipe, {customer_id: tomb}, changes)
         pipe.hdel(self._rank_hash, customer_id)
         pipe.hdel(self._quarantine_key, customer_id)
+        member_index.queue_forget(pipe, self.client, self.namespace, customer_id)
         pipe.xadd(self._rank_log, {customer_id: b""}, **self._log_trim())
         pipe.execute()
 

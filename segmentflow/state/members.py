@@ -1,0 +1,307 @@
+"""Audiences: who is in each segment (CONTRACT §5 ``members``, §8 members endpoint).
+
+The membership index is derived from the changes a store commits, in the same commit as the
+populations, so it holds exactly the customers ``segments`` counts: a change removes the
+customer from its ``previous`` value and adds it to its ``current`` one with ``since`` = the
+change's time (the moment it entered); a ``null`` value (forget, merge) only removes. Rule
+segments index ``in`` only (``out`` is not a population, as in
+:func:`~segmentflow.state.base.population_deltas`).
+
+Members are ordered by ``(since, customer_id)`` (ids compared as UTF-8 bytes, as Redis does),
+and a page starts strictly after a cursor holding the last member read: a member present
+throughout a pagination keeps its place, so it is neither skipped nor repeated.
+
+Redis layout: ``ns:m:<dimension>\\x1f<value>``, a sorted set customer_id -> since (epoch µs;
+exact in a double until the year 2255).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import redis
+
+from segmentflow.schemas.changes import Change
+
+SEP = "\x1f"
+Segment = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Member:
+    """A customer in a segment since ``since`` (epoch µs); ordered as pages list them."""
+
+    since: int
+    customer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberOps:
+    """The index writes of one commit: per segment, who enters (with since) and who leaves.
+
+    A customer appears at most once per dimension, in ``adds`` or ``removes`` of a segment,
+    so the writes commute.
+    """
+
+    adds: dict[Segment, dict[str, int]]
+    removes: dict[Segment, set[str]]
+
+
+def indexed(dimension: str, value: str | None) -> str | None:
+    """The segment value a dimension value is a member of (``None``: none).
+
+    Examples
+    --------
+    >>> indexed("lifecycle", "active"), indexed("rule:vip", "out"), indexed("rule:vip", "in")
+    ('active', None, 'in')
+    """
+    if value is None or (dimension.startswith("rule:") and value != "in"):
+        return None
+    return value
+
+
+def member_ops(changes: Iterable[Change]) -> MemberOps:
+    """The index writes implied by ``changes`` (in commit order).
+
+    Per customer and dimension only the net effect counts: every value it left goes, the value
+    it ends in is added with the time of the change that brought it there.
+
+    Examples
+    --------
+    >>> c = lambda prev, cur, at: Change("c1", "lifecycle", prev, cur, 1, at, None)
+    >>> ops = member_ops([c(None, "new", 5), c("new", "active", 9)])
+    >>> ops.adds, ops.removes
+    ({('lifecycle', 'active'): {'c1': 9}}, {('lifecycle', 'new'): {'c1'}})
+    """
+    final: dict[tuple[str, str], tuple[str | None, int]] = {}
+    left: dict[tuple[str, str], set[str]] = {}
+    for change in changes:
+        key = (change.customer_id, change.dimension)
+        previous = indexed(change.dimension, change.previous)
+        if previous is not None:
+            left.setdefault(key, set()).add(previous)
+        final[key] = (indexed(change.dimension, change.current), change.at)
+    adds: dict[Segment, dict[str, int]] = {}
+    removes: dict[Segment, set[str]] = {}
+    for (cid, dim), (value, at) in final.items():
+        if value is not None:
+            adds.setdefault((dim, value), {})[cid] = at
+        for gone in left.get((cid, dim), ()):
+            if gone != value:
+                removes.setdefault((dim, gone), set()).add(cid)
+    return MemberOps(adds, removes)
+
+
+class CursorError(ValueError):
+    """A pagination cursor that no page handed out."""
+
+
+def encode_cursor(member: Member) -> str:
+    """An opaque, URL-safe cursor for the page after ``member``.
+
+    Examples
+    --------
+    >>> decode_cursor(encode_cursor(Member(7, "c/1 é")))
+    Member(since=7, customer_id='c/1 é')
+    """
+    raw = orjson.dumps([member.since, member.customer_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Member:
+    """The member a cursor of :func:`encode_cursor` points after; :class:`CursorError` for
+    anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        since, customer_id = orjson.loads(raw)
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
+        raise CursorError(
+            f"cursor {cursor[:40]!r} is not one this server handed out: pass the "
+            "`next_cursor` of the previous page verbatim, or omit it to start at the beginning"
+        ) from None
+    if not isinstance(since, int) or isinstance(since, bool) or not isinstance(customer_id, str):
+        raise CursorError(f"cursor {cursor[:40]!r} is malformed: pass `next_cursor` verbatim")
+    return Member(since, customer_id)
+
+
+class MemberReader(Protocol):
+    """Pages of a segment's members."""
+
+    def page(self, dimension: str, value: str, limit: int, after: Member | None) -> list[Member]:
+        """Up to ``limit`` members after ``after`` (from the first when ``None``), in order."""
+        ...
+
+
+def iter_members(
+    reader: MemberReader, dimension: str, value: str, page_size: int = 10_000
+) -> Iterator[Member]:
+    """Every member of a segment, read ``page_size`` at a time (never all in memory)."""
+    after: Member | None = None
+    while True:
+        page = reader.page(dimension, value, page_size, after)
+        yield from page
+        if len(page) < page_size:
+            return
+        after = page[-1]
+
+
+# -- in memory ------------------------------------------------------------------------------
+
+
+class MemberIndex:
+    """The membership index of :class:`~segmentflow.state.memory.MemoryStore`.
+
+    Examples
+    --------
+    >>> index = MemberIndex()
+    >>> index.apply([Change("c1", "rule:vip", "out", "in", 1, 42, None)])
+    >>> index.page("rule:vip", "in", 10, None)
+    [Member(since=42, customer_id='c1')]
+    """
+
+    def __init__(self) -> None:
+        self._segments: dict[Segment, dict[str, int]] = {}
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Apply the index writes of a commit's changes."""
+        if not changes:
+            return
+        ops = member_ops(changes)
+        for segment, gone in ops.removes.items():
+            held = self._segments.get(segment)
+            if held is not None:
+                for cid in gone:
+                    held.pop(cid, None)
+        for segment, entered in ops.adds.items():
+            self._segments.setdefault(segment, {}).update(entered)
+
+    def forget(self, customer_id: str) -> None:
+        """Remove a customer from every segment."""
+        for held in self._segments.values():
+            held.pop(customer_id, None)
+
+    def count(self, dimension: str, value: str) -> int:
+        """How many members the segment has."""
+        return len(self._segments.get((dimension, value), {}))
+
+    def page(self, dimension: str, value: str, limit: int, after: Member | None) -> list[Member]:
+        held = self._segments.get((dimension, value), {})
+        found = (Member(since, cid) for cid, since in held.items())
+        if after is not None:
+            found = (m for m in found if _after(m, after))
+        return heapq.nsmallest(limit, found, key=_order)
+
+
+def _order(member: Member) -> tuple[int, bytes]:
+    return member.since, member.customer_id.encode()
+
+
+def _after(member: Member, cursor: Member) -> bool:
+    return _order(member) > _order(cursor)
+
+
+# -- Redis ----------------------------------------------------------------------------------
+
+
+def segment_key(namespace: str, dimension: str, value: str) -> str:
+    """The Redis key of a segment's sorted set.
+
+    Examples
+    --------
+    >>> segment_key("sf", "lifecycle", "active")
+    'sf:m:lifecycle\\x1factive'
+    """
+    return f"{namespace}:m:{dimension}{SEP}{value}"
+
+
+def queue_changes(pipe: Any, namespace: str, changes: Sequence[Change]) -> None:
+    """Queue the index writes of ``changes`` on the commit's ``MULTI`` pipeline."""
+    if not changes:
+        return
+    ops = member_ops(changes)
+    for (dim, value), gone in ops.removes.items():
+        pipe.zrem(segment_key(namespace, dim, value), *gone)
+    for (dim, value), entered in ops.adds.items():
+        pipe.zadd(segment_key(namespace, dim, value), entered)
+
+
+def queue_forget(pipe: Any, client: redis.Redis[bytes], namespace: str, customer_id: str) -> None:
+    """Queue the removal of a customer from every segment ever populated (the fields of
+    ``ns:pop``), on an erase's pipeline: no trace stays even in an index that drifted."""
+    for field in client.hkeys(f"{namespace}:pop"):
+        dim, _, value = field.decode().partition(SEP)
+        pipe.zrem(segment_key(namespace, dim, value), customer_id)
+
+
+# the first rank whose (score, member) comes after the cursor (member bytes compared one by
+# one: Lua's string `<` follows the server's collation locale, Redis orders by memcmp)
+_PAGE_LUA = """
+local key, since, cid, n = KEYS[1], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local function le(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a <= #b
+end
+local start
+local score = redis.call('ZSCORE', key, cid)
+if score and tonumber(score) == since then
+  start = redis.call('ZRANK', key, cid) + 1
+else
+  local lo = redis.call('ZCOUNT', key, '-inf', '(' .. ARGV[1])
+  local hi = redis.call('ZCOUNT', key, '-inf', ARGV[1])
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if le(redis.call('ZRANGE', key, mid, mid)[1], cid) then lo = mid + 1 else hi = mid end
+  end
+  start = lo
+end
+return redis.call('ZRANGE', key, start, start + n - 1, 'WITHSCORES')
+"""
+
+
+class RedisMembers:
+    """Pages of the membership index in Redis (each page one atomic script call).
+
+    Parameters
+    ----------
+    client
+        The store's Redis client.
+    namespace
+        ``SEGMENTFLOW_NAMESPACE``.
+    """
+
+    def __init__(self, client: redis.Redis[bytes], namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self._script = client.register_script(_PAGE_LUA)
+
+    def page(self, dimension: str, value: str, limit: int, after: Member | None) -> list[Member]:
+        key = segment_key(self.namespace, dimension, value)
+        if after is None:
+            rows = self.client.zrange(key, 0, limit - 1, withscores=True)
+            return [Member(int(score), cid.decode()) for cid, score in rows]
+        flat = self._script(keys=[key], args=[after.since, after.customer_id.encode(), limit])
+        return [Member(int(float(flat[i + 1])), flat[i].decode()) for i in range(0, len(flat), 2)]
+
+    def count(self, dimension: str, value: str) -> int:
+        """How many members the segment has."""
+        return int(self.client.zcard(segment_key(self.namespace, dimension, value)))
+
+
+def reader_for(store: object) -> MemberReader:
+    """The member reader of a state store (Redis or memory); ``TypeError`` for others."""
+    members = getattr(store, "members", None)
+    if isinstance(members, MemberIndex):
+        return members
+    client, namespace = getattr(store, "client", None), getattr(store, "namespace", None)
+    if isinstance(client, redis.Redis) and isinstance(namespace, str):
+        return RedisMembers(client, namespace)
+    raise TypeError(f"{type(store).__name__} keeps no membership index")
