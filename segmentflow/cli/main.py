@@ -13,6 +13,7 @@ from segmentflow.cli import (
     collect_cmd,
     dashboard_cmd,
     demo_cmd,
+    fit_clv_cmd,
     forget_cmd,
     produce_cmd,
     query_cmd,
@@ -37,6 +38,7 @@ COMMANDS = [
     collect_cmd,
     triggers_cmd,
     dashboard_cmd,
+    fit_clv_cmd,
 ]
 
 
