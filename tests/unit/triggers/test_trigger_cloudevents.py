@@ -101,3 +101,51 @@ def test_errors() -> None:
         encode(dict(CHANGE, **{"Bad-Name": 1}), "binary")
     with pytest.raises(EncodeError):
         decode({"Content-Type": "application/json"}, b"{}")
+
+
+def test_binary_headers_follow_the_binding_percent_encoding() -> None:
+    # CloudEvents HTTP binding §3.1.3.2: space, '"', '%' and non-printable-ASCII characters
+    # (as UTF-8 octets) are percent-encoded; every other printable ASCII character is kept
+    change = dict(CHANGE, id='Ünï "c" 100%/lifecycle/1', subject="a+b=c&d;e,f(g)<h>")
+    headers, _ = encode(change, "binary")
+    assert headers["ce-id"] == "%C3%9Cn%C3%AF%20%22c%22%20100%25/lifecycle/1"
+    assert headers["ce-subject"] == "a+b=c&d;e,f(g)<h>"
+    assert headers["Idempotency-Key"] == headers["ce-id"]
+
+
+def test_structured_body_keeps_fractional_times_and_unicode() -> None:
+    change = dict(CHANGE, time="2026-05-30T10:15:00.000250Z", subject="Zoë")
+    _, body = encode(change, "structured")
+    assert orjson.loads(body) == change
+    headers, body = encode(change, "binary")
+    assert headers["ce-time"] == "2026-05-30T10:15:00.000250Z"
+    assert decode(headers, body) == change
+
+
+def test_a_target_content_type_cannot_replace_the_binding_one() -> None:
+    headers, _ = encode(CHANGE, "structured", {"content-type": "text/plain", "X-Tenant": "t1"})
+    assert headers["Content-Type"] == STRUCTURED_CONTENT_TYPE and "content-type" not in headers
+    assert headers["X-Tenant"] == "t1"
+
+
+def test_decode_reads_another_producers_binary_request() -> None:
+    headers = {
+        "CE-SpecVersion": "1.0",
+        "CE-ID": "c%201/rfm/3",
+        "CE-Type": "segmentflow.segment.changed",
+        "CE-Source": "segmentflow",
+        "CE-Time": "2026-05-30T10:15:00Z",
+        "Content-Type": "application/json; charset=utf-8",
+    }
+    event = decode(headers, b'{"current": "champions"}')
+    assert event["id"] == "c 1/rfm/3" and event["time"] == "2026-05-30T10:15:00Z"
+    assert event["data"] == {"current": "champions"}
+
+
+def test_invalid_events_are_refused_with_the_reason() -> None:
+    with pytest.raises(EncodeError, match="specversion"):
+        encode(dict(CHANGE, specversion="0.1"), "structured")
+    with pytest.raises(EncodeError, match="RFC 3339"):
+        encode(dict(CHANGE, time="yesterday"), "binary")
+    with pytest.raises(EncodeError, match="not a CloudEvent"):
+        decode({"Content-Type": STRUCTURED_CONTENT_TYPE}, b"{not json")
