@@ -35,8 +35,11 @@ from segmentflow.config import Settings
 from segmentflow.dashboard.state import DashboardState, WorkerSample, parse_metrics
 from segmentflow.kafka_options import KafkaOptions
 from segmentflow.triggers import DEFAULT_DEADLETTER_TOPIC
+from segmentflow.triggers.backoff import Backoff
 
 log = logging.getLogger("segmentflow.dashboard")
+#: reconnect waits of the Kafka follower (0.5 s doubling to 10 s; back to 0.5 s once connected)
+KAFKA_RECONNECT = Backoff(base=0.5, cap=10.0, jitter=0.0)
 
 STATIC_FILES = {
     "index.html": "text/html",
@@ -118,6 +121,7 @@ async def follow_kafka(
     from aiokafka import AIOKafkaConsumer
 
     topics = [options.changes_topic, options.trigger_deadletter_topic]
+    failures = 0
     while True:
         consumer = AIOKafkaConsumer(
             *topics,
@@ -128,7 +132,7 @@ async def follow_kafka(
         )
         try:
             await consumer.start()
-            state.kafka_ok, state.kafka_error = True, None
+            state.kafka_ok, state.kafka_error, failures = True, None, 0
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 now = time.time()
@@ -149,8 +153,10 @@ async def follow_kafka(
         except Exception as exc:
             state.kafka_ok = False
             state.kafka_error = f"{settings.kafka_url}: {exc.__class__.__name__}: {exc}"
-            log.warning("kafka: %s; retrying", state.kafka_error)
-            await asyncio.sleep(2.0)
+            failures += 1
+            delay = KAFKA_RECONNECT.delay(failures)
+            log.warning("kafka: %s; retry %d in %.1fs", state.kafka_error, failures, delay)
+            await asyncio.sleep(delay)
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()

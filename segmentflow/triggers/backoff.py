@@ -1,18 +1,24 @@
-"""Retry schedule: capped exponential backoff with jitter.
+"""The one retry policy: capped exponential backoff with jitter, and the loop that applies it.
 
 Attempt ``n`` (1-based: the delay *after* the n-th failed attempt) waits
 ``raw = min(cap, base * factor ** (n - 1))`` scaled down by up to ``jitter`` of itself:
 ``raw * (1 - jitter * u)`` with ``u`` uniform in [0, 1). ``jitter=0`` gives the plain schedule,
 ``jitter=1`` "full jitter". A ``Retry-After`` from the receiver raises the delay (still capped).
+:func:`retry_async` retries an awaitable on this schedule (webhook deliveries, dead-letter
+produces, the worker's Redis and Kafka calls); start-up waits iterate :meth:`Backoff.delays`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,8 +69,8 @@ class Backoff:
         6
         """
         raw = self.raw(attempt)
-        u = (rng or random).random()
-        value = raw * (1.0 - self.jitter * u)
+        # no jitter draws no random number (the global generator is left alone)
+        value = raw * (1.0 - self.jitter * (rng or random).random()) if self.jitter else raw
         if retry_after is not None and retry_after > value:
             return min(self.cap, retry_after)
         return value
@@ -82,6 +88,59 @@ class Backoff:
     def schedule(self, attempts: int) -> list[float]:
         """Raw delays between ``attempts`` attempts (``attempts - 1`` waits)."""
         return [self.raw(n) for n in range(1, attempts)]
+
+
+async def retry_async(
+    call: Callable[[], Awaitable[T]],
+    backoff: Backoff,
+    *,
+    retry_on: tuple[type[Exception], ...] = (Exception,),
+    attempts: int | None = None,
+    on_failure: Callable[[int, Exception, float], object] | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    rng: random.Random | None = None,
+) -> T:
+    """Await ``call()`` until it succeeds, waiting ``backoff.delay(n)`` after failure ``n``.
+
+    Parameters
+    ----------
+    call
+        Makes a fresh awaitable per attempt.
+    backoff
+        The schedule (``jitter`` applies, with ``rng``).
+    retry_on
+        Errors that are retried; anything else propagates at once.
+    attempts
+        Most attempts; the last failure propagates. ``None`` retries without end.
+    on_failure
+        Called with (failed attempt, error, delay before the next) before each wait.
+    sleep
+        Waits the delay (a fake clock in tests).
+
+    Examples
+    --------
+    >>> failures = iter([OSError("down"), OSError("down")])
+    >>> async def call() -> str:
+    ...     for exc in failures:
+    ...         raise exc
+    ...     return "ok"
+    >>> waits: list[float] = []
+    >>> async def fake_sleep(s: float) -> None:
+    ...     waits.append(s)
+    >>> asyncio.run(retry_async(call, Backoff(base=1, jitter=0), sleep=fake_sleep)), waits
+    ('ok', [1.0, 2.0])
+    """
+    for attempt in itertools.count(1):
+        try:
+            return await call()
+        except retry_on as exc:
+            if attempts is not None and attempt >= attempts:
+                raise
+            delay = backoff.delay(attempt, rng)
+            if on_failure is not None:
+                on_failure(attempt, exc, delay)
+            await sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def parse_retry_after(value: str | None) -> float | None:

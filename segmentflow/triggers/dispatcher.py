@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from segmentflow.config import Settings
 from segmentflow.kafka_options import GROUP_TUNING, KafkaOptions
 from segmentflow.streams.kafka_clients import create_topics
-from segmentflow.triggers.backoff import Backoff, parse_retry_after
+from segmentflow.triggers.backoff import Backoff, parse_retry_after, retry_async
 from segmentflow.triggers.cloudevents import EncodeError, encode
 from segmentflow.triggers.config import TargetConfig, TriggersConfig
 from segmentflow.triggers.matching import Match
@@ -48,6 +48,8 @@ log = logging.getLogger("segmentflow.triggers")
 
 USER_AGENT = "segmentflow-triggers/0.1"
 RETRYABLE_4XX = frozenset({408, 425, 429})
+#: Dead-letter produce: 5 attempts, waits 0.5, 1, 2, 4 s; then the batch fails uncommitted
+DEADLETTER_RETRY = Backoff(base=0.5, factor=2.0, cap=4.0, jitter=0.0)
 
 
 def utc_now() -> str:
@@ -289,7 +291,11 @@ def deadletter_value(
     return value
 
 
-def _connect_errors() -> tuple[type[BaseException], ...]:
+class _Stopped(Exception):
+    """The stop event was set while waiting to retry."""
+
+
+def _connect_errors() -> tuple[type[Exception], ...]:
     from aiokafka.errors import KafkaError as AIOKafkaError
     from kafka.errors import KafkaError
 
@@ -345,41 +351,58 @@ class Dispatcher:
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         """Connect to Kafka (creating the dead-letter topic if needed), waiting for the broker
         with capped backoff and one log line per retry; False when ``stop`` was set first."""
-        attempt = 0
-        while True:
-            attempt += 1
+        failures = 0
+
+        async def connect() -> None:
             try:
                 with _quiet_aiokafka():
                     await self._connect()
-            except _CONNECT_ERRORS as exc:
+            except _CONNECT_ERRORS:
                 await self._close_clients()
-                delay = self.connect_backoff.delay(attempt, self.rng)
-                name, text = exc.__class__.__name__, str(exc) or repr(exc)
-                self.last_error = text if text.startswith(name) else f"{name}: {text}"
-                log.warning(
-                    "triggers: Kafka at %s unavailable (%s); retry %d in %.1fs",
-                    self.settings.kafka_url,
-                    self.last_error,
-                    attempt,
-                    delay,
-                )
-                if stop is None:
-                    await asyncio.sleep(delay)
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                if stop.is_set():
-                    return False
-                continue
-            if attempt > 1:
-                log.warning(
-                    "triggers: connected to Kafka at %s after %d attempts",
-                    self.settings.kafka_url,
-                    attempt,
-                )
-            self.last_error = None
-            self.ready = True
-            return True
+                raise
+
+        def failed(attempt: int, exc: Exception, delay: float) -> None:
+            nonlocal failures
+            failures = attempt
+            name, text = exc.__class__.__name__, str(exc) or repr(exc)
+            self.last_error = text if text.startswith(name) else f"{name}: {text}"
+            log.warning(
+                "triggers: Kafka at %s unavailable (%s); retry %d in %.1fs",
+                self.settings.kafka_url,
+                self.last_error,
+                attempt,
+                delay,
+            )
+
+        async def wait(delay: float) -> None:
+            if stop is None:
+                await asyncio.sleep(delay)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                raise _Stopped
+
+        try:
+            await retry_async(
+                connect,
+                self.connect_backoff,
+                retry_on=_CONNECT_ERRORS,
+                on_failure=failed,
+                sleep=wait,
+                rng=self.rng,
+            )
+        except _Stopped:
+            return False
+        if failures:
+            log.warning(
+                "triggers: connected to Kafka at %s after %d attempts",
+                self.settings.kafka_url,
+                failures + 1,
+            )
+        self.last_error = None
+        self.ready = True
+        return True
 
     async def _connect(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -509,15 +532,16 @@ class Dispatcher:
 
     async def _deadletter(self, key: bytes | None, value: dict[str, Any]) -> None:
         payload = orjson.dumps(value)
-        for attempt in range(1, 6):
-            try:
-                await self.producer.send_and_wait(self.deadletter_topic, payload, key=key)
-                return
-            except Exception as exc:
-                if attempt == 5:
-                    raise
-                log.warning("dead-letter produce failed (%s); retrying", exc)
-                await asyncio.sleep(0.5 * attempt)
+
+        def failed(attempt: int, exc: Exception, delay: float) -> None:
+            log.warning("dead-letter produce failed (%s); retry %d in %.1fs", exc, attempt, delay)
+
+        await retry_async(
+            lambda: self.producer.send_and_wait(self.deadletter_topic, payload, key=key),
+            DEADLETTER_RETRY,
+            attempts=5,
+            on_failure=failed,
+        )
 
     async def _commit(self, offsets: dict[Any, int]) -> None:
         from aiokafka.errors import CommitFailedError, IllegalStateError

@@ -64,3 +64,76 @@ def test_parse_retry_after() -> None:
     assert 25 <= (parse_retry_after(future) or 0) <= 31
     past = format_datetime(datetime.now(UTC) - timedelta(days=1), usegmt=True)
     assert parse_retry_after(past) == 0.0
+
+
+class _Flaky:
+    """Fails ``failures`` times with ``error``, then returns ``"done"``."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures, self.error, self.calls = failures, error, 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return "done"
+
+
+def _run_retry(flaky: _Flaky, backoff: Backoff, **kwargs: object) -> tuple[object, list[float]]:
+    import asyncio
+
+    from segmentflow.triggers.backoff import retry_async
+
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def main() -> object:
+        return await retry_async(flaky, backoff, sleep=fake_sleep, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        return asyncio.run(main()), waits
+    except Exception as exc:
+        return exc, waits
+
+
+def test_retry_async_waits_the_schedule_and_reports_each_failure() -> None:
+    seen: list[tuple[int, str, float]] = []
+    result, waits = _run_retry(
+        _Flaky(4, OSError("down")),
+        Backoff(base=0.1, cap=0.5, jitter=0),
+        on_failure=lambda n, exc, d: seen.append((n, str(exc), d)),
+    )
+    assert result == "done"
+    assert waits == [0.1, 0.2, 0.4, 0.5]
+    assert seen == [(1, "down", 0.1), (2, "down", 0.2), (3, "down", 0.4), (4, "down", 0.5)]
+
+
+def test_retry_async_gives_up_after_the_last_attempt() -> None:
+    flaky = _Flaky(10, OSError("still down"))
+    result, waits = _run_retry(flaky, Backoff(base=0.5, cap=4, jitter=0), attempts=5)
+    assert isinstance(result, OSError) and str(result) == "still down"
+    assert flaky.calls == 5 and waits == [0.5, 1.0, 2.0, 4.0]
+
+
+def test_retry_async_does_not_retry_other_errors() -> None:
+    flaky = _Flaky(1, ValueError("bad event"))
+    result, waits = _run_retry(flaky, Backoff(), retry_on=(OSError,))
+    assert isinstance(result, ValueError) and flaky.calls == 1 and waits == []
+
+
+def test_retry_async_jitter_uses_the_given_rng_only() -> None:
+    state = random.getstate()
+    result, waits = _run_retry(
+        _Flaky(3, OSError()), Backoff(base=1, cap=8, jitter=0.5), rng=random.Random(7)
+    )
+    assert result == "done" and len(waits) == 3
+    assert all(raw / 2 <= w <= raw for w, raw in zip(waits, [1, 2, 4], strict=True))
+    assert random.getstate() == state
+
+
+def test_no_jitter_leaves_the_global_random_generator_alone() -> None:
+    state = random.getstate()
+    assert [Backoff(base=1, jitter=0).delay(n) for n in (1, 2, 3)] == [1, 2, 4]
+    assert random.getstate() == state
