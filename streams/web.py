@@ -15,7 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from segmentflow.auth import authorized, bearer_middleware, unauthorized_body
 from segmentflow.engine.inspect import describe
 from segmentflow.schemas.timefmt import format_us
+from segmentflow.service.audience import members_response
 from segmentflow.service.processor import is_tombstone
+from segmentflow.state.members import reader_for
 from segmentflow.streams.metrics import registry_for, render
 from segmentflow.streams.runtime import SegmentWorker
 
@@ -81,6 +83,14 @@ def register(app: faust.App, worker: SegmentWorker) -> None:
         if (response := denied(web, request)) is not None:
             return response
         return web.json(worker.processor.store.populations())
+
+    @app.page("/segments/{dimension}/{value}/members")  # state/members.py, service/audience.py
+    async def members(web: Any, request: Any, dimension: str, value: str) -> Any:
+        if (response := denied(web, request)) is not None:
+            return response
+        reader = reader_for(worker.processor.store)
+        status, body = members_response(reader, dimension, value, request.query)
+        return web.json(body, status=status)
 
     @app.page("/customers/{customer_id}")
     async def customer(web: Any, request: Any, customer_id: str) -> Any:

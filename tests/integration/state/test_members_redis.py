@@ -126,7 +126,8 @@ def test_pages_with_ties_a_vanished_cursor_and_non_ascii_ids(
 ) -> None:
     key = segment_key(namespace, "rule:x", "in")
     ids = ["a", "b", "é", "Z", "zz", "a\u00ff", "\u4e2d", "b2"]
-    client.zadd(key, {cid: 100 for cid in ids} | {"early": 5, "late": 900})
+    entries: dict[str | bytes, float] = {cid: 100 for cid in ids}
+    client.zadd(key, entries | {"early": 5, "late": 900})
     ties = sorted((Member(100, cid) for cid in ids), key=lambda m: m.customer_id.encode())
     expected = [Member(5, "early"), *ties, Member(900, "late")]
     assert list(iter_members(members, "rule:x", "in", page_size=3)) == expected
