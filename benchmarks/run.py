@@ -278,10 +278,10 @@ def worker_role() -> None:
 
     handle, tick = worker.handle_batch, worker.tick
 
-    async def handle_batch(records: Any, tokens: Any) -> None:
+    async def handle_batch(*args: Any) -> None:  # whatever handle_batch() takes
         if st["first"] is None:
             st["first"] = time.time()
-        await handle(records, tokens)
+        await handle(*args)
         note()
 
     async def timed_tick(*args: Any, **kwargs: Any) -> None:  # whatever tick() takes

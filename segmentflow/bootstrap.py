@@ -1,12 +1,25 @@
-"""Wire settings to the pieces: one place builds the store, engine and processor."""
+"""The composition root: settings -> stores, engine and processor (cosmicpython's bootstrap).
+
+This is the only module outside ``segmentflow.state`` that names a concrete store: the service
+layer (:mod:`segmentflow.service`) and the worker runtime (:mod:`segmentflow.streams.runtime`)
+receive the interfaces of :mod:`segmentflow.state.base`, :mod:`segmentflow.state.ranks` and
+:mod:`segmentflow.state.personas` (see PLAN.md "Layout").
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import redis
 
 from segmentflow.config import SegmentConfig, Settings
 from segmentflow.engine.engine import Engine
 from segmentflow.service.processor import Processor
+from segmentflow.state.base import StateStore
+from segmentflow.state.memory import MemoryStore
+from segmentflow.state.personas import PersonaModelStore
+from segmentflow.state.ranks import RankSync
+from segmentflow.state.redis_personas import RedisPersonaStore
 from segmentflow.state.redis_store import RedisStore
 
 
@@ -33,6 +46,11 @@ def redis_store(settings: Settings, outbox: bool = False) -> RedisStore:
     return RedisStore(client, settings.namespace, shards=settings.input_partitions, outbox=outbox)
 
 
+def memory_store(outbox: bool = False) -> StateStore:
+    """An in-process state store (``replay``, backtests)."""
+    return MemoryStore(outbox=outbox)
+
+
 def processor(
     settings: Settings, config: SegmentConfig | None = None, outbox: bool = False
 ) -> Processor:
@@ -44,3 +62,32 @@ def processor(
 def engine(settings: Settings) -> Engine:
     """The engine for the configured segmentation."""
     return Engine(settings.segment_config())
+
+
+@dataclass(frozen=True)
+class WorkerParts:
+    """What a worker runs on: the processor over the Redis state store (outbox on), the RFM
+    rank sync (``None`` with RFM off), the persona model store (``None`` with personas off) and
+    the Redis client (memory figures, eviction policy check)."""
+
+    processor: Processor
+    ranks: RankSync | None
+    personas: PersonaModelStore | None
+    redis: redis.Redis[bytes]
+
+
+def worker_parts(settings: Settings, config: SegmentConfig | None = None) -> WorkerParts:
+    """Wire a worker's stores: the state store with its outbox; the rank sync attached to the
+    engine's rank index (loads the population's metrics: one scan of ``ns:rfm``); the persona
+    store sharing the client."""
+    config = config or settings.segment_config()
+    store = redis_store(settings, outbox=True)
+    proc = Processor(config, store)
+    ranks: RankSync | None = None
+    if config.rfm.enabled:
+        store.ranks.attach(proc.engine.ranks)
+        ranks = store.ranks
+    personas = None
+    if proc.engine.persona is not None:
+        personas = RedisPersonaStore(store.client, settings.namespace)
+    return WorkerParts(proc, ranks, personas, store.client)

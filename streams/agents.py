@@ -11,7 +11,8 @@ from typing import Any
 import faust
 
 from segmentflow.service.processor import InputRecord
-from segmentflow.streams.runtime import SegmentWorker
+from segmentflow.streams.faust_patches import fetch_flags, fetch_position, start_offset
+from segmentflow.streams.runtime import Delivery, SegmentWorker
 
 log = logging.getLogger("segmentflow.worker")
 
@@ -39,44 +40,14 @@ async def listed_ends(consumer: Any, tps: list[Any]) -> dict[Hashable, int]:
     return {(tp.topic, tp.partition): end for tp, end in listed.items()}
 
 
-async def start_offset(consumer: Any, tp: Any) -> int | None:
-    """Where this assignment reads ``tp`` from: the group's committed offset, else the log's
-    start. Not the consumer's position: Faust fetches into its buffers long before the worker
-    sees a message (and until its seek after a rebalance, the position is the old one), so a
-    partition whose messages the worker has not seen yet looked read to its end, and stopped
-    holding the clock back."""
-    thread = consumer._thread
-    kafka = thread._ensure_consumer()
-    committed = await thread.call_thread(kafka.committed, tp)
-    if committed is not None:
-        return int(committed)
-    starts = await thread.call_thread(kafka.beginning_offsets, [tp])
-    start = starts.get(tp)
-    return None if start is None else int(start)
-
-
 def describe_fetch(consumer: Any, key: Any, worker: SegmentWorker) -> str:
     """How a partition holding the clock stands: what the worker read, the fetcher's position
     and high-water mark, and whether Faust fetches it (for the held-clock warning)."""
     tp = next((t for t in consumer.assignment() if (t.topic, t.partition) == key), None)
     if tp is None:
         return f"{key}: not assigned"
-    try:
-        kafka = consumer._thread._ensure_consumer()
-        position = kafka._subscription.subscription.assignment.state_value(tp).position
-    except Exception:
-        position = None
-    flags = [
-        name
-        for name, tps in (
-            ("paused", getattr(consumer, "_paused_partitions", ())),
-            ("buffer-full", getattr(consumer, "_buffered_partitions", ())),
-        )
-        if tp in tps
-    ]
-    active = getattr(consumer, "_active_partitions", None)
-    if active is not None and tp not in active:
-        flags.append("inactive")
+    position = fetch_position(consumer, tp)
+    flags = fetch_flags(consumer, tp)
     read = worker.watermark.lag().get(key)
     return (
         f"{tp.topic}/{tp.partition}: {read} unread by the worker, fetch position {position}, "
@@ -105,11 +76,15 @@ def register(
             on_stream(stream)
         # noack_take: events are acked by the worker only once their effects are durable
         async for batch in stream.noack_take(settings.batch_size, within=settings.batch_within):
-            records = [
-                InputRecord(m.topic, kinds[m.topic], m.partition, m.offset, m.key, m.value)
-                for m in (event.message for event in batch)
+            deliveries = [
+                Delivery(
+                    InputRecord(m.topic, kinds[m.topic], m.partition, m.offset, m.key, m.value),
+                    event,
+                )
+                for event in batch
+                for m in (event.message,)
             ]
-            await worker.handle_batch(records, batch)
+            await worker.handle_batch(deliveries)
 
     positioned: set[tuple[str, int]] = set()  # start offsets known (per assignment)
     said = {"held": 0.0}
@@ -125,7 +100,7 @@ def register(
         try:
             guesses = await listed_ends(consumer, unknown)
         except Exception as exc:  # broker unreachable: report unhealthy, retry next tick
-            worker._failed("broker", exc)
+            worker.report_failure("broker", exc)
         # partitions not read yet: where does this group stand? Asked once per assignment
         # (an empty partition is never "read"); one slow answer must not stop the tick, which
         # passes the end offsets to the clock
@@ -170,15 +145,15 @@ def register(
             probe["future"] = None
             error = future.exception() if not future.cancelled() else asyncio.CancelledError()
             if error is None:
-                worker._recovered("broker")
+                worker.report_recovery("broker")
             else:
-                worker._failed("broker", error)  # unhealthy, counted in segmentflow_retries
+                worker.report_failure("broker", error)  # unhealthy, counted in segmentflow_retries
         elif future is not None:
             if stalled:
                 probe["since"] = now
             elif now - probe["since"] > 3.0:
                 waited = now - probe["since"]
-                worker._failed("broker", TimeoutError(f"no answer for {waited:.0f} s"))
+                worker.report_failure("broker", TimeoutError(f"no answer for {waited:.0f} s"))
         if probe["future"] is None and tps:
             probe["future"] = asyncio.ensure_future(app.consumer.highwaters(tps[0]))
             probe["since"] = now

@@ -135,13 +135,17 @@ class WorkerCollector(Collector):
 def redis_memory_metrics(worker: SegmentWorker) -> Iterator[Metric]:
     """Redis memory against its limit (sampled by the worker's tick) and unreadable stored
     data (issue 12)."""
-    store = worker.processor.store
-    for name, doc in (
-        ("corrupt_states", "Customers whose stored state could not be decoded (quarantined)"),
-        ("corrupt_metrics", "Stored RFM metrics that could not be decoded (skipped)"),
-    ):
-        yield CounterMetricFamily(f"segmentflow_{name}", doc, value=getattr(store, name, 0))
-    client = getattr(store, "client", None)
+    yield CounterMetricFamily(
+        "segmentflow_corrupt_states",
+        "Customers whose stored state could not be decoded (quarantined)",
+        value=worker.processor.store.corrupt_states,
+    )
+    yield CounterMetricFamily(
+        "segmentflow_corrupt_metrics",
+        "Stored RFM metrics that could not be decoded (skipped)",
+        value=0 if worker.ranks is None else worker.ranks.corrupt_metrics,
+    )
+    client = worker.redis
     if client is not None and worker.memory.due():  # the tick may wait behind a stalled batch
         with contextlib.suppress(Exception):
             worker.memory.poll(client)

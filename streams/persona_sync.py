@@ -13,15 +13,16 @@ import logging
 
 from segmentflow.engine.engine import Engine
 from segmentflow.segmenters.persona import PersonaModel
-from segmentflow.state.redis_store import RedisStore
+from segmentflow.state.personas import PersonaModelStore
 
 log = logging.getLogger("segmentflow.persona")
 
 
 class PersonaSync:
-    """Moves persona samples and model versions between an engine and Redis."""
+    """Moves persona samples and model versions between an engine and a persona model store
+    (Redis in the worker: :class:`~segmentflow.state.redis_personas.RedisPersonaStore`)."""
 
-    def __init__(self, engine: Engine, store: RedisStore, batch: int = 5000) -> None:
+    def __init__(self, engine: Engine, store: PersonaModelStore, batch: int = 5000) -> None:
         self.engine = engine
         self.store = store
         self.batch = batch

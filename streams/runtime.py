@@ -2,14 +2,17 @@
 
 Faust-specific code lives in :mod:`segmentflow.streams.agents`; this class only needs a
 ``send(topic, key, value)`` coroutine, an ``ack(token)`` coroutine and the consumer's offsets,
-so it reads as the sequence the guarantees depend on:
+and receives its stores as interfaces (wired by :mod:`segmentflow.bootstrap`), so it reads as
+the sequence the guarantees depend on. Each consumed record travels with its ack token
+(:class:`Delivery`) from the batch to its ack:
 
 1. the batch is decoded; bad messages become dead letters (sent, then acked);
 2. valid events wait in an event-time :class:`Aligner` until the watermark reaches them, so a
    customer's events from three topics are applied in timestamp order, as ``replay`` does;
 3. released events are applied; state, due index, populations and the change events (the
    outbox) are committed to Redis in one transaction; due time-driven changes likewise;
-4. the outbox is published and the broker acknowledges every change; then it is trimmed;
+4. the outbox is published and the broker acknowledges every change; then it is trimmed (one
+   routine, :meth:`SegmentWorker._publish`, after every commit and after start or a rebalance);
 5. only then are the released messages acked (so their offsets may commit).
 
 A crash anywhere leaves either nothing (redelivery re-applies) or a committed state whose changes
@@ -29,7 +32,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 import redis
@@ -42,10 +45,12 @@ from segmentflow.schemas.events import FORGET
 from segmentflow.schemas.timefmt import format_us
 from segmentflow.service.processor import DeadLetter, InputRecord, Item, Processor
 from segmentflow.state.base import StateQuarantined
-from segmentflow.state.redis_store import RedisStore
+from segmentflow.state.personas import PersonaModelStore
+from segmentflow.state.ranks import RankSync
 from segmentflow.streams import incarnations
 from segmentflow.streams.persona_sync import PersonaSync
 from segmentflow.streams.redis_health import MemoryWatch
+from segmentflow.triggers.backoff import Backoff, retry_async
 
 log = logging.getLogger("segmentflow.worker")
 Send = Callable[[str, bytes | None, bytes], Awaitable[object]]
@@ -53,7 +58,36 @@ Send = Callable[[str, bytes | None, bytes], Awaitable[object]]
 SendTo = Callable[[str, int, bytes | None, bytes], Awaitable[object]]
 Ack = Callable[[Any], Awaitable[object]]
 T = TypeVar("T")
-Held = tuple[Item, Any, InputRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A consumed record and the token that acknowledges it (acked once its effects are
+    durable)."""
+
+    record: InputRecord
+    token: Any
+
+
+def deliveries(records: Sequence[InputRecord], tokens: Sequence[Any]) -> list[Delivery]:
+    """Pair records with their tokens (``tokens[i]`` acks ``records[i]``).
+
+    Examples
+    --------
+    >>> rec = InputRecord("website-events", "website", 0, 7, b"c-1", b"{}")
+    >>> [d.token for d in deliveries([rec], ["t7"])]
+    ['t7']
+    """
+    return [Delivery(r, t) for r, t in zip(records, tokens, strict=True)]
+
+
+class Held(NamedTuple):
+    """A decoded event waiting for the clock, with the token that acks its record."""
+
+    item: Item
+    token: Any
+
+
 #: every Redis error is an outage (retried with backoff, /health 503, nothing acked or
 #: dead-lettered): connection loss, OOM under ``noeviction``, READONLY, MISCONF, LOADING, ...;
 #: only ``redis.DataError`` (a value the client cannot send) is about the event (issue 12)
@@ -93,6 +127,16 @@ class SegmentWorker:
         Coroutine function that produces one message and waits until the broker has it.
     ack
         Coroutine function acknowledging one consumed message (its offset may then commit).
+    send_to
+        Coroutine function producing a forwarded record to one partition.
+    cluster_id
+        Reads the broker's cluster id (blocking; run in a thread); ``None``: not checked.
+    ranks
+        The RFM rank sync of the store, if any (its unreadable-metrics count is exported).
+    personas
+        The persona model store: with personas on, samples and models go through it.
+    redis
+        The Redis client, sampled for memory figures (``None``: not sampled).
     """
 
     max_backoff = 5.0
@@ -105,7 +149,15 @@ class SegmentWorker:
         ack: Ack,
         send_to: SendTo | None = None,
         cluster_id: Callable[[], str | None] | None = None,
+        ranks: RankSync | None = None,
+        personas: PersonaModelStore | None = None,
+        redis: redis.Redis[bytes] | None = None,
     ) -> None:
+        if not processor.store.has_outbox:
+            raise ValueError(
+                "the worker publishes changes from its store's outbox: build the store with "
+                "outbox=True (segmentflow.bootstrap.worker_parts does)"
+            )
         self.settings = settings
         #: produces a forwarded record to its customer's home partition
         self.send_to = send_to
@@ -118,7 +170,7 @@ class SegmentWorker:
         self.config = processor.config
         self.send = send
         self.ack = ack
-        self.aligner: Aligner[tuple[Item, Any, InputRecord]] = Aligner()
+        self.aligner: Aligner[Held] = Aligner()
         self.watermark = self._new_watermark()
         self.status = WorkerStatus()
         #: monotonic time events started waiting for the clock (``None`` when none wait)
@@ -127,7 +179,9 @@ class SegmentWorker:
         self.kind_of = {topic: kind for kind, topic in settings.input_topics.items()}
         self.changes_sent = 0
         self.deadletters_sent = 0
-        self._outbox_checked = False
+        #: whether the outbox may hold unpublished changes (after a commit, a failure, a start
+        #: or a rebalance): then :meth:`_publish` reads it
+        self._outbox_dirty = True
         #: input partitions owned since the last assignment (``None`` before the first; empty
         #: during a rebalance)
         self.owned: set[tuple[str, int]] | None = None
@@ -137,45 +191,46 @@ class SegmentWorker:
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         #: Redis memory figures for /metrics (sampled from the tick)
         self.memory = MemoryWatch()
+        self.redis = redis
+        self.ranks = ranks
         self.persona: PersonaSync | None = None
-        if processor.engine.persona is not None and isinstance(processor.store, RedisStore):
-            self.persona = PersonaSync(processor.engine, processor.store)
+        if processor.engine.persona is not None and personas is not None:
+            self.persona = PersonaSync(processor.engine, personas)
 
     # -- the hot path ---------------------------------------------------------------------
 
-    async def handle_batch(self, records: Sequence[InputRecord], tokens: Sequence[Any]) -> None:
-        """Take in one consumed batch (``tokens[i]`` is acked once ``records[i]``'s effects are
-        durable); apply whatever the watermark releases."""
+    async def handle_batch(self, batch: Sequence[Delivery]) -> None:
+        """Take in one consumed batch (each record is acked once its effects are durable);
+        apply whatever the watermark releases."""
         started = time.perf_counter()
         async with self.lock:
-            pairs = enumerate(zip(records, tokens, strict=True))
-            mine = [i for i, (record, token) in pairs if self._mine(record, token)]
-            if len(mine) < len(records):
-                # fetched before a rebalance: every partition is read again from its committed
-                # offset after it (by its new owner), so applying these here would race that
-                records, tokens = [records[i] for i in mine], [tokens[i] for i in mine]
-            await self._flush_outbox()
-            valid, result = await asyncio.to_thread(self.processor.decode_all, records)
-            controls = {id(record) for record, event in valid if event.type == FORGET}
+            # fetched before a rebalance: every partition is read again from its committed
+            # offset after it (by its new owner), so applying these here would race that
+            mine = [d for d in batch if self._mine(d)]
+            await self._publish()
+            records = [d.record for d in mine]
+            decoded, letters = await asyncio.to_thread(self.processor.decode_each, records)
             rejected = []
-            for record, token, ts in zip(records, tokens, result.timestamps, strict=True):
-                tp = (record.topic, record.partition)
-                # a forget command does not move event time (its timestamp is the wall clock)
-                self.watermark.observe(tp, record.offset, None if id(record) in controls else ts)
-                if ts is None:
-                    rejected.append(token)
-            by_record = dict(zip(map(id, records), tokens, strict=True))
             forgets: list[tuple[Held, list[Held]]] = []
-            for record, event in valid:
+            for delivery, event in zip(mine, decoded, strict=True):
+                record = delivery.record
                 tp = (record.topic, record.partition)
-                held = (Item.of(record, event), by_record[id(record)], record)
-                if id(record) in controls:  # erases what was read before it, held included
+                if event is None:
+                    self.watermark.observe(tp, record.offset, None)
+                    rejected.append(delivery.token)
+                    continue
+                held = Held(Item.of(record, event), delivery.token)
+                if event.type == FORGET:
+                    # a forget command does not move event time (its timestamp is the wall
+                    # clock); it erases what was read before it, held events included
+                    self.watermark.observe(tp, record.offset, None)
                     forgets.append((held, self._take_held(event.customer_id)))
                 else:
+                    self.watermark.observe(tp, record.offset, event.ts)
                     self.aligner.add(event.ts, held, tp)
             if self.held_since is None and len(self.aligner):
                 self.held_since = time.monotonic()
-            await self._publish_deadletters(result.deadletters)
+            await self._publish_deadletters(letters)
             await self._ack(rejected)
             await self._forget(forgets)
             await self._release()
@@ -187,10 +242,9 @@ class SegmentWorker:
     ) -> None:
         """Periodic: refresh end offsets (``ends`` exact fetch high-water marks, ``guesses``
         ListOffsets answers), advance the clock, apply and publish what it releases."""
-        client = getattr(self.processor.store, "client", None)
-        if client is not None and self.memory.due():  # also while a batch stalls (lock held)
+        if self.redis is not None and self.memory.due():  # also while a batch stalls (lock held)
             try:
-                self.memory.poll(client)
+                self.memory.poll(self.redis)
             except redis.RedisError as exc:  # the next Redis call reports the outage
                 log.debug("Redis memory not sampled: %s", exc)
         async with self.lock:
@@ -199,13 +253,13 @@ class SegmentWorker:
                     if self.owns(tp):  # ends asked for before a rebalance must not add partitions
                         self.watermark.set_end(tp, end, exact=exact)
             await self._track_incarnations(ends or {})
-            await self._flush_outbox()
+            await self._publish()
             await self._release()
             if self.persona is not None:
                 try:
                     await self.persona.tick()
                 except redis.RedisError as exc:  # retried on the next tick
-                    self._failed("redis", exc)
+                    self.report_failure("redis", exc)
 
     def ops_snapshot(self) -> dict[str, Any]:
         """The periodic JSON published on ``segmentflow-metrics`` (§1): counts, clock, lag,
@@ -255,7 +309,7 @@ class SegmentWorker:
         released = list(self.aligner.release(now))
         if not len(self.aligner):
             self.held_since = None
-        items = [item for item, _, _ in released]
+        items = [held.item for held in released]
         redis_failures = self.redis_failures
 
         def apply() -> list[Change]:
@@ -263,30 +317,24 @@ class SegmentWorker:
             return self.processor.apply(items)
 
         # after a failed batch, parts of it before the failure may be committed: their changes
-        # are in the outbox but not in `changes` (the one-by-one retry skips those events)
-        fallback = True
+        # are in the outbox although the one-by-one retry skips those events, and a commit may
+        # have landed although Redis's reply was lost: the outbox is the truth, published below
         try:
             changes = await self._retry("redis", apply)
-            fallback = False
         except StateQuarantined as exc:  # one by one: that customer's events are dead letters
             log.warning("%s", exc)
             changes = await self._apply_one_by_one(released)
+            self._outbox_dirty = True
         except Exception:  # an engine bug must not lose the batch: isolate the culprit(s)
             log.exception("batch failed; applying its events one by one")
             changes = await self._apply_one_by_one(released)
+            self._outbox_dirty = True
         if now is not None:
             changes += await self._advance(now)
         await self._forward(released)
-        fallback = fallback and bool(getattr(self.processor.store, "outbox", False))
-        if self.redis_failures != redis_failures or fallback:
-            # a commit may have landed although Redis's reply was lost: the retry then applied
-            # nothing (offsets) and returned no changes, which sat unpublished in the outbox and
-            # were trimmed by the next publish. The outbox is the truth: publish all of it.
-            self._outbox_checked = False
-            await self._flush_outbox()
-        else:
-            await self._publish_changes(changes)
-        await self._ack([token for _, token, _ in released])
+        self._committed(bool(changes), redis_failures)
+        await self._publish()
+        await self._ack([held.token for held in released])
 
     async def _advance(self, now: int) -> list[Change]:
         """Fire what is due up to ``now`` in slices of :data:`ADVANCE_SLICE_US` of event time
@@ -306,24 +354,34 @@ class SegmentWorker:
 
     def _take_held(self, customer_id: str) -> list[Held]:
         """Remove and return the held events of ``customer_id`` (a forget erases them)."""
-        if not any(entry[0].event.customer_id == customer_id for entry in self.aligner.held()):
+        if not any(held.item.event.customer_id == customer_id for held in self.aligner.held()):
             return []
         taken: list[Held] = []
         kept = list(self.aligner.drain())
         self.aligner = Aligner()
-        for entry in kept:
-            item = entry[0]
-            if item.event.customer_id == customer_id:
-                taken.append(entry)
+        for held in kept:
+            if held.item.event.customer_id == customer_id:
+                taken.append(held)
             else:
-                self.aligner.add(item.event.ts, entry, (item.topic, item.partition))
+                self._hold(held)
         return taken
+
+    def _hold(self, held: Held) -> None:
+        """Hold an event (again) until the watermark passes it."""
+        item = held.item
+        self.aligner.add(item.event.ts, held, (item.topic, item.partition))
+
+    def _committed(self, changes: bool, redis_failures: int) -> None:
+        """Note that commits may have appended to the outbox: they returned changes, or Redis
+        failed meanwhile (a commit whose reply was lost may have landed)."""
+        if changes or self.redis_failures != redis_failures:
+            self._outbox_dirty = True
 
     async def _forget(self, forgets: Sequence[tuple[Held, list[Held]]]) -> None:
         """Apply forget commands (CONTRACT §5) in read order, each with the held events of its
         customer (erased unapplied); publish the final changes; then ack them all."""
-        for (item, token, record), held in forgets:
-            erased = [entry[0] for entry in held]
+        for (item, token), held in forgets:
+            erased = [entry.item for entry in held]
             redis_failures = self.redis_failures
 
             def erase(item: Item = item, erased: list[Item] = erased) -> list[Change] | None:
@@ -334,68 +392,54 @@ class SegmentWorker:
                 changes = await self._retry("redis", erase)
             except Exception as exc:  # e.g. a state that cannot be decoded: quarantined
                 log.error("forget quarantined: %s", exc.__class__.__name__)
-                await self._publish_deadletters([self.processor.quarantine(record, exc)])
+                await self._publish_deadletters([self.processor.quarantine(_record(item), exc)])
                 for entry in held:  # not erased: they wait as before
-                    self.aligner.add(entry[0].event.ts, entry, (entry[0].topic, entry[0].partition))
+                    self._hold(entry)
                 await self._ack([token])
                 continue
             if changes is None:  # the customer's home is another partition: forwarded there
-                await self._forward([(item, token, record)])
+                await self._forward([Held(item, token)])
                 for entry in held:  # forwarded too when released (same home)
-                    self.aligner.add(entry[0].event.ts, entry, (entry[0].topic, entry[0].partition))
+                    self._hold(entry)
                 await self._ack([token])
                 continue
-            if self.redis_failures != redis_failures:  # see _release: the outbox is the truth
-                self._outbox_checked = False
-                await self._flush_outbox()
-            else:
-                await self._publish_changes(changes)
-            await self._ack([token, *(entry[1] for entry in held)])
+            self._committed(bool(changes), redis_failures)
+            await self._publish()
+            await self._ack([token, *(entry.token for entry in held)])
 
-    async def _apply_one_by_one(
-        self, released: Sequence[tuple[Item, Any, InputRecord]]
-    ) -> list[Change]:
+    async def _apply_one_by_one(self, released: Sequence[Held]) -> list[Change]:
         changes: list[Change] = []
         letters: list[DeadLetter] = []
         self.processor.forwards = []
-        for item, _, record in released:
+        for held in released:
             try:
-                changes += await self._retry("redis", partial(self.processor.apply, [item]))
+                changes += await self._retry("redis", partial(self.processor.apply, [held.item]))
             except Exception as exc:
                 log.error("event quarantined: %s", exc.__class__.__name__)
-                letters.append(self.processor.quarantine(record, exc))
+                letters.append(self.processor.quarantine(_record(held.item), exc))
         await self._publish_deadletters(letters)
         return changes
 
     # -- publishing -----------------------------------------------------------------------
 
-    async def _publish_changes(self, changes: Sequence[Change]) -> None:
-        """Publish changes just committed (the outbox holds exactly them), then trim it."""
-        if not changes:
+    async def _publish(self) -> None:
+        """Publish every change the outbox holds for the owned shards (committed with the state
+        that caused them, in commit order per shard; after start or a rebalance, also what a
+        previous owner left), wait until the broker has them all, then trim them. The one
+        publish path: nothing is sent that is not in the outbox."""
+        if not self._outbox_dirty:
             return
-        keys = [c.customer_id.encode("utf-8") for c in changes]
-        values = [c.to_json() for c in changes]  # encoded once: the outbox holds the same
-        topic = self.settings.topic_segment_changes
-        await self._retry_async("broker", partial(self._send_all, topic, keys, values))
-        shard_of = self.processor.store.shard_of
-        counts = Counter(shard_of(c.customer_id) for c in changes)
-        await self._retry("redis", lambda: self.processor.store.outbox_done(counts))
-        self.changes_sent += len(changes)
-
-    async def _flush_outbox(self) -> None:
-        """After start or a rebalance: publish every change of the owned shards that a previous
-        run committed but did not confirm published, then trim it."""
-        if self._outbox_checked:
-            return
-        pending = await self._retry("redis", self.processor.store.outbox_pending)
-        topic = self.settings.topic_segment_changes
-        for shard, rows in pending:
+        store = self.processor.store
+        pending = await self._retry("redis", store.outbox_pending)
+        rows = [row for _, shard_rows in pending for row in shard_rows]
+        if rows:
             keys = [orjson.loads(row)["subject"].encode("utf-8") for row in rows]
+            topic = self.settings.topic_segment_changes
             await self._retry_async("broker", partial(self._send_all, topic, keys, rows))
-            done = {shard: len(rows)}
-            await self._retry("redis", partial(self.processor.store.outbox_done, done))
+            done = {shard: len(shard_rows) for shard, shard_rows in pending}
+            await self._retry("redis", partial(store.outbox_done, done))
             self.changes_sent += len(rows)
-        self._outbox_checked = True
+        self._outbox_dirty = False
 
     async def _send_all(
         self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes]
@@ -416,7 +460,7 @@ class SegmentWorker:
         await self._retry_async("broker", partial(self._send_all, topic, keys, values))
         self.deadletters_sent += len(letters)
 
-    async def _forward(self, released: Sequence[tuple[Item, Any, InputRecord]]) -> None:
+    async def _forward(self, released: Sequence[Held]) -> None:
         """Re-produce the records whose customer's home is another partition (same topic, key
         and value) to that partition, before their originals are acked: exact event_id dedup
         makes a repeated forward harmless (see README "Ownership")."""
@@ -426,14 +470,11 @@ class SegmentWorker:
         if self.send_to is None:
             raise RuntimeError("records to forward but no send_to was given to the worker")
         send_to = self.send_to
-        records = {id(item): record for item, _, record in released}
+        sends = [(item.topic, home, _record(item)) for item, home in forwards]
 
         async def send_all() -> None:
             await asyncio.gather(
-                *(
-                    send_to(item.topic, home, records[id(item)].key, records[id(item)].value or b"")
-                    for item, home in forwards
-                )
+                *(send_to(topic, home, rec.key, rec.value or b"") for topic, home, rec in sends)
             )
 
         await self._retry_async("broker", send_all)
@@ -450,16 +491,11 @@ class SegmentWorker:
             cluster = None
             if self.cluster_id is not None:
                 cluster = await asyncio.wait_for(asyncio.to_thread(self.cluster_id), 15)
-            if isinstance(store, RedisStore):
-                stored = store.partition_records(sources)
-                records = incarnations.reconcile(stored, sources, cluster)
-                store.save_partition_records(
-                    {k: v for k, v in records.items() if stored.get(k) != v}
-                )
-            else:
-                records = incarnations.reconcile({}, sources, cluster)
+            stored = store.partition_records(sources)
+            records = incarnations.reconcile(stored, sources, cluster)
+            store.save_partition_records({k: v for k, v in records.items() if stored.get(k) != v})
         except Exception as exc:  # any broker/Redis failure: wait and retry
-            self._failed("redis" if isinstance(exc, redis.RedisError) else "broker", exc)
+            self.report_failure("redis" if isinstance(exc, redis.RedisError) else "broker", exc)
             return False
         self._incarnations = records
         self._highs_saved = {k: int(v.get("high", -1)) for k, v in records.items()}
@@ -473,7 +509,7 @@ class SegmentWorker:
         applied offsets (the owner's)."""
         records = self._incarnations
         store = self.processor.store
-        if records is None or not isinstance(store, RedisStore):
+        if records is None:
             return
         changed: dict[str, dict[str, Any]] = {}
         for tp, end in ends.items():
@@ -497,7 +533,7 @@ class SegmentWorker:
             try:
                 store.save_partition_records(changed)
             except redis.RedisError as exc:  # saved on a later tick
-                self._failed("redis", exc)
+                self.report_failure("redis", exc)
                 return
             for source, record in changed.items():
                 self._highs_saved[source] = int(record["high"])
@@ -531,19 +567,21 @@ class SegmentWorker:
         errors: tuple[type[Exception], ...] = (Exception,),  # aiokafka raises many types
     ) -> T:
         """Await an operation, retrying ``errors`` with exponential backoff (capped)."""
-        delay = 0.1
-        while True:
-            try:
-                value = await call()
-            except errors as exc:
-                self._failed(what, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
-                continue
-            self._recovered(what)
-            return value
+        backoff = Backoff(base=0.1, cap=self.max_backoff, jitter=0.0)
+        value = await retry_async(
+            call,
+            backoff,
+            retry_on=errors,
+            on_failure=lambda _n, exc, _d: self.report_failure(what, exc),
+        )
+        self.report_recovery(what)
+        return value
 
-    def _failed(self, what: str, exc: BaseException) -> None:
+    # -- health -----------------------------------------------------------------------------
+
+    def report_failure(self, what: str, exc: BaseException) -> None:
+        """Record that ``what`` (``"redis"`` or ``"broker"``) failed with ``exc``: unhealthy
+        (``/health`` 503) until :meth:`report_recovery`, counted in ``segmentflow_retries``."""
         self.status.retries += 1
         self.redis_failures += what == "redis"
         # redis-py quotes the failing command, keys and values included: never in /health
@@ -555,7 +593,8 @@ class SegmentWorker:
             self.status.broker_ok = False
         log.warning("%s unavailable (%s); retrying", what, exc)
 
-    def _recovered(self, what: str) -> None:
+    def report_recovery(self, what: str) -> None:
+        """Record that ``what`` (``"redis"`` or ``"broker"``) answers again."""
         if what == "redis":
             self.status.redis_ok = True
         else:
@@ -567,8 +606,9 @@ class SegmentWorker:
         """Whether ``tp`` (``(topic, partition)``) is an input partition of this worker now."""
         return self.owned is None or tp in self.owned
 
-    def _mine(self, record: InputRecord, token: Any) -> bool:
-        return self.owns((record.topic, record.partition)) and self.is_current(token)
+    def _mine(self, delivery: Delivery) -> bool:
+        record = delivery.record
+        return self.owns((record.topic, record.partition)) and self.is_current(delivery.token)
 
     def revoke(self) -> None:
         """A rebalance starts: apply and fire nothing until the next assignment. After it, every
@@ -580,28 +620,30 @@ class SegmentWorker:
         self.aligner = Aligner()
         self.watermark = self._new_watermark()
         self.held_since = None
-        store = self.processor.store
-        if hasattr(store, "owned_shards"):
-            store.owned_shards = set()
+        self.processor.store.revoke_partitions()
         self.status.ready = False
 
     def assign(self, partitions: Sequence[tuple[str, int]]) -> None:
         """Track the input partitions this worker owns; fire due changes only for them."""
         inputs = [tp for tp in partitions if tp[0] in self.kind_of]
         self.watermark.assign(inputs)
-        store = self.processor.store
-        if hasattr(store, "owned_shards"):
-            store.owned_shards = {p for _, p in inputs}
+        self.processor.store.assign_partitions({p for _, p in inputs})
         owned = self.owned = set(inputs)
         held = list(self.aligner.drain())  # messages of revoked partitions are redelivered
         self.aligner = Aligner()  # re-added in release order, each gets back its key
         for entry in held:
-            item = entry[0]
-            if (item.topic, item.partition) in owned:
-                self.aligner.add(item.event.ts, entry, (item.topic, item.partition))
-        self._outbox_checked = False  # publish what a previous owner left pending
+            if (entry.item.topic, entry.item.partition) in owned:
+                self._hold(entry)
+        self._outbox_dirty = True  # publish what a previous owner left pending
         self._incarnations = None  # checked again (and the epochs set) before applying
         if self.persona is not None:
             website = self.settings.topic_website_events
             self.persona.trainer = (website, 0) in owned
         self.status.ready = bool(inputs) or not partitions
+
+
+def _record(item: Item) -> InputRecord:
+    """The consumed record ``item`` was decoded from (every item the worker holds has one)."""
+    if item.record is None:
+        raise RuntimeError(f"item {item.topic}/{item.partition}@{item.offset} has no record")
+    return item.record

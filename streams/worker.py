@@ -22,7 +22,8 @@ import faust
 from segmentflow import bootstrap
 from segmentflow.config import Settings
 from segmentflow.streams import agents, web
-from segmentflow.streams.app import create_app, on_fetch
+from segmentflow.streams.app import create_app
+from segmentflow.streams.faust_patches import on_fetch
 from segmentflow.streams.incarnations import broker_cluster_id
 from segmentflow.streams.kafka_clients import (
     BrokerUnavailable,
@@ -55,11 +56,8 @@ def headers_for(settings: Settings, topic: str) -> list[tuple[str, bytes]] | Non
 def build(settings: Settings, **app_overrides: Any) -> tuple[faust.App, SegmentWorker]:
     """Wire a worker from ``settings``; nothing starts until the app runs. The app's partition
     count is ``settings.input_partitions`` (the broker's, once :func:`prepare` read it)."""
-    config = settings.segment_config()
-    processor = bootstrap.processor(settings, config, outbox=True)
-    check_eviction_policy(processor.store.client, settings.redis_url)  # type: ignore[attr-defined]
-    if config.rfm.enabled:
-        processor.store.attach_ranks(processor.engine.ranks)  # type: ignore[attr-defined]
+    parts = bootstrap.worker_parts(settings)
+    check_eviction_policy(parts.redis, settings.redis_url)
     app = create_app(settings, partitions=settings.input_partitions, **app_overrides)
     headers = {
         topic: headers_for(settings, topic)
@@ -82,11 +80,14 @@ def build(settings: Settings, **app_overrides: Any) -> tuple[faust.App, SegmentW
 
     worker = SegmentWorker(
         settings,
-        processor,
+        parts.processor,
         send,
         ack,
         send_to=send_to,
         cluster_id=lambda: broker_cluster_id(settings),
+        ranks=parts.ranks,
+        personas=parts.personas,
+        redis=parts.redis,
     )
     if worker.persona is not None:
         worker.persona.refresh()  # a restart continues with the stored model

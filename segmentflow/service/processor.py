@@ -48,10 +48,12 @@ class Item:
     event: Event
     partition: int = -1
     offset: int = -1
+    #: the consumed record it was decoded from (forwards re-produce it; dead letters quote it)
+    record: InputRecord | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, record: InputRecord, event: Event) -> Item:
-        return cls(record.topic, event, record.partition, record.offset)
+        return cls(record.topic, event, record.partition, record.offset, record)
 
     @property
     def source(self) -> str | None:
@@ -220,20 +222,30 @@ class Processor:
     ) -> tuple[list[tuple[InputRecord, Event]], BatchResult]:
         """Decode records: valid events, and a result holding the dead letters and every
         record's timestamp (``None`` for a rejected one)."""
+        decoded, letters = self.decode_each(records, now)
+        result = BatchResult(deadletters=letters)
+        result.timestamps = [None if event is None else event.ts for event in decoded]
+        valid = [(r, e) for r, e in zip(records, decoded, strict=True) if e is not None]
+        return valid, result
+
+    def decode_each(
+        self, records: Sequence[InputRecord], now: datetime | None = None
+    ) -> tuple[list[Event | None], list[DeadLetter]]:
+        """Decode records: one entry per record, in order (``None`` for a rejected one, whose
+        dead letter is in the second list)."""
         result = BatchResult()
-        valid: list[tuple[InputRecord, Event]] = []
+        decoded: list[Event | None] = []
         received_at = now or datetime.now(UTC)
         wall = self.wall_clock()
         for record in records:
             self.counters.received[record.topic] += 1
-            decoded = self.decode(record, wall)
-            if isinstance(decoded, Rejection):
-                self._reject(record, decoded, received_at, result)
-                result.timestamps.append(None)
+            event = self.decode(record, wall)
+            if isinstance(event, Rejection):
+                self._reject(record, event, received_at, result)
+                decoded.append(None)
             else:
-                valid.append((record, decoded))
-                result.timestamps.append(decoded.ts)
-        return valid, result
+                decoded.append(event)
+        return decoded, result.deadletters
 
     def apply(self, items: Sequence[Item]) -> list[Change]:
         """Apply decoded events in the given order (the aligner's timestamp order).
@@ -423,8 +435,7 @@ class Processor:
         return self.next_sweep if due is None else min(due, self.next_sweep)
 
     def _owned(self) -> frozenset[int] | None:
-        shards = getattr(self.store, "owned_shards", None)
-        return None if shards is None else frozenset(shards)
+        return self.store.owned_partitions
 
     def _sweep_unchanged(self) -> bool:
         """Whether neither the population's metrics nor the owned shards changed since the

@@ -1,14 +1,18 @@
-"""The state-store interface: per-customer state, the due index and segment populations.
+"""The state-store interface: per-customer state, the due index, segment populations and
+the transactional outbox.
 
 Backends: :class:`~segmentflow.state.memory.MemoryStore` (replay, unit tests) and
-:class:`~segmentflow.state.redis_store.RedisStore` (the worker). A store only moves data; the
-engine decides what the data means.
+:class:`~segmentflow.state.redis_store.RedisStore` (the worker); the bootstrap
+(:mod:`segmentflow.bootstrap`) picks one. A store only moves data; the engine decides what the
+data means. This module imports only the domain's data (``engine.state``, ``schemas``), never
+the engine or the service layer (PLAN.md "Layout").
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
@@ -28,7 +32,35 @@ class StateQuarantined(RuntimeError):
 
 
 class StateStore(ABC):
-    """Per-customer state with an index of due moments, written atomically per commit."""
+    """Per-customer state with an index of due moments, written atomically per commit.
+
+    Partition ownership is explicit (like Quix Streams' ``Store``): a worker calls
+    :meth:`assign_partitions` when its input partitions are assigned and
+    :meth:`revoke_partitions` when a rebalance starts; before the first assignment the store
+    owns every shard (tools, replay). Sharded stores fire and publish only for owned shards.
+    """
+
+    #: customers whose stored state could not be decoded so far (``/metrics``)
+    corrupt_states: int = 0
+    _owned: frozenset[int] | None = None
+
+    @property
+    def owned_partitions(self) -> frozenset[int] | None:
+        """The shards (input partitions) owned now; ``None``: all (no assignment yet)."""
+        return self._owned
+
+    def assign_partitions(self, partitions: Iterable[int]) -> None:
+        """Own exactly ``partitions`` from now on (an assignment)."""
+        self._owned = frozenset(partitions)
+
+    def revoke_partitions(self) -> None:
+        """Own nothing until the next :meth:`assign_partitions` (a rebalance started)."""
+        self._owned = frozenset()
+
+    @property
+    def has_outbox(self) -> bool:
+        """Whether commits also append their changes to the outbox (:meth:`outbox_pending`)."""
+        return False
 
     @abstractmethod
     def load_many(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
@@ -97,6 +129,15 @@ class StateStore(ABC):
 
     def outbox_done(self, published: Mapping[int, int]) -> None:  # noqa: B027 - optional hook
         """Mark the first ``n`` pending change events of each shard as published."""
+
+    @abstractmethod
+    def partition_records(self, sources: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored incarnation record (``cluster``, ``epoch``, ``high``) of each input
+        ``topic:partition`` in ``sources`` that has one."""
+
+    @abstractmethod
+    def save_partition_records(self, records: Mapping[str, Mapping[str, Any]]) -> None:
+        """Store incarnation records (the owner of each topic-partition writes its own)."""
 
     def get(self, customer_id: str) -> CustomerState | None:
         """One customer's state, or ``None``."""

@@ -1,14 +1,17 @@
-"""In-memory state store (replay, backtests, unit tests)."""
+"""In-memory backends: the state store (replay, backtests, unit tests) and the persona model
+store (one process, no Redis)."""
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
 from segmentflow.state.base import StateStore, population_deltas
 from segmentflow.state.members import MemberIndex
+from segmentflow.state.personas import PersonaModelStore
 
 
 class MemoryStore(StateStore):
@@ -16,10 +19,22 @@ class MemoryStore(StateStore):
 
     States are stored by reference: what the engine mutates is what the store holds, which is
     what makes replay fast. ``copy=True`` stores encoded copies instead (to mimic Redis).
+    ``outbox=True`` also keeps every committed change (encoded as on the wire) until
+    :meth:`outbox_done` (one shard: 0), as the worker's Redis store does.
+
+    Examples
+    --------
+    >>> from segmentflow.engine.state import CustomerState
+    >>> store = MemoryStore(outbox=True)
+    >>> store.commit({"c-1": CustomerState("c-1")}, [])
+    >>> store.customer_count(), store.outbox_pending()
+    (1, [])
     """
 
-    def __init__(self, copy: bool = False) -> None:
+    def __init__(self, copy: bool = False, outbox: bool = False) -> None:
         self._copy = copy
+        self._outbox: list[bytes] | None = [] if outbox else None
+        self._partitions: dict[str, dict[str, Any]] = {}
         self._states: dict[str, CustomerState | bytes] = {}
         self._due: dict[str, int] = {}
         self._heap: list[tuple[int, str]] = []
@@ -53,6 +68,25 @@ class MemoryStore(StateStore):
         for key, delta in population_deltas(changes).items():
             self._populations[key] = self._populations.get(key, 0) + delta
         self.members.apply(changes)
+        if self._outbox is not None:
+            self._outbox.extend(change.to_json() for change in changes)
+
+    @property
+    def has_outbox(self) -> bool:
+        return self._outbox is not None
+
+    def outbox_pending(self) -> list[tuple[int, list[bytes]]]:
+        return [(0, list(self._outbox))] if self._outbox else []
+
+    def outbox_done(self, published: Mapping[int, int]) -> None:
+        if self._outbox is not None:
+            del self._outbox[: published.get(0, 0)]
+
+    def partition_records(self, sources: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return {s: dict(self._partitions[s]) for s in sources if s in self._partitions}
+
+    def save_partition_records(self, records: Mapping[str, Mapping[str, Any]]) -> None:
+        self._partitions.update({k: dict(v) for k, v in records.items()})
 
     def due(self, upto: int, limit: int) -> list[str]:
         out: list[str] = []
@@ -94,3 +128,39 @@ class MemoryStore(StateStore):
 
     def customer_count(self) -> int:
         return len(self._states)
+
+
+class MemoryPersonaStore(PersonaModelStore):
+    """Persona samples and model versions in this process (unit tests, one-process tools).
+
+    Examples
+    --------
+    >>> store = MemoryPersonaStore()
+    >>> store.push_samples([{"x": 1.0}, {"x": 2.0}], cap=1)
+    >>> store.take_samples(5)
+    [{'x': 2.0}]
+    >>> store.save_model(b"model", 1)
+    >>> store.model_version(), store.load_model()
+    (1, b'model')
+    """
+
+    def __init__(self) -> None:
+        self._samples: list[dict[str, float]] = []
+        self._model: tuple[bytes, int] | None = None
+
+    def push_samples(self, vectors: Sequence[Mapping[str, float]], cap: int = 50_000) -> None:
+        self._samples.extend(dict(v) for v in vectors)
+        del self._samples[: max(0, len(self._samples) - cap)]
+
+    def take_samples(self, count: int) -> list[dict[str, float]]:
+        taken, self._samples = self._samples[:count], self._samples[count:]
+        return taken
+
+    def save_model(self, data: bytes, version: int) -> None:
+        self._model = (data, version)
+
+    def model_version(self) -> int:
+        return 0 if self._model is None else self._model[1]
+
+    def load_model(self) -> bytes | None:
+        return None if self._model is None else self._model[0]

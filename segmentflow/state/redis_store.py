@@ -16,8 +16,9 @@ Keys (``ns`` = namespace):
   highest offset applied) that makes offsets a hint per incarnation (see the processor);
 - ``ns:pop``: hash ``<dimension>\\x1f<value>`` -> number of customers;
 - ``ns:rfm`` (hash customer_id -> packed RFM metrics) and ``ns:rfm:log`` (a stream of metric
-  updates): every worker keeps an exact local :class:`RankIndex` of the whole population,
-  loaded from the hash at start and kept current by reading the stream with each batch;
+  updates): the rank sync (:mod:`segmentflow.state.redis_ranks`), which this store drives in
+  its round trips and transactions;
+- ``ns:persona:*``: the persona model store (:mod:`segmentflow.state.redis_personas`);
 - ``ns:outbox:<shard>``: list of change events (CloudEvents JSON) committed with the state that
   caused them and not yet confirmed published (the transactional outbox).
 
@@ -28,25 +29,22 @@ due moments, populations and the outbox move together.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 import redis
 
-from segmentflow.engine.state import CustomerState, T
+from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
-from segmentflow.segmenters.rfm import Metrics, RankIndex
+from segmentflow.segmenters.rfm import RankIndex
 from segmentflow.state import members as member_index
 from segmentflow.state.base import StateStore, population_deltas
+from segmentflow.state.redis_ranks import RedisRankSync
 
 SEP = "\x1f"
 #: how long a new customer's home claim lives (its state holds the home long before)
 CLAIM_SECONDS = 86_400
-#: how long ``rfm:log`` keeps an entry (ms of Redis server time)
-RANK_LOG_RETENTION_MS = 600_000
 log = logging.getLogger("segmentflow.store")
 
 
@@ -97,13 +95,9 @@ class RedisStore(StateStore):
         )
         #: home partition of the customers this process loaded, committed, claimed or ranked
         self._homes: dict[str, int] = {}
-        self.owned_shards: set[int] | None = None  # None = all
         self.outbox = outbox
-        self._ranks: RankIndex | None = None
-        self._rank_log_id = "0-0"
-        self._rank_read_at = 0.0
-        #: packed RFM metrics that could not be read (skipped; see ``_update_rank``)
-        self.corrupt_metrics = 0
+        #: the RFM rank sync this store drives (idle until :meth:`RedisRankSync.attach`)
+        self.ranks = RedisRankSync(self.client, namespace)
         #: customers whose stored state could not be decoded at their last load, and how many
         #: distinct times that happened (``/metrics``)
         self._quarantined: set[str] = set()
@@ -111,6 +105,8 @@ class RedisStore(StateStore):
 
     def _shard_of(self, customer_id: str) -> int:
         home = self._homes.get(customer_id)
+        if home is None:
+            home = self.ranks.homes.get(customer_id)
         return self._legacy_shard(customer_id) if home is None else home
 
     def _home_of(self, state: CustomerState) -> int:
@@ -156,7 +152,11 @@ class RedisStore(StateStore):
             self.client.hset(self._partitions_key, mapping=mapping)  # type: ignore[arg-type]
 
     def owns(self, customer_id: str) -> bool:
-        return self.owned_shards is None or self._shard_of(customer_id) in self.owned_shards
+        return self._owned is None or self._shard_of(customer_id) in self._owned
+
+    @property
+    def has_outbox(self) -> bool:
+        return self.outbox
 
     def get_meta(self, key: str) -> int | None:
         value = self.client.hget(f"{self.namespace}:meta", key)
@@ -179,7 +179,7 @@ class RedisStore(StateStore):
         return f"{self.namespace}:outbox:{shard}"
 
     def _shards(self) -> list[int]:
-        return list(range(self.shards)) if self.owned_shards is None else sorted(self.owned_shards)
+        return list(range(self.shards)) if self._owned is None else sorted(self._owned)
 
     def load_many(
         self, customer_ids: Iterable[str], *, sync_ranks: bool = True
@@ -188,20 +188,17 @@ class RedisStore(StateStore):
         updates other workers logged since the last load (only the processor's loads do: it
         may run in a worker thread, and the rank index is not shared across threads)."""
         ids = list(customer_ids)
-        ranks = self._ranks if sync_ranks else None
-        if not ids and ranks is None:
+        syncing = sync_ranks and self.ranks.ranks is not None
+        if not ids and not syncing:
             return {}
         pipe = self.client.pipeline(transaction=False)
         if ids:
             pipe.mget([self._state_key(cid) for cid in ids])
-        if ranks is not None:
-            if time.monotonic() - self._rank_read_at > RANK_LOG_RETENTION_MS / 2000:
-                self.attach_ranks(ranks)  # entries may have been trimmed since: reload
-            pipe.xread({self._rank_log: self._rank_log_id}, count=1_000_000)
+        if syncing:
+            self.ranks.queue_read(pipe)
         replies = pipe.execute()
-        if ranks is not None:
-            self._apply_rank_log(replies[-1])
-            self._rank_read_at = time.monotonic()
+        if syncing:
+            self.ranks.apply_read(replies[-1])
         if not ids:
             return {}
         states: dict[str, CustomerState] = {}
@@ -244,64 +241,10 @@ class RedisStore(StateStore):
 
     # -- RFM population sync ---------------------------------------------------------------
 
-    @property
-    def _rank_hash(self) -> str:
-        return f"{self.namespace}:rfm"
-
-    @property
-    def _rank_log(self) -> str:
-        return f"{self.namespace}:rfm:log"
-
     def attach_ranks(self, ranks: RankIndex) -> None:
-        """Load the population's RFM metrics into ``ranks`` and keep them current: each
-        ``load_many`` also reads the updates other workers logged since."""
-        last = self.client.xrevrange(self._rank_log, count=1)
-        self._rank_log_id = last[0][0].decode() if last else "0-0"
-        stored: set[str] = set()
-        for cid, packed in self.client.hscan_iter(self._rank_hash, count=5000):
-            stored.add(cid.decode("utf-8", "replace"))
-            self._update_rank(ranks, cid, packed)
-        for gone in [cid for cid in ranks.customers() if cid not in stored]:  # on a reload
-            ranks.update(gone, None)
-        self._ranks = ranks
-        self._rank_read_at = time.monotonic()
-
-    def _update_rank(self, ranks: RankIndex, cid: bytes, packed: bytes) -> None:
-        """Apply one packed metric; one that cannot be read is skipped and counted (the
-        customer's next commit rewrites it from its state)."""
-        try:
-            metrics, home = _unpack_metrics(packed)
-        except Exception as exc:
-            self.corrupt_metrics += 1
-            log.error("RFM metrics of %r unreadable (%s): skipped", cid[:64], exc)
-            return
-        customer = cid.decode("utf-8", "replace")
-        ranks.update(customer, metrics)
-        if home is not None:
-            self._homes[customer] = home
-
-    def _apply_rank_log(self, reply: Any) -> None:
-        assert self._ranks is not None
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                self._rank_log_id = entry_id.decode()
-                for cid, packed in fields.items():
-                    self._update_rank(self._ranks, cid, packed)
-
-    def _add_ranks(self, pipe: Any, states: Mapping[str, CustomerState]) -> None:
-        packed = {cid: _pack_metrics(s) for cid, s in states.items() if s.last_order is not None}
-        if packed:
-            pipe.hset(self._rank_hash, mapping=packed)
-            pipe.xadd(self._rank_log, packed, **self._log_trim())
-
-    def _log_trim(self) -> dict[str, Any]:
-        """Trim ``rfm:log`` to about :data:`RANK_LOG_RETENTION_MS` before the newest entry this
-        worker read (server time), so customer ids and metrics do not linger in it (issue 12:
-        erasure); a worker that has not read it for half that long reloads from the hash."""
-        newest_ms = int(self._rank_log_id.split("-", 1)[0])
-        if not newest_ms:
-            return {"maxlen": 1_000_000, "approximate": True}
-        return {"minid": newest_ms - RANK_LOG_RETENTION_MS, "approximate": True}
+        """Load the population's RFM metrics into ``ranks`` and keep them current (see
+        :meth:`RedisRankSync.attach`; the same as ``store.ranks.attach(ranks)``)."""
+        self.ranks.attach(ranks)
 
     def commit(self, states: Mapping[str, CustomerState], changes: Sequence[Change]) -> None:
         pipe = self.client.pipeline(transaction=True)
@@ -314,8 +257,7 @@ class RedisStore(StateStore):
         """Queue the writes of a commit on an open pipeline (so callers can add their own)."""
         if states:
             pipe.mset({self._state_key(cid): s.encode() for cid, s in states.items()})
-            if self._ranks is not None:
-                self._add_ranks(pipe, states)
+            self.ranks.queue_commit(pipe, states)
         adds: dict[int, dict[str, int]] = {}
         removes: dict[int, list[str]] = {}
         for cid, state in states.items():
@@ -324,8 +266,8 @@ class RedisStore(StateStore):
                 removes.setdefault(shard, []).append(cid)
             else:
                 adds.setdefault(shard, {})[cid] = state.next_due
-        for shard, members in adds.items():
-            pipe.zadd(self._due_key(shard), members)
+        for shard, due_of in adds.items():
+            pipe.zadd(self._due_key(shard), due_of)
         for shard, gone in removes.items():
             pipe.zrem(self._due_key(shard), *gone)
         for (dim, value), delta in population_deltas(changes).items():
@@ -339,39 +281,6 @@ class RedisStore(StateStore):
                 boxes.setdefault(self._shard_of(change.customer_id), []).append(encoded)
             for shard, encoded_changes in boxes.items():
                 pipe.rpush(self._outbox_key(shard), *encoded_changes)
-
-    # -- persona model sharing -------------------------------------------------------------
-
-    def push_samples(self, vectors: Sequence[Mapping[str, float]], cap: int = 50_000) -> None:
-        """Queue feature vectors for the persona trainer (oldest dropped beyond ``cap``)."""
-        if not vectors:
-            return
-        key = f"{self.namespace}:persona:samples"
-        pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(key, *(orjson.dumps(v) for v in vectors))
-        pipe.ltrim(key, -cap, -1)
-        pipe.execute()
-
-    def take_samples(self, count: int) -> list[dict[str, float]]:
-        """Take up to ``count`` queued feature vectors (trainer only)."""
-        rows = self.client.lpop(f"{self.namespace}:persona:samples", count) or []
-        return [orjson.loads(row) for row in rows]
-
-    def save_model(self, data: bytes, version: int) -> None:
-        """Publish a persona model version (atomically with its version number)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(f"{self.namespace}:persona:model", data)
-        pipe.set(f"{self.namespace}:persona:version", version)
-        pipe.execute()
-
-    def model_version(self) -> int:
-        """The latest published persona model version (0 when none)."""
-        return int(self.client.get(f"{self.namespace}:persona:version") or 0)
-
-    def load_model(self) -> bytes | None:
-        """The latest published persona model."""
-        data: bytes | None = self.client.get(f"{self.namespace}:persona:model")
-        return data
 
     def outbox_pending(self) -> list[tuple[int, list[bytes]]]:
         pipe = self.client.pipeline(transaction=False)
@@ -419,8 +328,7 @@ class RedisStore(StateStore):
         state = self.get(customer_id)
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self._state_key(customer_id))
-        pipe.hdel(self._rank_hash, customer_id)
-        pipe.xadd(self._rank_log, {customer_id: b""}, **self._log_trim())
+        self.ranks.queue_forget(pipe, customer_id)
         pipe.zrem(self._due_key(self._shard_of(customer_id)), customer_id)
         pipe.execute()
         return state
@@ -428,10 +336,10 @@ class RedisStore(StateStore):
     def erase(self, customer_id: str, tomb: CustomerState, changes: Sequence[Change]) -> None:
         pipe = self.client.pipeline(transaction=True)
         self.add_to(pipe, {customer_id: tomb}, changes)
-        pipe.hdel(self._rank_hash, customer_id)
+        pipe.hdel(self.ranks.hash_key, customer_id)
         pipe.hdel(self._quarantine_key, customer_id)
         member_index.queue_forget(pipe, self.client, self.namespace, customer_id)
-        pipe.xadd(self._rank_log, {customer_id: b""}, **self._log_trim())
+        pipe.xadd(self.ranks.log_key, {customer_id: b""}, **self.ranks.log_trim())
         pipe.execute()
 
     def customer_count(self) -> int:
@@ -446,23 +354,3 @@ class RedisStore(StateStore):
     def close(self) -> None:
         self.client.close()
 
-
-def _pack_metrics(state: CustomerState) -> bytes:
-    revenue = state.totals[T["revenue"]]
-    if not math.isfinite(revenue):  # JSON would store null: refuse rather than poison readers
-        raise ValueError(f"customer {state.customer_id[:64]!r}: revenue is not finite")
-    return orjson.dumps([state.last_order, int(state.totals[T["orders"]]), revenue, state.home])
-
-
-def _unpack_metrics(packed: bytes) -> tuple[Metrics | None, int | None]:
-    """The metrics in ``packed`` (``None`` for the empty deletion marker) and the customer's
-    home partition (``None`` in entries written before homes); raises for bytes that are no
-    metrics (e.g. a null written by an older version)."""
-    if not packed:
-        return None, None
-    last, orders, revenue, *rest = orjson.loads(packed)
-    metrics = (int(last), int(orders), float(revenue))
-    if not math.isfinite(metrics[2]):
-        raise ValueError("revenue is not finite")
-    home = rest[0] if rest and isinstance(rest[0], int) else None
-    return metrics, home

@@ -121,19 +121,22 @@ def test_due_ties_are_ordered_by_customer_id(store: RedisStore) -> None:
     assert store.due(42, 100) == sorted(cids)
 
 
-def test_owned_shards_filter_due(store: RedisStore) -> None:
+def test_assigned_partitions_filter_due(store: RedisStore) -> None:
     shards = ids_by_shard(40)
     states = {cid: make(cid, 10 + n) for n, cid in enumerate(chain.from_iterable(shards.values()))}
     store.commit(states, [])
-    store.owned_shards = {1, 3}
+    assert store.owned_partitions is None  # before an assignment: every shard
+    store.assign_partitions({1, 3})
     owned = set(shards[1]) | set(shards[3])
     got = store.due(10_000, 1000)
     assert set(got) == owned
     assert got == sorted(got, key=lambda c: states[c].next_due)  # type: ignore[arg-type, return-value]
     assert store.next_due() == min(states[c].next_due for c in owned)  # type: ignore[type-var]
-    store.owned_shards = set()
-    assert store.due(10_000, 1000) == []
-    store.owned_shards = None
+    assert {c for c in states if store.owns(c)} == owned
+    store.revoke_partitions()  # a rebalance starts: nothing fires here
+    assert store.due(10_000, 1000) == [] and store.next_due() is None
+    assert not any(store.owns(c) for c in states)
+    store.assign_partitions(range(SHARDS))
     assert len(store.due(10_000, 1000)) == 40
 
 

@@ -12,7 +12,7 @@ import orjson
 from segmentflow.config import Settings, config_from_dict
 from segmentflow.service.processor import InputRecord, Processor
 from segmentflow.state.memory import MemoryStore
-from segmentflow.streams.runtime import SegmentWorker
+from segmentflow.streams.runtime import SegmentWorker, deliveries
 
 BUY = "purchase-events"
 
@@ -21,7 +21,7 @@ def test_a_batch_is_applied_while_the_event_loop_keeps_running() -> None:
     """The apply blocks until a coroutine on the loop releases it: on the loop it could never
     be released (the wait gives up after a generous limit and the test fails)."""
     config = config_from_dict({"persona": {"enabled": False}})
-    processor = Processor(config, MemoryStore())
+    processor = Processor(config, MemoryStore(outbox=True))
     sent: list[bytes] = []
 
     async def send(topic: str, key: bytes | None, value: bytes) -> object:
@@ -61,7 +61,7 @@ def test_a_batch_is_applied_while_the_event_loop_keeps_running() -> None:
         release.set()
 
     async def main() -> None:
-        await asyncio.gather(worker.handle_batch([record], ["t"]), health_probe())
+        await asyncio.gather(worker.handle_batch(deliveries([record], ["t"])), health_probe())
 
     asyncio.run(main())
     assert released_by_loop == [True]

@@ -13,7 +13,7 @@ import pytest
 from segmentflow.config import Settings, config_from_dict
 from segmentflow.service.processor import InputRecord, Processor
 from segmentflow.state.memory import MemoryStore
-from segmentflow.streams.runtime import SegmentWorker
+from segmentflow.streams.runtime import SegmentWorker, deliveries
 
 WEB, BUY = "website-events", "purchase-events"
 
@@ -48,7 +48,9 @@ def record(topic: str, partition: int, offset: int, value: bytes, key: str = "c-
 def worker() -> tuple[SegmentWorker, FakeKafka]:
     config = config_from_dict({"rfm": {"enabled": False}, "persona": {"enabled": False}})
     kafka = FakeKafka()
-    w = SegmentWorker(Settings(), Processor(config, MemoryStore()), kafka.send, kafka.ack)
+    w = SegmentWorker(
+        Settings(), Processor(config, MemoryStore(outbox=True)), kafka.send, kafka.ack
+    )
     w.assign([(WEB, 0), (BUY, 0)])
     return w, kafka
 
@@ -67,10 +69,10 @@ def test_events_wait_for_the_slower_partition_then_apply_in_time_order() -> None
         currency="EUR",
     )
     view = event("v1", "c-1", "page_view", "2026-01-01T00:00:00Z", url="/")
-    asyncio.run(w.handle_batch([record(BUY, 0, 0, order)], ["t-order"]))
+    asyncio.run(w.handle_batch(deliveries([record(BUY, 0, 0, order)], ["t-order"])))
     # the website partition still lags and has not been read: nothing may be applied yet
     assert kafka.on("segment-changes") == [] and kafka.acked == []
-    asyncio.run(w.handle_batch([record(WEB, 0, 0, view)], ["t-view"]))
+    asyncio.run(w.handle_batch(deliveries([record(WEB, 0, 0, view)], ["t-view"])))
     changes = [(c["data"]["previous"], c["data"]["current"]) for c in kafka.on("segment-changes")]
     assert changes == [(None, "prospect"), ("prospect", "new")]  # as replay would see them
     assert kafka.acked == ["t-view", "t-order"]
@@ -84,8 +86,10 @@ def test_bad_message_is_dead_lettered_and_acked_valid_neighbours_applied() -> No
     later = event("v2", "c-1", "page_view", "2026-01-01T00:00:01Z", url="/")
     asyncio.run(
         w.handle_batch(
-            [record(WEB, 0, 0, good), record(WEB, 0, 1, b"{nope"), record(WEB, 0, 2, later)],
-            ["a", "b", "c"],
+            deliveries(
+                [record(WEB, 0, 0, good), record(WEB, 0, 1, b"{nope"), record(WEB, 0, 2, later)],
+                ["a", "b", "c"],
+            )
         )
     )
     letters = kafka.on("segmentflow-deadletter")
@@ -112,7 +116,9 @@ def test_an_event_that_breaks_the_engine_is_quarantined_not_lost(
     ok = event("ok", "c-2", "page_view", "2026-01-01T00:00:00Z", url="/")
     boom = event("boom", "c-1", "page_view", "2026-01-01T00:00:01Z", url="/")
     asyncio.run(
-        w.handle_batch([record(WEB, 0, 0, ok, "c-2"), record(WEB, 0, 1, boom)], ["ok", "boom"])
+        w.handle_batch(
+            deliveries([record(WEB, 0, 0, ok, "c-2"), record(WEB, 0, 1, boom)], ["ok", "boom"])
+        )
     )
     letters = kafka.on("segmentflow-deadletter")
     assert [(d["reason"], d["offset"]) for d in letters] == [("processing_error", 1)]

@@ -14,7 +14,7 @@ from segmentflow.config import Settings, config_from_dict
 from segmentflow.schemas.decode import validate_event
 from segmentflow.service.processor import InputRecord, Item, Processor, is_tombstone
 from segmentflow.state.memory import MemoryStore
-from segmentflow.streams.runtime import SegmentWorker
+from segmentflow.streams.runtime import SegmentWorker, deliveries
 
 WEB = "website-events"
 CONFIG = {
@@ -49,7 +49,7 @@ def body(eid: str, cid: str, kind: str, at: datetime) -> dict[str, Any]:
 
 
 def processor_with_customers(n: int) -> Processor:
-    proc = Processor(config_from_dict(CONFIG), MemoryStore())
+    proc = Processor(config_from_dict(CONFIG), MemoryStore(outbox=True))
     items = []
     for i in range(n):
         event = validate_event(body(f"e{i}", f"c-{i}", "page_view", T0), "website")
@@ -94,13 +94,13 @@ def test_forget_erases_held_events_and_leaves_a_tombstone() -> None:
         return InputRecord(WEB, "website", 0, offset, b"c-1", orjson.dumps(data))
 
     first = rec(0, body("a", "c-1", "page_view", T0))
-    asyncio.run(w.handle_batch([first], ["t0"]))
+    asyncio.run(w.handle_batch(deliveries([first], ["t0"])))
     w.watermark.set_end((WEB, 0), 1)
     asyncio.run(w.tick())  # caught up: applied
     held = rec(1, body("b", "c-1", "identify", T0) | {"properties": {"traits": {"email": "x"}}})
     w.watermark.set_end((WEB, 0), 10)
     forget = rec(2, body("forget-1", "c-1", "forget", datetime.now(UTC)))
-    asyncio.run(w.handle_batch([held, forget], ["t1", "t2"]))
+    asyncio.run(w.handle_batch(deliveries([held, forget], ["t1", "t2"])))
     state = proc.store.get("c-1")
     assert is_tombstone(state) and state is not None and not state.traits
     assert state.seqs == {"lifecycle": 2} and sorted(kafka.acked) == ["t0", "t1", "t2"]
@@ -113,7 +113,7 @@ def test_forget_erases_held_events_and_leaves_a_tombstone() -> None:
     mark = w.current_watermark()
     assert mark is not None and mark <= int(T0.timestamp() * 1e6)  # the forget moved no clock
     # a redelivery of what was read before the forget changes nothing
-    asyncio.run(w.handle_batch([held, forget], ["t1", "t2"]))
+    asyncio.run(w.handle_batch(deliveries([held, forget], ["t1", "t2"])))
     assert is_tombstone(proc.store.get("c-1"))
 
 
@@ -133,11 +133,11 @@ def test_forget_on_another_partition_than_the_home_is_forwarded_there() -> None:
     home = InputRecord(
         WEB, "website", 1, 0, b"c-1", orjson.dumps(body("a", "c-1", "page_view", T0))
     )
-    asyncio.run(w.handle_batch([home], ["t0"]))
+    asyncio.run(w.handle_batch(deliveries([home], ["t0"])))
     state = proc.store.get("c-1")
     assert state is not None and state.home == 1
     raw = orjson.dumps(body("forget-1", "c-1", "forget", datetime.now(UTC)))
     misrouted = InputRecord(WEB, "website", 0, 0, b"c-1", raw)
-    asyncio.run(w.handle_batch([misrouted], ["t1"]))
+    asyncio.run(w.handle_batch(deliveries([misrouted], ["t1"])))
     assert forwarded == [(WEB, 1, b"c-1", raw)], "the owner applies it, in order"
     assert not is_tombstone(proc.store.get("c-1")) and "t1" in kafka.acked

@@ -14,8 +14,8 @@ from segmentflow.config import Settings, config_from_dict
 from segmentflow.service.processor import Processor
 from segmentflow.state.memory import MemoryStore
 from segmentflow.streams import kafka_clients, worker
-from segmentflow.streams.app import _fetch_listeners, guard_fetch
-from segmentflow.streams.runtime import SegmentWorker
+from segmentflow.streams.faust_patches import _fetch_listeners, guard_fetch
+from segmentflow.streams.runtime import SegmentWorker, deliveries
 
 
 class FakeThread:
@@ -64,7 +64,7 @@ async def _ack(token: Any) -> object:
 
 def _worker() -> SegmentWorker:
     config = config_from_dict({"rfm": {"enabled": False}, "persona": {"enabled": False}})
-    return SegmentWorker(Settings(), Processor(config, MemoryStore()), _send, _ack)
+    return SegmentWorker(Settings(), Processor(config, MemoryStore(outbox=True)), _send, _ack)
 
 
 def test_fetch_errors_are_counted_logged_once_and_cleared(caplog: pytest.LogCaptureFixture) -> None:
@@ -198,7 +198,7 @@ class _Assignment:
 def test_an_undecodable_partition_keeps_its_position_and_is_fetched_again() -> None:
     from aiokafka.consumer.fetcher import FetchResult
 
-    from segmentflow.streams import app
+    from segmentflow.streams import faust_patches as app
 
     assignment = _Assignment()
     result = FetchResult("tp", assignment=assignment, partition_records=_Records(), backoff=0)
@@ -224,7 +224,7 @@ def test_a_held_back_clock_is_measured() -> None:
     body |= {"timestamp": "2026-01-02T00:00:00Z"}
     body["properties"] = {"order_id": "o", "revenue": 5, "currency": "EUR"}
     record = InputRecord("purchase-events", "purchase", 0, 0, b"c-1", orjson.dumps(body))
-    asyncio.run(w.handle_batch([record], ["t"]))
+    asyncio.run(w.handle_batch(deliveries([record], ["t"])))
     assert w.clock_held()[0] == 1
     assert w.watermark.holding() == [("website-events", 0)]
     assert w.held_since is not None

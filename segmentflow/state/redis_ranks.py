@@ -1,0 +1,162 @@
+"""RFM rank sync through Redis: ``ns:rfm`` (hash customer_id -> packed metrics) and
+``ns:rfm:log`` (a stream of metric updates).
+
+Every worker keeps an exact local :class:`RankIndex` of the whole population, loaded from the
+hash at start (:meth:`RedisRankSync.attach`) and kept current by reading the stream with each
+batch. The :class:`~segmentflow.state.redis_store.RedisStore` drives it: its loads queue the
+stream read (:meth:`RedisRankSync.queue_read`) in their round trip, and its commits queue the
+metric writes (:meth:`RedisRankSync.queue_commit`) in their transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import redis
+
+from segmentflow.engine.state import CustomerState, T
+from segmentflow.segmenters.rfm import Metrics, RankIndex
+from segmentflow.state.ranks import RankSync
+
+#: how long ``rfm:log`` keeps an entry (ms of Redis server time)
+RANK_LOG_RETENTION_MS = 600_000
+log = logging.getLogger("segmentflow.store")
+
+
+class RedisRankSync(RankSync):
+    """A worker's view of the population's RFM metrics in Redis.
+
+    Parameters
+    ----------
+    client
+        The Redis client (the state store's: reads and writes join its pipelines).
+    namespace
+        Key prefix (``SEGMENTFLOW_NAMESPACE``).
+    """
+
+    def __init__(self, client: redis.Redis[bytes], namespace: str = "segmentflow") -> None:
+        self.client = client
+        self.namespace = namespace
+        self.ranks: RankIndex | None = None
+        #: home partition of the customers whose metrics were read (the store's shards)
+        self.homes: dict[str, int] = {}
+        self._log_id = "0-0"
+        self._read_at = 0.0
+        self._corrupt = 0
+
+    @property
+    def hash_key(self) -> str:
+        return f"{self.namespace}:rfm"
+
+    @property
+    def log_key(self) -> str:
+        return f"{self.namespace}:rfm:log"
+
+    @property
+    def corrupt_metrics(self) -> int:
+        return self._corrupt
+
+    def attach(self, ranks: RankIndex) -> None:
+        last = self.client.xrevrange(self.log_key, count=1)
+        self._log_id = last[0][0].decode() if last else "0-0"
+        stored: set[str] = set()
+        for cid, packed in self.client.hscan_iter(self.hash_key, count=5000):
+            stored.add(cid.decode("utf-8", "replace"))
+            self._update(ranks, cid, packed)
+        for gone in [cid for cid in ranks.customers() if cid not in stored]:  # on a reload
+            ranks.update(gone, None)
+        self.ranks = ranks
+        self._read_at = time.monotonic()
+
+    def queue_read(self, pipe: Any) -> bool:
+        """Queue the read of the updates logged since the last one on ``pipe``; ``False`` (and
+        nothing queued) while no index is attached. A worker that has not read for half the
+        log's retention reloads from the hash first (entries may have been trimmed)."""
+        if self.ranks is None:
+            return False
+        if time.monotonic() - self._read_at > RANK_LOG_RETENTION_MS / 2000:
+            self.attach(self.ranks)
+        pipe.xread({self.log_key: self._log_id}, count=1_000_000)
+        return True
+
+    def apply_read(self, reply: Any) -> None:
+        """Apply the reply of the read :meth:`queue_read` queued."""
+        assert self.ranks is not None
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                self._log_id = entry_id.decode()
+                for cid, packed in fields.items():
+                    self._update(self.ranks, cid, packed)
+        self._read_at = time.monotonic()
+
+    def queue_commit(self, pipe: Any, states: Mapping[str, CustomerState]) -> None:
+        """Queue the metric writes of committed ``states`` (while an index is attached)."""
+        if self.ranks is None:
+            return
+        packed = {cid: pack_metrics(s) for cid, s in states.items() if s.last_order is not None}
+        if packed:
+            pipe.hset(self.hash_key, mapping=packed)
+            pipe.xadd(self.log_key, packed, **self.log_trim())
+
+    def queue_forget(self, pipe: Any, customer_id: str) -> None:
+        """Queue the removal of a customer's metrics (every worker's index drops it)."""
+        pipe.hdel(self.hash_key, customer_id)
+        pipe.xadd(self.log_key, {customer_id: b""}, **self.log_trim())
+
+    def _update(self, ranks: RankIndex, cid: bytes, packed: bytes) -> None:
+        """Apply one packed metric; one that cannot be read is skipped and counted (the
+        customer's next commit rewrites it from its state)."""
+        try:
+            metrics, home = unpack_metrics(packed)
+        except Exception as exc:
+            self._corrupt += 1
+            log.error("RFM metrics of %r unreadable (%s): skipped", cid[:64], exc)
+            return
+        customer = cid.decode("utf-8", "replace")
+        ranks.update(customer, metrics)
+        if home is not None:
+            self.homes[customer] = home
+
+    def log_trim(self) -> dict[str, Any]:
+        """Trim ``rfm:log`` to about :data:`RANK_LOG_RETENTION_MS` before the newest entry this
+        worker read (server time), so customer ids and metrics do not linger in it (issue 12:
+        erasure); a worker that has not read it for half that long reloads from the hash."""
+        newest_ms = int(self._log_id.split("-", 1)[0])
+        if not newest_ms:
+            return {"maxlen": 1_000_000, "approximate": True}
+        return {"minid": newest_ms - RANK_LOG_RETENTION_MS, "approximate": True}
+
+
+def pack_metrics(state: CustomerState) -> bytes:
+    """A customer's RFM metrics and home as stored in ``ns:rfm`` (JSON array)."""
+    revenue = state.totals[T["revenue"]]
+    if not math.isfinite(revenue):  # JSON would store null: refuse rather than poison readers
+        raise ValueError(f"customer {state.customer_id[:64]!r}: revenue is not finite")
+    return orjson.dumps([state.last_order, int(state.totals[T["orders"]]), revenue, state.home])
+
+
+def unpack_metrics(packed: bytes) -> tuple[Metrics | None, int | None]:
+    """The metrics in ``packed`` (``None`` for the empty deletion marker) and the customer's
+    home partition (``None`` in entries written before homes); raises for bytes that are no
+    metrics (e.g. a null written by an older version).
+
+    Examples
+    --------
+    >>> unpack_metrics(b"[1700000000000000, 2, 30.5, 3]")
+    ((1700000000000000, 2, 30.5), 3)
+    >>> unpack_metrics(b"")
+    (None, None)
+    """
+    if not packed:
+        return None, None
+    last, orders, revenue, *rest = orjson.loads(packed)
+    metrics = (int(last), int(orders), float(revenue))
+    if not math.isfinite(metrics[2]):
+        raise ValueError("revenue is not finite")
+    home = rest[0] if rest and isinstance(rest[0], int) else None
+    return metrics, home
