@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from support.metrics import fetch
 
 from segmentflow.devstack import DevStack
 from segmentflow.streams.kafka_clients import consumer
@@ -47,9 +48,7 @@ def status(stack: DevStack, path: str, token: str | None = None) -> int:
 
 
 def received(stack: DevStack) -> float:
-    text = stack.get("/metrics", token=TOKEN).decode()
-    lines = [x for x in text.splitlines() if x.startswith("segmentflow_events_received_total{")]
-    return sum(float(x.rsplit(" ", 1)[1]) for x in lines)
+    return fetch(stack, token=TOKEN).total("segmentflow_events_received_total")
 
 
 def test_cli_against_a_live_worker(tmp_path: Path, redis_url: str) -> None:

@@ -15,6 +15,7 @@ from segmentflow.devstack import DevStack
 from segmentflow.engine.state import CustomerState, T
 from segmentflow.state.redis_store import RedisStore
 from segmentflow.streams.kafka_clients import producer
+from support.metrics import fetch_text
 from support.streams import ChangeReader, Event, metric_sum
 
 
@@ -72,15 +73,8 @@ def produce_custom(settings: Settings, events: Iterable[Event]) -> int:
 
 
 def worker_metrics(stack: DevStack, index: int) -> str:
-    """``/metrics`` of a worker (it answers between batches: wait for it)."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return stack.get("/metrics", index).decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    """``/metrics`` of a worker (it answers between batches: retried, generous limit)."""
+    return fetch_text(stack, index)
 
 
 def wait_applied(

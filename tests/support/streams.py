@@ -15,10 +15,11 @@ from typing import Any
 
 import orjson
 
+from segmentflow.bootstrap import replay_events
 from segmentflow.config import Settings, load_config
 from segmentflow.schemas.timefmt import parse_rfc3339
-from segmentflow.service.replay import replay_events
 from segmentflow.streams.kafka_clients import consumer, producer
+from support.metrics import parse as parse_metrics
 
 #: lifecycle and rule segments are exact; rfm and persona depend on the whole population
 EXACT_CONFIG = """\
@@ -232,19 +233,9 @@ def compare(values: Sequence[bytes], expected: Sequence[dict[str, Any]]) -> Outc
     return out
 
 
-def metrics(text: str) -> dict[str, float]:
-    """Prometheus text as {"name{labels}": value} (summing nothing)."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
 def metric_sum(text: str, name: str) -> float:
-    """Sum of a metric family over its labels."""
-    return sum(v for k, v in metrics(text).items() if k == name or k.startswith(name + "{"))
+    """Sum of a metric (sample name, e.g. ``..._total``) over its labels."""
+    return parse_metrics(text).total(name)
 
 
 def partitions_of(
@@ -269,12 +260,12 @@ def partitions_of(
 
 def worker_clock(text: str) -> tuple[int, set[tuple[str, int]]]:
     """A worker's watermark (µs) and owned input partitions, from its ``/metrics`` text."""
-    mark = round(metric_sum(text, "segmentflow_watermark_seconds") * 1e6)
+    parsed = parse_metrics(text)
+    mark = round(parsed.total("segmentflow_watermark_seconds") * 1e6)
     owned = set()
-    for name in metrics(text):
-        if name.startswith('segmentflow_consumer_lag{tp="'):
-            topic, _, partition = name.split('"')[1].rpartition("/")
-            owned.add((topic, int(partition)))
+    for tp in parsed.label_values("segmentflow_consumer_lag", "tp"):
+        topic, _, partition = tp.rpartition("/")
+        owned.add((topic, int(partition)))
     return mark, owned
 
 

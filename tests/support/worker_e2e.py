@@ -13,11 +13,12 @@ from typing import Any
 
 import orjson
 
+from segmentflow.bootstrap import replay_events
 from segmentflow.config import Settings, load_config
 from segmentflow.devstack import DevStack
 from segmentflow.schemas.timefmt import parse_rfc3339
-from segmentflow.service.replay import replay_events
 from segmentflow.streams.kafka_clients import consumer, producer
+from support.metrics import FETCH_LIMIT_S, fetch
 
 
 def expected(events: Iterable[dict[str, Any]], config_file: Path) -> list[dict[str, Any]]:
@@ -129,16 +130,13 @@ def check(values: Sequence[bytes], want: Sequence[dict[str, Any]]) -> Outcome:
     return out
 
 
-def metrics(stack: DevStack, index: int = 0) -> dict[str, dict[str, float]]:
-    """``/metrics`` as {family: {first label value or "": value}}."""
-    out: dict[str, dict[str, float]] = defaultdict(dict)
-    for line in stack.get("/metrics", index).decode().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name_labels, value = line.rsplit(" ", 1)
-        name, _, labels = name_labels.partition("{")
-        out[name][labels.rstrip("}").partition("=")[2].strip('"')] = float(value)
-    return out
+def metrics(
+    stack: DevStack, index: int = 0, limit: float = FETCH_LIMIT_S
+) -> dict[str, dict[str, float]]:
+    """``/metrics`` as {sample name: {first label value or "": value}} (retried while busy, up
+    to ``limit`` s; ``0``: one try)."""
+    parsed = fetch(stack, index, limit=limit)
+    return defaultdict(dict, {s.name: parsed.by_label(s.name) for s in parsed})
 
 
 def wait_status(stack: DevStack, want: int, timeout: float, index: int = 0) -> float:

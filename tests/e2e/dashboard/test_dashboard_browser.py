@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from support.metrics import fetch
 
 from segmentflow.devstack import DevStack
 from segmentflow.embedded import free_port, stop_pid
@@ -41,9 +42,7 @@ rules:
 
 
 def _metric(stack: DevStack, name: str) -> float:
-    text = stack.get("/metrics", token=TOKEN).decode()
-    lines = text.splitlines()
-    return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith(name + "{"))
+    return fetch(stack, token=TOKEN).total(name)
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.v1 import kafka as ce_v1_kafka
+from support.metrics import fetch_text
 from support.streams import (
     ChangeReader,
     compare,
@@ -65,7 +66,7 @@ def test_every_codec_from_two_clients_equals_replay(tmp_path: Path, redis_url: s
         while not letters.records and time.monotonic() - letters.last_new < 30:
             letters.poll(0.5)
         letters.close()
-        text = stack.get("/metrics").decode()
+        text = fetch_text(stack)
         health = orjson.loads(stack.get("/health"))
 
     outcome = compare(reader.values, expected)
@@ -137,7 +138,7 @@ def test_an_undecodable_codec_never_kills_the_worker_and_nothing_is_skipped(
                 break
             time.sleep(0.5)
         time.sleep(3)
-        text = stack.get("/metrics").decode()
+        text = fetch_text(stack)
         assert stack.workers[0].poll() is None, "the worker survives the undecodable input"
         log = next(stack.log_dir.glob("worker-*.log")).read_text()
         stack.kill_worker(0)

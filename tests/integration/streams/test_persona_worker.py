@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+from support.metrics import fetch
 
 from segmentflow.devstack import DevStack
 from segmentflow.streams.kafka_clients import consumer, producer
@@ -22,10 +23,8 @@ CONFIG = "persona: {clusters: 4, snapshot_every: 300}\nrfm: {enabled: false}\n"
 
 
 def _metric(stack: DevStack, name: str) -> float | None:
-    for line in stack.get("/metrics").decode().splitlines():
-        if re.match(rf"{name}(\{{| )", line):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+    found = fetch(stack).named(name)
+    return float(found[0].value) if found else None
 
 
 def _wait(predicate: object, timeout: float) -> None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.metrics import fetch_text
 from support.streams import (
     ChangeReader,
     compare,
@@ -34,15 +35,8 @@ pytestmark = pytest.mark.integration
 
 
 def _metrics(stack: DevStack, index: int) -> str:
-    """``/metrics`` of a worker (it answers between batches: wait for it)."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return stack.get("/metrics", index).decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    """``/metrics`` of a worker (it answers between batches: retried, generous limit)."""
+    return fetch_text(stack, index)
 
 
 @pytest.mark.parametrize("run", [1, 2, 3])
