@@ -45,14 +45,8 @@ class FakePersonaStore(PersonaModelStore):
 
 
 def engine(snapshot_every: int = 50) -> Engine:
-    return Engine(
-        config_from_dict(
-            {
-                "rfm": {"enabled": False},
-                "persona": {"clusters": 2, "snapshot_every": snapshot_every},
-            }
-        )
-    )
+    persona = {"clusters": 2, "snapshot_every": snapshot_every}
+    return Engine(config_from_dict({"rfm": {"enabled": False}, "persona": persona}))
 
 
 def vectors(n: int, offset: int = 0) -> list[dict[str, float]]:
