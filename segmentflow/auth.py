@@ -14,16 +14,21 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 __all__ = [
+    "CHALLENGE",
     "OPEN_PATHS",
     "authorized",
     "bearer_middleware",
     "bearer_token",
+    "refusal",
     "token_matches",
+    "unauthorized",
     "unauthorized_body",
 ]
 
 #: Paths that never require a token (liveness probes).
 OPEN_PATHS: frozenset[str] = frozenset({"/health"})
+#: Headers of every 401 (RFC 6750 challenge).
+CHALLENGE: dict[str, str] = {"WWW-Authenticate": 'Bearer realm="segmentflow"'}
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -75,14 +80,26 @@ def unauthorized_body(wrong: bool) -> dict[str, str]:
     }
 
 
+def refusal(header: str | None, token: str | None) -> dict[str, str] | None:
+    """``None`` when ``header`` carries the token, else the JSON body of the 401 (any framework:
+    send it with :data:`CHALLENGE` as headers).
+
+    Examples
+    --------
+    >>> refusal("Bearer s3", "s3") is None, refusal(None, None) is None
+    (True, True)
+    >>> refusal("Bearer x", "s3")["message"].startswith("wrong token")
+    True
+    """
+    if authorized(header, token):
+        return None
+    return unauthorized_body(bearer_token(header) is not None)
+
+
 def unauthorized(request: web.Request) -> web.Response:
     """401 with a JSON error and a ``WWW-Authenticate`` challenge."""
     wrong = bearer_token(request.headers.get("Authorization")) is not None
-    return web.json_response(
-        unauthorized_body(wrong),
-        status=401,
-        headers={"WWW-Authenticate": 'Bearer realm="segmentflow"'},
-    )
+    return web.json_response(unauthorized_body(wrong), status=401, headers=CHALLENGE)
 
 
 def bearer_middleware(

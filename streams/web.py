@@ -12,7 +12,7 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from segmentflow.auth import authorized, bearer_middleware, unauthorized_body
+from segmentflow.auth import CHALLENGE, bearer_middleware, refusal
 from segmentflow.engine.inspect import describe
 from segmentflow.schemas.timefmt import format_us
 from segmentflow.service.audience import members_response
@@ -31,10 +31,8 @@ def register(app: faust.App, worker: SegmentWorker) -> None:
     app.web.web_app.middlewares.append(bearer_middleware(token))  # type: ignore[attr-defined]
 
     def denied(web: Any, request: Any) -> Any:
-        if authorized(request.headers.get("Authorization"), token):
-            return None
-        wrong = request.headers.get("Authorization") is not None
-        return web.json(unauthorized_body(wrong), status=401)
+        body = refusal(request.headers.get("Authorization"), token)
+        return None if body is None else web.json(body, status=401, headers=CHALLENGE)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

@@ -41,7 +41,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from segmentflow.auth import authorized, bearer_token, unauthorized_body
+from segmentflow.auth import CHALLENGE, refusal
 from segmentflow.collector.mapping import (
     DEFAULT_BOUNDS,
     Bounds,
@@ -369,12 +369,8 @@ def create_app(config: CollectorConfig, sink: Sink) -> Starlette:
         )
 
     def _token_refused(request: Request) -> Response | None:
-        if authorized(request.headers.get("authorization"), config.api_token):
-            return None
-        wrong = bearer_token(request.headers.get("authorization")) is not None
-        return JSONResponse(
-            unauthorized_body(wrong), status_code=401, headers={"WWW-Authenticate": "Bearer"}
-        )
+        body = refusal(request.headers.get("authorization"), config.api_token)
+        return None if body is None else JSONResponse(body, status_code=401, headers=CHALLENGE)
 
     async def prometheus(request: Request) -> Response:
         refused = _token_refused(request)

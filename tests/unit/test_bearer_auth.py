@@ -9,7 +9,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from segmentflow.auth import authorized, bearer_middleware, bearer_token, token_matches
+from segmentflow.auth import (
+    CHALLENGE,
+    authorized,
+    bearer_middleware,
+    bearer_token,
+    refusal,
+    token_matches,
+)
 
 
 @pytest.mark.parametrize(
@@ -81,3 +88,35 @@ def test_middleware() -> None:
         "unknown path": 401,
         "unknown path, token": 404,
     }
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (None, "this endpoint needs a token"),
+        ("Basic dG9rOg==", "this endpoint needs a token"),
+        ("Bearer wrong", "wrong token"),
+    ],
+)
+def test_refusal_is_the_same_body_for_every_server(header: str | None, message: str) -> None:
+    body = refusal(header, "tok")
+    assert body is not None and body["error"] == "unauthorized"
+    assert body["message"].startswith(message) and "SEGMENTFLOW_API_TOKEN" in body["message"]
+    assert refusal("Bearer tok", "tok") is None and refusal(header, None) is None
+
+
+def test_collector_refuses_with_the_shared_body_and_challenge() -> None:
+    from starlette.testclient import TestClient as StarletteClient
+
+    from segmentflow.collector.app import CollectorConfig, create_app
+    from segmentflow.collector.sink import MemorySink
+
+    topics = {"website": "w", "email": "e", "purchase": "p"}
+    config = CollectorConfig(write_keys=frozenset({"k"}), topics=topics, api_token="tok")
+    app = create_app(config, MemorySink())
+    with StarletteClient(app) as client:
+        response = client.get("/metrics", headers={"Authorization": "Bearer wrong"})
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == CHALLENGE["WWW-Authenticate"]
+        assert response.json() == refusal("Bearer wrong", "tok")
+        assert client.get("/metrics", headers={"Authorization": "Bearer tok"}).status_code == 200
