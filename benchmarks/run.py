@@ -199,9 +199,9 @@ def inproc(args: argparse.Namespace) -> None:
 
     import redis
 
+    from segmentflow.bootstrap import replay_file
     from segmentflow.config import config_from_dict
     from segmentflow.service.processor import Processor
-    from segmentflow.service.replay import replay_file
     from segmentflow.state.memory import MemoryStore
     from segmentflow.state.redis_store import RedisStore
 

@@ -8,12 +8,16 @@ receive the interfaces of :mod:`segmentflow.state.base`, :mod:`segmentflow.state
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import redis
 
 from segmentflow.config import SegmentConfig, Settings
 from segmentflow.engine.engine import Engine
+from segmentflow.service import replay
 from segmentflow.service.processor import Processor
 from segmentflow.state.base import StateStore
 from segmentflow.state.memory import MemoryStore
@@ -49,6 +53,34 @@ def redis_store(settings: Settings, outbox: bool = False) -> RedisStore:
 def memory_store(outbox: bool = False) -> StateStore:
     """An in-process state store (``replay``, backtests)."""
     return MemoryStore(outbox=outbox)
+
+
+def replay_events(
+    events: Iterable[dict[str, Any]],
+    config: SegmentConfig,
+    until_us: int | None,
+    store: StateStore | None = None,
+) -> list[dict[str, Any]]:
+    """``replay`` of event dicts over an in-memory store (or ``store``): the change events
+    (see :func:`segmentflow.service.replay.replay_events`)."""
+    return replay.replay_events(
+        events, config, until_us, store if store is not None else memory_store()
+    )
+
+
+def replay_file(
+    path: Path,
+    config: SegmentConfig,
+    until: int | None,
+    out: Path,
+    progress: Callable[[int], None] | None = None,
+    store: StateStore | None = None,
+) -> tuple[Processor, replay.ReplaySummary]:
+    """``segmentflow replay`` of a JSONL file over an in-memory store (or ``store``; see
+    :func:`segmentflow.service.replay.replay_file`)."""
+    return replay.replay_file(
+        path, config, until, out, store if store is not None else memory_store(), progress
+    )
 
 
 def processor(

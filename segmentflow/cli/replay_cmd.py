@@ -9,10 +9,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
+from segmentflow.bootstrap import replay_file
 from segmentflow.cli.render import populations_table
 from segmentflow.config import Settings
 from segmentflow.schemas.timefmt import TimestampError, parse_rfc3339
-from segmentflow.service.replay import replay_file
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

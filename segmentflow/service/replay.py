@@ -3,6 +3,10 @@
 Before each event, every customer's time-driven changes due at or before its timestamp fire
 (the watermark is the file's timestamp); after the last event everything due up to ``until``
 fires. The same input gives the same output, byte for byte.
+
+The store is the caller's (:func:`segmentflow.bootstrap.replay_events` and
+:func:`segmentflow.bootstrap.replay_file` wire an in-memory one): the service layer names no
+adapter.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, Limits, Rejection, parse_json, validate_event
 from segmentflow.service.processor import Item, Processor
 from segmentflow.state.base import StateStore
-from segmentflow.state.memory import MemoryStore
 
 
 class ReplayError(ValueError):
@@ -65,12 +68,11 @@ def run(
     config: SegmentConfig,
     until: int | None,
     emit: Callable[[Change], None],
-    store: StateStore | None = None,
+    store: StateStore,
 ) -> tuple[Processor, ReplaySummary]:
-    """Replay decoded ``events`` (sorted) through a :class:`Processor`, calling ``emit`` for
-    each change in order. ``until=None`` stops at the last event's timestamp."""
-    memory = store if store is not None else MemoryStore()
-    processor = Processor(config, memory, check_key=False)
+    """Replay decoded ``events`` (sorted) through a :class:`Processor` over ``store``, calling
+    ``emit`` for each change in order. ``until=None`` stops at the last event's timestamp."""
+    processor = Processor(config, store, check_key=False)
     summary = ReplaySummary()
     batch: list[Item] = []
     last = None
@@ -102,9 +104,13 @@ def run(
 
 
 def replay_events(
-    events: Iterable[dict[str, Any]], config: SegmentConfig, until_us: int | None
+    events: Iterable[dict[str, Any]],
+    config: SegmentConfig,
+    until_us: int | None,
+    store: StateStore,
 ) -> list[dict[str, Any]]:
-    """Replay event dicts (CONTRACT §2) and return the change events (CONTRACT §3) in order."""
+    """Replay event dicts (CONTRACT §2) over ``store`` and return the change events
+    (CONTRACT §3) in order."""
     out: list[dict[str, Any]] = []
     limits = Limits.of(config)
     run(
@@ -112,6 +118,7 @@ def replay_events(
         config,
         until_us,
         lambda c: out.append(c.to_cloudevent()),
+        store,
     )
     return out
 
@@ -121,9 +128,11 @@ def replay_file(
     config: SegmentConfig,
     until: int | None,
     out: Path,
+    store: StateStore,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Processor, ReplaySummary]:
-    """Replay the JSONL file ``path``, writing change events as JSONL to ``out``."""
+    """Replay the JSONL file ``path`` over ``store``, writing change events as JSONL to
+    ``out``."""
     limits = Limits.of(config)
     with path.open("rb") as source, out.open("wb") as sink:
 
@@ -137,4 +146,4 @@ def replay_file(
             sink.write(change.to_json())
             sink.write(b"\n")
 
-        return run(_events_from_lines(lines(), limits, str(path)), config, until, emit)
+        return run(_events_from_lines(lines(), limits, str(path)), config, until, emit, store)

@@ -517,7 +517,7 @@ def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, Any], in
 
 # --------------------------------------------------------------------------- comparison
 def _engine() -> tuple[Any, Any]:
-    replay = pytest.importorskip("segmentflow.service.replay")
+    replay = pytest.importorskip("segmentflow.bootstrap")
     config_mod = importlib.import_module("segmentflow.config")
     return replay.replay_events, config_mod.SegmentConfig
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from segmentflow.bootstrap import replay_events
 from segmentflow.config import config_from_dict
 from segmentflow.schemas.timefmt import parse_rfc3339
-from segmentflow.service.replay import replay_events
 from segmentflow.synthetic import generate
 from segmentflow.triggers.cloudevents import decode, decode_header
 

@@ -18,6 +18,7 @@ from river import cluster
 from river.checks import check_estimator
 from sklearn.metrics import adjusted_rand_score
 
+from segmentflow.bootstrap import replay_events
 from segmentflow.config import config_from_dict
 from segmentflow.engine.state import CustomerState, T, W
 from segmentflow.segmenters.persona import (
@@ -31,7 +32,6 @@ from segmentflow.segmenters.persona import (
     label,
     make_clusterer,
 )
-from segmentflow.service.replay import replay_events
 from segmentflow.synthetic import generate, manifest
 
 START = datetime(2025, 9, 1, tzinfo=UTC)

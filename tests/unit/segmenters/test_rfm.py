@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from segmentflow.bootstrap import replay_events
 from segmentflow.config import DEFAULT_RFM_SEGMENTS, config_from_dict
 from segmentflow.schemas.timefmt import from_datetime
 from segmentflow.segmenters.rfm import RankIndex, SegmentMap, score
-from segmentflow.service.replay import replay_events
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -13,9 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
+from segmentflow.bootstrap import replay_events, replay_file
 from segmentflow.cli.main import main
 from segmentflow.config import config_from_dict
-from segmentflow.service.replay import ReplayError, replay_events, replay_file
+from segmentflow.service.replay import ReplayError
 from segmentflow.synthetic import generate, write_jsonl
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
