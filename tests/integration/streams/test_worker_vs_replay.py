@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 import pytest
 
+from segmentflow.bootstrap import replay_events
 from segmentflow.config import load_config
 from segmentflow.devstack import DevStack
 from segmentflow.schemas.timefmt import parse_rfc3339
-from segmentflow.service.replay import replay_events
 from segmentflow.streams.kafka_clients import consumer, producer
 from segmentflow.synthetic import generate
 
