@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from support.metrics import fetch
 
 from segmentflow.bootstrap import replay_events
 from segmentflow.config import load_config
@@ -22,6 +23,9 @@ from segmentflow.streams.kafka_clients import consumer, producer
 from segmentflow.synthetic import generate
 
 pytestmark = pytest.mark.integration
+
+#: overall limit of one wait (each wait ends earlier once nothing moves for its stall limit)
+LIMIT_S = 300
 
 RULES = """\
 persona: {enabled: false}  # the worker trains from samples; replay inline (own tests)
@@ -42,9 +46,10 @@ def _read_all(stack: DevStack, topic: str, expect: int, timeout: float) -> list[
         consumer_timeout_ms=1000,
     )
     out: list[Any] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + LIMIT_S
     quiet_since = time.monotonic()
-    while time.monotonic() < deadline:
+    # progress-based: gives up only after ``timeout`` s without a new message (or LIMIT_S)
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < timeout:
         before = len(out)
         out.extend(orjson.loads(m.value) for m in kafka)
         if len(out) > before:
@@ -56,9 +61,7 @@ def _read_all(stack: DevStack, topic: str, expect: int, timeout: float) -> list[
 
 
 def _metric(stack: DevStack, name: str) -> float:
-    text = stack.get("/metrics").decode()
-    lines = [line for line in text.splitlines() if line.startswith(name + "{")]
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+    return fetch(stack).total(name)
 
 
 def test_backlog_catch_up_equals_replay(tmp_path: Path, redis_url: str) -> None:
@@ -80,10 +83,14 @@ def test_backlog_catch_up_equals_replay(tmp_path: Path, redis_url: str) -> None:
         # the backlog is all there before the worker starts: it must catch up in event time
         stack.start_worker()
         stack.wait_healthy(60)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if _metric(stack, "segmentflow_events_received_total") >= len(messages):
+        deadline = time.monotonic() + LIMIT_S
+        seen, moved = -1.0, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - moved < 60:
+            received = _metric(stack, "segmentflow_events_received_total")
+            if received >= len(messages):
                 break
+            if received > seen:  # progress: keep waiting
+                seen, moved = received, time.monotonic()
             time.sleep(0.5)
         last = max(m.event["timestamp"] for m in messages if m.event is not None)
         expected = [
