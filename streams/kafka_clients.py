@@ -119,6 +119,7 @@ def create_topics(
         admin = KafkaAdminClient(
             **KafkaOptions.from_settings(settings).kafka_python(client_id="segmentflow-admin"),
             request_timeout_ms=int(timeout * 1000),
+            bootstrap_timeout_ms=int(timeout * 1000),
         )
     except (KafkaError, OSError) as exc:
         raise _unavailable(settings, exc) from None
