@@ -35,9 +35,9 @@ def producer(settings: Settings, **extra: Any) -> Any:
     from kafka.errors import KafkaError
 
     try:
-        options = KafkaOptions.from_settings(settings).kafka_python(
-            client_id="segmentflow-cli", producer=True
-        )
+        # uncompressed unless asked (``compression_type=``): kafka-python encodes snappy and lz4
+        # only with optional packages; SEGMENTFLOW_KAFKA_COMPRESSION is for the services' records
+        options = KafkaOptions.from_settings(settings).kafka_python(client_id="segmentflow-cli")
         defaults = {"linger_ms": 5, "acks": "all", "request_timeout_ms": 15000}
         return KafkaProducer(**{**options, **defaults, **extra})
     except (KafkaError, OSError) as exc:
