@@ -46,6 +46,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -288,7 +289,7 @@ def worker_role() -> None:
         await tick(*args, **kwargs)
         note()
 
-    worker.handle_batch = handle_batch  # type: ignore[method-assign]
+    worker.handle_batch = handle_batch  # type: ignore[method-assign, assignment]
     worker.tick = timed_tick  # type: ignore[method-assign]
 
     @app.timer(0.25)  # type: ignore[untyped-decorator]
@@ -638,7 +639,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "namespace": namespace,
     }
-    log = (
+    log: Callable[..., None] = (
         (lambda *a: print(*a, file=sys.stderr, flush=True))
         if not args.silent
         else (lambda *a: None)

@@ -3,7 +3,7 @@
 #   1. creates .venv with Python 3.11 and installs segmentflow[dev] (editable) when needed,
 #   2. ruff check, ruff format --check,
 #   3. mypy --strict over the package as it is installed (segmentflow + schemas/, segmenters/,
-#      streams/ mapped to segmentflow.schemas etc.),
+#      streams/ mapped to segmentflow.schemas etc.), then tests/, benchmarks/, scripts/,
 #   4. pytest (unit, integration and e2e; integration tests start Tansu/Redis themselves).
 # Environment: PYTHON=/path/to/python3.11 to choose the interpreter; SKIP_INSTALL=1 to skip step 1.
 set -euo pipefail
@@ -43,7 +43,7 @@ step "ruff format --check"
 "$VENV/bin/ruff" format --check .
 
 # --- 3. types ---------------------------------------------------------------------------------
-step "mypy --strict (package segmentflow)"
+step "mypy --strict (package segmentflow, tests, benchmarks, scripts)"
 bash "$ROOT/scripts/typecheck.sh"
 
 # --- 4. tests -----------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ def main() -> None:
     store = MemoryStore()
     run(events, config, None, lambda change: None, store)
     customers = {m.event["customer_id"]: None for m in messages if m.event is not None}
-    bodies = [state.body() for state in store.load_many(customers).values()]
+    bodies: list[bytes | bytearray | memoryview[int]] = [
+        state.body() for state in store.load_many(customers).values()
+    ]
     trained = zstandard.train_dictionary(args.size, bodies)
     args.out.write_bytes(trained.as_bytes())
     print(f"{args.out}: {len(trained.as_bytes())} bytes from {len(bodies)} states")

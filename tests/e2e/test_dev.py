@@ -86,11 +86,11 @@ def test_dev_sessions_own_namespaces_and_stop_everything_on_sigterm_sighup_sigin
             os.kill(session.proc.pid, sig)
         for session in sessions:
             assert session.proc.wait(timeout=120) == 0, session.text()
-        for session, pids in zip(sessions, started, strict=True):
+        for session, gone in zip(sessions, started, strict=True):
             deadline = time.monotonic() + 30  # reaped children vanish at once; be generous
-            while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            while any(alive(pid) for pid in gone) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert not [pid for pid in pids if alive(pid)], session.text()
+            assert not [pid for pid in gone if alive(pid)], session.text()
         assert "SIGTERM: stopping" in sessions[0].text()
         assert "SIGHUP: stopping" in sessions[1].text()
         assert "stopping the worker" in sessions[2].text()

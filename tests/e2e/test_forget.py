@@ -93,7 +93,7 @@ def test_forgets_racing_the_worker_hold(
             changes.poll(0.5)
         # a later event for some forgotten customers: a new profile
         later_at = START + timedelta(days=200)
-        later = [
+        later: list[dict[str, Any]] = [
             {
                 "event_id": f"later-{cid}",
                 "customer_id": cid,

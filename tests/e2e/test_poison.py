@@ -132,7 +132,7 @@ def test_overflow_future_and_corrupt_state_are_quarantined(
     by_id = {orjson.loads(base64.b64decode(d["payload"]))["event_id"]: d["reason"] for d in dead}
     delivered = [v for v in changes.values if orjson.loads(v)["data"]["dimension"] != "rfm"]
     outcome = check(delivered, want)
-    values = {
+    values: dict[str, Any] = {
         "events": len(out),
         "deadletters": dict(reasons),
         "expected_changes": len(want),

@@ -24,7 +24,7 @@ PACKAGES = {
 
 
 def _modules() -> list[str]:
-    names = []
+    names: list[str] = []
     for folder, package in PACKAGES.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
             if ">>>" not in path.read_text(encoding="utf-8"):
@@ -38,7 +38,7 @@ def _modules() -> list[str]:
 
 def _doctests() -> list[doctest.DocTest]:
     finder = doctest.DocTestFinder()
-    found = []
+    found: list[doctest.DocTest] = []
     for name in _modules():
         module = importlib.import_module(name)
         found.extend(t for t in finder.find(module, name) if t.examples)

@@ -88,7 +88,7 @@ def test_analytics_js_short_paths(
 
 def test_rudderstack_original_timestamp_only(collector: Collector, tag: str) -> None:
     """RudderStack's JS SDKs send originalTimestamp (and sentAt), never timestamp."""
-    batch = [
+    batch: list[dict[str, Any]] = [
         {
             "type": "track",
             "event": "Order Completed",

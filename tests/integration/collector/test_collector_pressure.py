@@ -83,8 +83,9 @@ def test_slow_loris_connections_are_closed(guarded: Process) -> None:
     step = 0
     while opened and time.monotonic() < deadline:
         for key, _ in sel.select(timeout=0.25):
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
+            fileobj = key.fileobj
+            assert isinstance(fileobj, socket.socket)
+            sock = fileobj
             try:
                 data = sock.recv(65536)
             except BlockingIOError:

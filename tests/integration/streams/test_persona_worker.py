@@ -7,6 +7,7 @@ import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -64,7 +65,7 @@ def test_shared_persona_model(tmp_path: Path, redis_url: str) -> None:
             enable_auto_commit=False,
             consumer_timeout_ms=2000,
         )
-        personas = []
+        personas: list[dict[str, Any]] = []
         deadline = time.monotonic() + 60
         while not personas and time.monotonic() < deadline:
             for message in reader:

@@ -113,7 +113,7 @@ def test_backlog_catch_up_equals_replay(tmp_path: Path, redis_url: str) -> None:
     by_id = {c["id"]: c for c in changes}
     assert len(by_id) == len(changes), "no change id may be emitted twice"
     want = {c["id"]: c for c in expected}
-    diff = sorted(set(by_id.items().__iter__().__class__ and by_id) ^ set(want))
+    diff = sorted(set(by_id) ^ set(want))
     wrong = [
         (
             i,

@@ -165,7 +165,10 @@ def test_the_first_partition_becomes_the_home() -> None:
 
 
 def test_incarnations_bump_on_another_cluster_or_a_truncated_partition() -> None:
-    stored = {"t:0": {"epoch": 0, "high": 99, "cluster": "A"}, "t:1": {"epoch": 2, "high": 5}}
+    stored: dict[str, dict[str, Any]] = {
+        "t:0": {"epoch": 0, "high": 99, "cluster": "A"},
+        "t:1": {"epoch": 2, "high": 5},
+    }
     same = incarnations.reconcile(stored, ["t:0", "t:1", "t:2"], "A")
     assert same["t:0"] == stored["t:0"]
     assert same["t:1"] == {"epoch": 2, "high": 5, "cluster": "A"}  # learns the cluster id

@@ -66,7 +66,7 @@ def test_holding_lists_the_partitions_that_hold_the_clock_back() -> None:
     w.set_end("guessed", 10, exact=False)  # a ListOffsets guess: holds until idle
     w.set_end("done", 1)
     w.observe("done", offset=0, timestamp=70)
-    assert sorted(w.holding()) == ["exact", "guessed"]
+    assert sorted(map(str, w.holding())) == ["exact", "guessed"]
     clock.now += 30
     assert w.holding() == ["exact"]
     w.observe("exact", offset=9, timestamp=60)

@@ -50,7 +50,7 @@ def test_rank_index_ties_share_a_score_and_removal_works() -> None:
 
 def _orders(customers: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    events = []
+    events: list[dict[str, Any]] = []
     for n in range(customers):
         for k in range(rng.choice([1, 1, 2, 3, 5, 8])):
             at = START + timedelta(seconds=rng.randrange(300 * 86_400))

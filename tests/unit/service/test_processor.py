@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -28,7 +28,7 @@ KIND_OF = {
     "order_completed": "purchase",
     "order_refunded": "purchase",
 }
-PROPS = {
+PROPS: dict[str, dict[str, Any]] = {
     "page_view": {"url": "/"},
     "search": {"query": "q"},
     "email_opened": {"campaign_id": "cmp"},
@@ -50,14 +50,16 @@ class Feed:
     def __init__(self) -> None:
         self.offsets: dict[str, int] = {}
 
-    def raw(self, kind: str, value: bytes | None, key: bytes | None, partition: int = 0) -> Any:
+    def raw(
+        self, kind: str, value: bytes | None, key: bytes | None, partition: int = 0
+    ) -> InputRecord:
         topic = TOPICS[kind]
         offset = self.offsets.get(topic, 0)
         self.offsets[topic] = offset + 1
         return InputRecord(topic, kind, partition, offset, key, value)
 
     def event(self, eid: str, cid: str, type_: str, at: int, **props: Any) -> InputRecord:
-        body = {
+        body: dict[str, Any] = {
             "event_id": eid,
             "customer_id": cid,
             "type": type_,
@@ -121,7 +123,7 @@ def test_oversized_dead_letter_is_truncated() -> None:
     result = proc.process([big, feed.event("e2", "c-1", "page_view", T0_US)], now=NOW)
     [letter] = result.deadletters
     assert letter.value["reason"] == "oversized" and letter.value["truncated"] is True
-    assert base64.b64decode(letter.value["payload"]) == big.value[:200]
+    assert base64.b64decode(letter.value["payload"]) == cast(bytes, big.value)[:200]
     assert [c.event_id for c in result.changes] == ["e2"]
 
 

@@ -5,7 +5,7 @@ bytes, /segments, /customers/{id} (404 for unknown and forgotten customers)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 import faust
@@ -22,7 +22,7 @@ from segmentflow.streams.runtime import SegmentWorker
 
 TOKEN = "s3cret-token"
 T0 = 1_767_225_600_000_000
-View = Callable[..., Awaitable[Any]]
+View = Callable[..., Coroutine[Any, Any, Any]]
 
 
 class FakeWebApp:
@@ -36,7 +36,9 @@ class FakeWeb:
     def __init__(self) -> None:
         self.web_app = FakeWebApp()
 
-    def json(self, body: Any, status: int = 200) -> tuple[int, Any]:
+    def json(
+        self, body: Any, status: int = 200, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         return status, body
 
     def bytes(self, data: bytes, content_type: str = "") -> tuple[int, bytes, str]:
@@ -125,8 +127,8 @@ def test_health_needs_no_token_the_other_views_do() -> None:
     app, worker = served(TOKEN)
     worker.status.ready = True
     assert call(app, "/health")[0] == 200
-    for path, kw in [("/metrics", {}), ("/segments", {}), ("/customers/{customer_id}", {})]:
-        args = {"customer_id": "c"} if "{" in path else kw
+    for path in ("/metrics", "/segments", "/customers/{customer_id}"):
+        args = {"customer_id": "c"} if "{" in path else {}
         assert call(app, path, **args)[0] == 401
         assert call(app, path, "wrong", **args)[0] == 401
     assert call(app, "/segments", TOKEN) == (200, {})
