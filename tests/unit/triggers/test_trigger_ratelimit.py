@@ -1,4 +1,5 @@
-"""Token bucket: spacing with burst 1, bursts, refill, unlimited, and real async waiting."""
+"""Token bucket on fake clocks only: spacing with burst 1, bursts, refill, unlimited, and the
+async waiting of concurrent callers (a fake sleep; nothing here reads the wall clock)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import pytest
 from segmentflow.triggers.ratelimit import TokenBucket
 
 
+def no_clock() -> float:
+    """The clock of buckets whose callers pass ``now``: reading it is a test bug."""
+    raise AssertionError("the bucket read a clock although the test passed `now`")
+
+
 def test_burst_one_spaces_reservations_at_one_over_rate() -> None:
     bucket = TokenBucket(rate=4, burst=1, clock=lambda: 0.0)
     waits = [bucket.reserve(0.0) for _ in range(5)]
@@ -17,7 +23,7 @@ def test_burst_one_spaces_reservations_at_one_over_rate() -> None:
 
 
 def test_burst_allows_that_many_at_once_then_refills() -> None:
-    bucket = TokenBucket(rate=2, burst=3)
+    bucket = TokenBucket(rate=2, burst=3, clock=no_clock)
     assert [bucket.reserve(10.0) for _ in range(3)] == [0.0, 0.0, 0.0]
     assert bucket.reserve(10.0) == pytest.approx(0.5)
     # after a long idle period the bucket is full again, never more than burst
@@ -26,14 +32,14 @@ def test_burst_allows_that_many_at_once_then_refills() -> None:
 
 
 def test_waiting_for_the_token_means_no_extra_wait_later() -> None:
-    bucket = TokenBucket(rate=10, burst=1)
+    bucket = TokenBucket(rate=10, burst=1, clock=no_clock)
     assert bucket.reserve(0.0) == 0.0
     assert bucket.reserve(0.0) == pytest.approx(0.1)
     assert bucket.reserve(0.2) == pytest.approx(0.0)
 
 
 def test_unlimited_and_invalid() -> None:
-    bucket = TokenBucket(rate=0)
+    bucket = TokenBucket(rate=0, clock=no_clock)
     assert bucket.unlimited
     assert all(bucket.reserve(0.0) == 0.0 for _ in range(100))
     with pytest.raises(ValueError):
