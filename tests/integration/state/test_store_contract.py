@@ -1,7 +1,8 @@
 """The ``StateStore`` contract (segmentflow/state/base.py), one suite over every backend:
 ``MemoryStore`` (by reference and ``copy=True``) and ``RedisStore`` on a real Redis (a test
 namespace). load/commit, the due index, next_due, populations, delete, erase, claim_homes,
-quarantine and meta behave the same wherever the interface promises it; what only a shared store
+quarantine, meta, partition assignment, the outbox and incarnation records behave the same
+wherever the interface promises it; what only a shared store
 can do (a second process sees the data, claims race across workers) runs on ``shared`` backends.
 """
 
@@ -28,10 +29,19 @@ class Backend:
     reopen: Callable[[], StateStore] | None
     #: write bytes no codec reads as the customer's stored state; ``None`` if impossible
     corrupt: Callable[[str], None] | None
+    #: a store on the same data whose commits also append to the outbox
+    with_outbox: Callable[[], StateStore]
+    #: whether ownership is per shard (``owns`` follows :meth:`assign_partitions`)
+    sharded: bool = False
 
 
 def _memory(copy: bool) -> Backend:
-    return Backend(MemoryStore(copy=copy), reopen=None, corrupt=None)
+    return Backend(
+        MemoryStore(copy=copy),
+        reopen=None,
+        corrupt=None,
+        with_outbox=lambda: MemoryStore(copy=copy, outbox=True),
+    )
 
 
 @pytest.fixture(
@@ -49,8 +59,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     namespace: str = request.getfixturevalue("namespace")
     opened: list[RedisStore] = []
 
-    def open_store() -> RedisStore:
-        opened.append(RedisStore(redis_url, namespace, shards=3))
+    def open_store(outbox: bool = False) -> RedisStore:
+        opened.append(RedisStore(redis_url, namespace, shards=3, outbox=outbox))
         return opened[-1]
 
     first = open_store()
@@ -58,7 +68,13 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     def corrupt(cid: str) -> None:
         first.client.set(f"{namespace}:s:{cid}", b"\x03\x05not a state")
 
-    yield Backend(first, reopen=open_store, corrupt=corrupt)
+    yield Backend(
+        first,
+        reopen=open_store,
+        corrupt=corrupt,
+        with_outbox=lambda: open_store(outbox=True),
+        sharded=True,
+    )
     for store in opened:
         store.close()
 
@@ -275,3 +291,72 @@ def test_every_customer_is_owned_and_has_one_shard_by_default(backend: Backend) 
     assert s.owns("a")
     assert s.owns("nobody")
     assert s.shard_of("a") == 0
+
+
+# -- partition assignment --------------------------------------------------------------------
+def test_partitions_are_assigned_and_revoked_explicitly(backend: Backend) -> None:
+    s = backend.store
+    assert s.owned_partitions is None  # before the first assignment: everything (tools)
+    s.assign_partitions([0, 2])
+    assert s.owned_partitions == frozenset({0, 2})
+    s.revoke_partitions()  # a rebalance started
+    assert s.owned_partitions == frozenset()
+    s.assign_partitions([1])
+    assert s.owned_partitions == frozenset({1})
+
+
+def test_a_sharded_store_owns_the_customers_of_its_assigned_partitions(backend: Backend) -> None:
+    if not backend.sharded:
+        pytest.skip("one shard: the store owns every customer")
+    s = backend.store
+    s.commit({"a": state("a", 10, home=0), "b": state("b", 20, home=2)}, [])
+    s.assign_partitions([2])
+    assert not s.owns("a") and s.owns("b")
+    assert s.due(100, 10) == ["b"]  # only owned shards fire
+    assert s.next_due() == 20
+    s.revoke_partitions()
+    assert s.due(100, 10) == [] and s.next_due() is None
+    s.assign_partitions([0, 2])
+    assert s.due(100, 10) == ["a", "b"]
+
+
+# -- outbox ----------------------------------------------------------------------------------
+def test_without_an_outbox_commits_leave_nothing_pending(backend: Backend) -> None:
+    s = backend.store
+    assert not s.has_outbox
+    s.commit({"a": state("a")}, [change("a", "lifecycle", None, "new")])
+    assert s.outbox_pending() == []
+
+
+def test_the_outbox_keeps_committed_changes_until_marked_published(backend: Backend) -> None:
+    s = backend.with_outbox()
+    assert s.has_outbox and s.outbox_pending() == []
+    first = [change("a", "lifecycle", None, "new"), change("a", "rule:big", None, "in")]
+    second = [change("a", "lifecycle", "new", "active", 2)]
+    s.commit({"a": state("a", home=0)}, first)
+    s.commit({"a": state("a", home=0)}, second)
+    s.commit({"a": state("a", home=0)}, [])  # a commit without changes adds nothing
+    wire = [c.to_json() for c in first + second]
+    assert s.outbox_pending() == [(0, wire)]  # the wire encoding, in commit order
+    s.outbox_done({0: 2})
+    assert s.outbox_pending() == [(0, wire[2:])]
+    s.outbox_done({0: 0})
+    assert s.outbox_pending() == [(0, wire[2:])]
+    s.outbox_done({0: 1})
+    assert s.outbox_pending() == []
+
+
+# -- topic-partition incarnation records -----------------------------------------------------
+def test_partition_records_are_stored_per_topic_partition(backend: Backend) -> None:
+    s = backend.store
+    assert s.partition_records([]) == {}
+    assert s.partition_records(["web:0"]) == {}
+    s.save_partition_records({"web:0": {"cluster": "A", "epoch": 0, "high": 41}})
+    s.save_partition_records({"buy:1": {"cluster": "A", "epoch": 2, "high": -1}})
+    s.save_partition_records({})
+    assert s.partition_records(["web:0", "buy:1", "web:9"]) == {
+        "web:0": {"cluster": "A", "epoch": 0, "high": 41},
+        "buy:1": {"cluster": "A", "epoch": 2, "high": -1},
+    }
+    s.save_partition_records({"web:0": {"cluster": "B", "epoch": 1, "high": -1}})  # replaced
+    assert s.partition_records(["web:0"]) == {"web:0": {"cluster": "B", "epoch": 1, "high": -1}}
