@@ -1,7 +1,8 @@
 """CloudEvents 1.0 HTTP protocol binding for change events, by the ``cloudevents`` SDK.
 
 A change event (CONTRACT §3) already is a CloudEvent in structured JSON form; the SDK
-(``cloudevents.core.bindings.http``) validates it and renders it in either content mode:
+(``cloudevents.core.bindings.http``) validates it and renders it in either content mode, with
+:class:`OrjsonFormat` (the SDK's JSON format, serialized by orjson) for the JSON:
 
 * structured: ``Content-Type: application/cloudevents+json``, the event as the body.
 * binary: every context attribute as a ``ce-<name>`` header, ``Content-Type`` from
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
+import orjson
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.exceptions import BaseCloudEventException
@@ -31,7 +33,40 @@ STRUCTURED_CONTENT_TYPE = JSONFormat.CONTENT_TYPE
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # the binding's rule (the SDK's for ce-* headers): printable ASCII but space, '"' and '%'
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
-_FORMAT = JSONFormat()
+
+
+class OrjsonFormat(JSONFormat):
+    """The SDK's JSON event format, serialized by orjson: compact UTF-8 JSON, the bytes of the
+    change record on Kafka, many times faster than the SDK's ``json.dumps``. Byte data and
+    non-JSON content types are left to the SDK.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> OrjsonFormat().write_data({"at": datetime(2026, 5, 30, tzinfo=UTC)}, None)
+    b'{"at":"2026-05-30T00:00:00Z"}'
+    """
+
+    def _json(self, content_type: str | None) -> bool:
+        return bool(self.JSON_CONTENT_TYPE_PATTERN.match(content_type or self.DEFAULT_CONTENT_TYPE))
+
+    def write(self, event: BaseCloudEvent) -> bytes:
+        data = event.get_data()
+        attributes = event.get_attributes()
+        if isinstance(data, bytes | bytearray) or not self._json(attributes.get("datacontenttype")):
+            return super().write(event)
+        value = dict(attributes) if data is None else {**attributes, "data": data}
+        return orjson.dumps(value, option=orjson.OPT_UTC_Z)
+
+    def write_data(
+        self, data: dict[str, Any] | str | bytes | None, datacontenttype: str | None
+    ) -> bytes:
+        if isinstance(data, dict) and self._json(datacontenttype):
+            return orjson.dumps(data, option=orjson.OPT_UTC_Z)
+        return super().write_data(data, datacontenttype)
+
+
+_FORMAT = OrjsonFormat()
 
 
 class EncodeError(ValueError):
@@ -116,7 +151,7 @@ def encode(
     ...       "datacontenttype": "application/json", "data": {"current": "champions"}}
     >>> headers, body = encode(ev, "binary")
     >>> headers["ce-id"], headers["Idempotency-Key"], body
-    ('c-1/rfm/1', 'c-1/rfm/1', b'{"current": "champions"}')
+    ('c-1/rfm/1', 'c-1/rfm/1', b'{"current":"champions"}')
     """
     if mode not in ("structured", "binary"):
         raise EncodeError(f"unknown mode {mode!r} (structured or binary)")

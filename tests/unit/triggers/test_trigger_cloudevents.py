@@ -149,3 +149,11 @@ def test_invalid_events_are_refused_with_the_reason() -> None:
         encode(dict(CHANGE, time="yesterday"), "binary")
     with pytest.raises(EncodeError, match="not a CloudEvent"):
         decode({"Content-Type": STRUCTURED_CONTENT_TYPE}, b"{not json")
+
+
+def test_structured_body_is_the_kafka_records_bytes() -> None:
+    # the change record on segment-changes is orjson's compact UTF-8 JSON; the webhook gets
+    # the same bytes (unicode unescaped, fractional seconds kept)
+    change = dict(CHANGE, subject="Zoë", time="2026-05-30T10:15:00.000250Z")
+    assert encode(change, "structured")[1] == orjson.dumps(change)
+    assert encode(change, "binary")[1] == orjson.dumps(change["data"])
