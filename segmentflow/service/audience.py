@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -117,26 +119,33 @@ def export_lines(
     """
     page_size = EXPORT_PAGE if limit is None else max(1, min(EXPORT_PAGE, limit))
     members = iter_members(reader, dimension, value, page_size=page_size)
-    buffer = io.StringIO()
-    rows = csv.writer(buffer, lineterminator="\n")
-    if fmt == "csv":
-        rows.writerow(("customer_id", "since"))
-    lines = 0
+    since_text = lru_cache(maxsize=4096)(format_us)  # entries often share a moment (midnight)
+    out: list[str] = ["customer_id,since\n"] if fmt == "csv" else []
     for count, member in enumerate(members, 1):
-        if fmt == "csv":
-            rows.writerow((member.customer_id, format_us(member.since)))
+        cid, since = member.customer_id, since_text(member.since)
+        if fmt == "jsonl":  # orjson.dumps(member_json(m)) without the dict, a third faster
+            out.append(f'{{"customer_id":{orjson.dumps(cid).decode()},"since":"{since}"}}\n')
+        elif _CSV_SPECIAL.search(cid):
+            out.append(_csv_row(cid, since))
         else:
-            buffer.write(orjson.dumps(member_json(member)).decode() + "\n")
-        lines += 1
-        if lines >= EXPORT_PAGE:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-            lines = 0
+            out.append(f"{cid},{since}\n")
+        if len(out) >= EXPORT_PAGE:
+            yield "".join(out)
+            out = []
         if limit is not None and count >= limit:
             break
-    if buffer.tell():
-        yield buffer.getvalue()
+    if out:
+        yield "".join(out)
+
+
+#: characters that make the csv module quote a field
+_CSV_SPECIAL = re.compile(r'[",\r\n]')
+
+
+def _csv_row(*fields: str) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(fields)
+    return buffer.getvalue()
 
 
 def write_export(

@@ -289,7 +289,10 @@ class RedisMembers:
             rows = self.client.zrange(key, 0, limit - 1, withscores=True)
             return [Member(int(score), cid.decode()) for cid, score in rows]
         flat = self._script(keys=[key], args=[after.since, after.customer_id.encode(), limit])
-        return [Member(int(float(flat[i + 1])), flat[i].decode()) for i in range(0, len(flat), 2)]
+        return [
+            Member(int(float(score)), cid.decode())
+            for cid, score in zip(flat[::2], flat[1::2], strict=True)
+        ]
 
     def count(self, dimension: str, value: str) -> int:
         """How many members the segment has."""
