@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+
+from segmentflow.triggers.backoff import Backoff
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ def patch_fetch_max_wait(ms: int = FETCH_MAX_WAIT_MS) -> None:
 _fetch_listeners: dict[int, Callable[[BaseException | None], None]] = {}
 _fetch_errors_patched = False
 FETCH_MAX_BACKOFF = 5.0
+#: waits after consecutive failed fetches: 0.1 s doubling to FETCH_MAX_BACKOFF
+FETCH_BACKOFF = Backoff(base=0.1, cap=FETCH_MAX_BACKOFF, jitter=0.0)
 
 
 def on_fetch(app: faust.App, listener: Callable[[BaseException | None], None]) -> None:
@@ -200,14 +204,14 @@ def guard_getall(original: Callable[..., list[Any]]) -> Callable[..., list[Any]]
 def guard_fetch(
     original: Callable[..., Awaitable[Any]],
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-) -> Callable[..., Awaitable[Any]]:
+) -> Callable[..., Coroutine[Any, Any, Any]]:
     """Wrap Faust's ``AIOKafkaConsumerThread._fetch_records``: an error (or a partition that
     could not be decoded) is reported to the app's listener (:func:`on_fetch`) and followed
     by a capped backoff; a failed call returns no records. ``None`` is reported once fetching
     works again."""
     from aiokafka.errors import ConsumerStoppedError
 
-    delays: dict[int, float] = {}
+    failures: dict[int, int] = {}  # consecutive failed fetches per app
 
     async def fetch_records(self: Any, *args: Any, **kwargs: Any) -> Any:
         app_id = id(self.consumer.app)
@@ -224,9 +228,9 @@ def guard_fetch(
         if error is not None:
             if listener is not None:
                 listener(error)
-            delay = delays[app_id] = min(delays.get(app_id, 0.05) * 2, FETCH_MAX_BACKOFF)
-            await sleep(delay)
-        elif delays.pop(app_id, None) is not None and listener is not None:
+            failures[app_id] = failures.get(app_id, 0) + 1
+            await sleep(FETCH_BACKOFF.raw(failures[app_id]))
+        elif failures.pop(app_id, None) is not None and listener is not None:
             listener(None)
         return records
 
