@@ -26,8 +26,7 @@ import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,31 +34,21 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from support.changes import Outcome, compare
 from support.tcp_proxy import TcpProxy
-from support.worker_e2e import metrics
+from support.worker_e2e import EXACT_CONFIG, TopicReader, metrics
+from support.worker_e2e import expected as _expected
+from support.worker_e2e import produce as _produce
 
-from segmentflow.bootstrap import replay_events
 from segmentflow.config import Settings, load_config
 from segmentflow.devstack import DevStack
 from segmentflow.embedded import EmbeddedRedis, free_port, stop_pid, wait_for_kafka
 from segmentflow.schemas.timefmt import format_us, parse_rfc3339
-from segmentflow.streams.kafka_clients import consumer, producer
 from segmentflow.synthetic import GeneratedMessage, generate
 
 pytestmark = pytest.mark.e2e
 
-#: rfm and persona are off: their scores depend on the whole population and on an online model,
-#: so they agree with replay only statistically; lifecycle and two rule segments (one time-driven
-#: at midnights) are exact and exercise event-driven and time-driven changes.
-CONFIG = """\
-rfm: {enabled: false}
-persona: {enabled: false}
-rules:
-  - name: de_buyers
-    when: 'traits.country == "DE" && orders_90d >= 1'
-  - name: quiet
-    when: 'days_since_last_seen >= 14'
-"""
+CONFIG = EXACT_CONFIG  # lifecycle and two rule segments: exact against replay
 START = datetime(2025, 3, 1, tzinfo=UTC)
 
 
@@ -71,133 +60,6 @@ def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "segmentflow.yaml"
     path.write_text(CONFIG)
     return path
-
-
-def _expected(events: Iterable[dict[str, Any]], config_file: Path) -> list[dict[str, Any]]:
-    """The clean reference: replay of the valid events (sorted by time) up to the last one."""
-    valid = sorted(events, key=lambda e: parse_rfc3339(e["timestamp"]))
-    until = parse_rfc3339(valid[-1]["timestamp"])
-    return replay_events(valid, load_config(config_file), until)
-
-
-def _produce(
-    settings: Settings, messages: Iterable[GeneratedMessage | tuple[str, bytes | None, bytes]]
-) -> Counter[str]:
-    """Send messages (each to the topic of its kind, or an explicit topic); count per topic."""
-    kafka = producer(settings, max_request_size=4 * 1024 * 1024)
-    topics = settings.input_topics
-    sent: Counter[str] = Counter()
-    for m in messages:
-        topic, key, value = (
-            (topics[m.topic_kind], m.key, m.value) if isinstance(m, GeneratedMessage) else m
-        )
-        kafka.send(topic, key=key, value=value)
-        sent[topic] += 1
-    kafka.flush()
-    kafka.close()
-    return sent
-
-
-class TopicReader:
-    """Reads a topic from its beginning, keeping every message value (repeats included)."""
-
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self.kafka = consumer(
-            settings,
-            topic,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_bytes=16 * 1024 * 1024,
-        )
-        self.values: list[bytes] = []
-        self.ids: set[str] = set()
-        self.last_new = time.monotonic()
-
-    def poll(self, seconds: float = 0.2) -> int:
-        """Read what arrives within ``seconds``; return how many new messages."""
-        deadline = time.monotonic() + seconds
-        n = 0
-        while True:
-            left = deadline - time.monotonic()
-            batches = self.kafka.poll(timeout_ms=max(1, int(left * 1000)))
-            for records in batches.values():
-                for record in records:
-                    self.values.append(record.value)
-                    n += 1
-                    self.ids.add(orjson.loads(record.value).get("id", ""))
-            if n:
-                self.last_new = time.monotonic()
-            if time.monotonic() >= deadline:
-                return n
-
-    def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: not reached in {timeout}s ({len(self.ids)} ids read)")
-            self.poll(0.1)
-
-    def wait_complete(
-        self, expected: Sequence[dict[str, Any]], timeout: float, quiet: float = 3.0
-    ) -> None:
-        """Read until every expected id arrived and nothing new came for ``quiet`` seconds (so
-        late repeats are seen too); on timeout, return what there is (the checks then fail)."""
-        want = {c["id"] for c in expected}
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.poll(0.5)
-            if want <= self.ids and time.monotonic() - self.last_new >= quiet:
-                return
-
-    def close(self) -> None:
-        self.kafka.close()
-
-
-@dataclass
-class Outcome:
-    deliveries: int = 0
-    distinct: int = 0
-    duplicates: int = 0  # deliveries of an id already seen (identical content)
-    problems: list[str] = field(default_factory=list)
-
-
-def _check(values: Sequence[bytes], expected: Sequence[dict[str, Any]]) -> Outcome:
-    """Compare delivered change events with the clean reference (see the module docstring)."""
-    out = Outcome(deliveries=len(values))
-    first: dict[str, bytes] = {}
-    order: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for value in values:
-        change = orjson.loads(value)
-        seen = first.get(change["id"])
-        if seen is None:
-            first[change["id"]] = value
-            order[(change["subject"], change["data"]["dimension"])].append(
-                change["data"]["sequence"]
-            )
-        else:
-            out.duplicates += 1
-            if seen != value:
-                out.problems.append(f"id {change['id']} repeated with other content")
-    out.distinct = len(first)
-    got = {i: orjson.loads(v) for i, v in first.items()}
-    want = {c["id"]: c for c in expected}
-    missing = sorted(set(want) - set(got))
-    extra = sorted(set(got) - set(want))
-    if missing:
-        out.problems.append(f"{len(missing)} missing, e.g. {[want[i] for i in missing[:3]]}")
-    if extra:
-        out.problems.append(f"{len(extra)} unexpected, e.g. {[got[i] for i in extra[:3]]}")
-    wrong = [i for i in set(got) & set(want) if got[i] != want[i]]
-    if wrong:
-        i = sorted(wrong)[0]
-        out.problems.append(f"{len(wrong)} differ from the reference, e.g. {got[i]} != {want[i]}")
-    for (cid, dim), seqs in order.items():
-        if sorted(seqs) != list(range(1, len(seqs) + 1)):
-            out.problems.append(f"{cid}/{dim}: sequences {sorted(seqs)[:20]} have a gap")
-        elif seqs != sorted(seqs):
-            out.problems.append(f"{cid}/{dim}: first delivered out of order {seqs[:20]}")
-    return out
 
 
 def _populations(expected: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -311,7 +173,7 @@ def test_sigkill_worker_repeatedly_during_backlog(
         segments = orjson.loads(stack.get("/segments"))
         last_applied = _applied(stack)
 
-    outcome = _check(reader.values, expected)
+    outcome = compare(reader.values, expected, in_order=True)
     _report(
         record_property,
         "sigkill",
@@ -362,7 +224,7 @@ def test_redis_restart_with_aof_mid_stream(
         segments = orjson.loads(stack.get("/segments"))
         assert stack.workers[0].poll() is None, "the worker survived the outage"
 
-    outcome = _check(reader.values, expected)
+    outcome = compare(reader.values, expected, in_order=True)
     _report(
         record_property,
         "redis_restart",
@@ -417,7 +279,7 @@ def test_redis_commit_reply_lost(
         segments = orjson.loads(stack.get("/segments"))
         assert stack.workers[0].poll() is None and stack.health() == 200
 
-    outcome = _check(reader.values, expected)
+    outcome = compare(reader.values, expected, in_order=True)
     _report(
         record_property,
         "redis_reply_lost",
@@ -524,7 +386,7 @@ def test_broker_unreachable_then_back(
         retries = _metrics(stack)["segmentflow_retries_total"][""]
         assert stack.workers[0].poll() is None, "the worker survived the outage"
 
-    outcome = _check(reader.values, expected)
+    outcome = compare(reader.values, expected, in_order=True)
     _report(
         record_property,
         "broker_cut",
@@ -583,7 +445,7 @@ def test_second_worker_joins_then_leaves_mid_stream(
         segments = orjson.loads(stack.get("/segments"))
         stack.wait_healthy(10)
 
-    outcome = _check(reader.values, expected)
+    outcome = compare(reader.values, expected, in_order=True)
     _report(
         record_property,
         "rebalance",
@@ -749,7 +611,7 @@ def test_hostile_input_is_dead_lettered(
         assert letter["detail"] and letter["topic"] in sent
         assert letter.get("truncated", False) == (letter["reason"] == "oversized")
     # the valid ones around them are applied exactly as the reference
-    _assert_clean(outcome := _check(reader.values, expected))
+    _assert_clean(outcome := compare(reader.values, expected, in_order=True))
     # accounting identity per topic
     received = metrics["segmentflow_events_received_total"]
     parts = [
@@ -824,7 +686,7 @@ def test_late_event_is_applied_and_stamped_with_customer_clock(
     assert after["variables"]["revenue"] == pytest.approx(42.5)
     assert late_count.get(topic) == 1.0
     assert sum(late_count.values()) == 1.0
-    _assert_clean(_check(reader.values[:emitted_before], expected))
+    _assert_clean(compare(reader.values[:emitted_before], expected, in_order=True))
     new = [orjson.loads(v) for v in reader.values[emitted_before:]]
     assert new and all(c["subject"] == cid for c in new)
     previous = [orjson.loads(v) for v in reader.values[:emitted_before]]

@@ -17,7 +17,15 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-from support.worker_e2e import TopicReader, check, expected, metrics, produce, wait_status
+from support.worker_e2e import (
+    EXACT_CONFIG,
+    TopicReader,
+    check,
+    expected,
+    metrics,
+    produce,
+    wait_status,
+)
 
 from segmentflow.devstack import DevStack
 from segmentflow.embedded import EmbeddedRedis
@@ -25,15 +33,7 @@ from segmentflow.synthetic import generate
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = """\
-rfm: {enabled: false}
-persona: {enabled: false}
-rules:
-  - name: de_buyers
-    when: 'traits.country == "DE" && orders_90d >= 1'
-  - name: quiet
-    when: 'days_since_last_seen >= 14'
-"""
+CONFIG = EXACT_CONFIG  # lifecycle and two rule segments: exact against replay
 START = datetime(2025, 3, 1, tzinfo=UTC)
 HEADROOM = 20_000  # bytes of maxmemory above what Redis uses mid-stream
 

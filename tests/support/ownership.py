@@ -16,35 +16,13 @@ from segmentflow.engine.state import CustomerState, T
 from segmentflow.state.redis_store import RedisStore
 from segmentflow.streams.kafka_clients import producer
 from support.metrics import fetch_text
-from support.streams import ChangeReader, Event, metric_sum
+from support.streams import ChangeReader, Event, metric_sum, produce_confluent
 
 
 def produce_librdkafka(settings: Settings, events: Iterable[Event], partitioner: str) -> int:
     """Send with confluent-kafka (librdkafka) and its ``partitioner`` (``consistent_random``
     is its default: CRC32 of the key); return how many."""
-    from confluent_kafka import Producer
-
-    kafka = Producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "linger.ms": 20,
-            "acks": "all",
-            "partitioner": partitioner,
-        }
-    )
-    failures: list[str] = []
-
-    def report(err: Any, msg: Any) -> None:
-        if err is not None:
-            failures.append(str(err))
-
-    n = 0
-    for e in events:
-        kafka.produce(settings.input_topics[e.kind], key=e.key, value=e.value, on_delivery=report)
-        kafka.poll(0)
-        n += 1
-    assert kafka.flush(60) == 0 and not failures, f"delivery failed: {failures[:3]}"
-    return n
+    return produce_confluent(settings, events, partitioner=partitioner)
 
 
 class AdlerPartitioner:

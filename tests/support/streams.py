@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from segmentflow.bootstrap import replay_events
 from segmentflow.config import Settings, load_config
 from segmentflow.schemas.timefmt import parse_rfc3339
 from segmentflow.streams.kafka_clients import consumer, producer
+from support.changes import Outcome as Outcome
+from support.changes import compare as compare
 from support.metrics import parse as parse_metrics
 
 #: lifecycle and rule segments are exact; rfm and persona depend on the whole population
@@ -108,8 +109,15 @@ def produce_kafka_python(
     return n
 
 
-def produce_confluent(settings: Settings, events: Iterable[Event], compression: str) -> int:
-    """Send with librdkafka (confluent-kafka) using ``compression.type``; return how many."""
+def produce_confluent(
+    settings: Settings,
+    events: Iterable[Event],
+    compression: str = "none",
+    partitioner: str = "murmur2_random",
+) -> int:
+    """Send with librdkafka (confluent-kafka) using ``compression.type`` and ``partitioner``
+    (default murmur2 like Java; librdkafka's own default is ``consistent_random``, CRC32 of
+    the key); return how many."""
     from confluent_kafka import Producer
 
     kafka = Producer(
@@ -118,8 +126,7 @@ def produce_confluent(settings: Settings, events: Iterable[Event], compression: 
             "compression.type": compression,
             "linger.ms": 20,
             "acks": "all",
-            # murmur2 like Java: this test is about codecs, not partitioners
-            "partitioner": "murmur2_random",
+            "partitioner": partitioner,
         }
     )
     failures: list[str] = []
@@ -187,50 +194,6 @@ class ChangeReader:
 
     def close(self) -> None:
         self.kafka.close()
-
-
-@dataclass
-class Outcome:
-    deliveries: int = 0
-    distinct: int = 0
-    duplicates: int = 0
-    problems: list[str] = field(default_factory=list)
-
-
-def compare(values: Sequence[bytes], expected: Sequence[dict[str, Any]]) -> Outcome:
-    """Delivered changes vs the reference: same ids and content, repeats identical, each
-    customer's sequences 1..n without gaps."""
-    out = Outcome(deliveries=len(values))
-    first: dict[str, bytes] = {}
-    seqs: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for value in values:
-        change = orjson.loads(value)
-        seen = first.get(change["id"])
-        if seen is None:
-            first[change["id"]] = value
-            seqs[(change["subject"], change["data"]["dimension"])].append(
-                change["data"]["sequence"]
-            )
-        else:
-            out.duplicates += 1
-            if seen != value:
-                out.problems.append(f"id {change['id']} repeated with other content")
-    out.distinct = len(first)
-    got = {i: orjson.loads(v) for i, v in first.items()}
-    want = {c["id"]: c for c in expected}
-    missing = sorted(set(want) - set(got))
-    extra = sorted(set(got) - set(want))
-    if missing:
-        out.problems.append(f"{len(missing)} missing, e.g. {[want[i] for i in missing[:2]]}")
-    if extra:
-        out.problems.append(f"{len(extra)} unexpected, e.g. {[got[i] for i in extra[:2]]}")
-    wrong = sorted(i for i in set(got) & set(want) if got[i] != want[i])
-    if wrong:
-        out.problems.append(f"{len(wrong)} differ, e.g. {got[wrong[0]]} != {want[wrong[0]]}")
-    for (cid, dim), s in seqs.items():
-        if sorted(s) != list(range(1, len(s) + 1)):
-            out.problems.append(f"{cid}/{dim}: sequences {sorted(s)[:10]} have a gap")
-    return out
 
 
 def metric_sum(text: str, name: str) -> float:
