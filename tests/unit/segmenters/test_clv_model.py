@@ -20,7 +20,9 @@ from segmentflow.segmenters.clv_model import (
     FitError,
     Summary,
     _bgnbd_terms,
+    _BgNbdSums,
     _gamma_gamma_terms,
+    _GammaGammaSums,
     fit_bgnbd,
     fit_gamma_gamma,
     summarize,
@@ -138,25 +140,31 @@ def test_cumulative_tracking_to_week_78(summary: Summary) -> None:
         assert abs(expected / actual - 1) < tolerance, (week, expected, actual)
 
 
-def _check_gradient(
-    terms: Callable[..., tuple[np.typing.NDArray[np.float64], np.typing.NDArray[np.float64]]],
-    params: np.typing.NDArray[np.float64],
-    *columns: np.typing.NDArray[np.float64],
+Vector = np.typing.NDArray[np.float64]
+
+
+def _check(
+    terms: Callable[..., tuple[Vector, Vector]],
+    sums: Callable[[Vector], tuple[float, Vector]],
+    params: Vector,
+    *columns: Vector,
 ) -> None:
-    analytic = terms(params, *columns)[1].sum(axis=1)
+    """Per-row terms: gradient = finite differences; the fast sums = the terms summed."""
+    ll, grad = terms(params, *columns)
     numeric = approx_fprime(params, lambda p: float(terms(p, *columns)[0].sum()), 1e-7)
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grad.sum(axis=1), numeric, rtol=1e-4, atol=1e-4)
+    total, gradient = sums(params)
+    assert total == pytest.approx(float(ll.sum()), rel=1e-12)
+    np.testing.assert_allclose(gradient, grad.sum(axis=1), rtol=1e-9)
 
 
-def test_gradients_match_finite_differences(summary: Summary) -> None:
-    _check_gradient(_bgnbd_terms, np.array([0.3, 5.0, 0.9, 2.0]), summary.x, summary.t_x, summary.T)
+def test_gradients_and_fast_sums_agree_with_the_formulas(summary: Summary) -> None:
+    x, t_x, T = summary.x, summary.t_x, summary.T
+    for params in ([0.3, 5.0, 0.9, 2.0], [1.2, 0.5, 3.0, 0.7]):
+        _check(_bgnbd_terms, _BgNbdSums(x, t_x, T), np.array(params), x, t_x, T)
     repeat = summary.x > 0
-    _check_gradient(
-        _gamma_gamma_terms,
-        np.array([5.0, 3.0, 12.0]),
-        summary.x[repeat],
-        summary.monetary[repeat],
-    )
+    x, m = summary.x[repeat], summary.monetary[repeat]
+    _check(_gamma_gamma_terms, _GammaGammaSums(x, m), np.array([5.0, 3.0, 12.0]), x, m)
 
 
 def test_fit_recovers_the_parameters_it_sampled_from() -> None:
