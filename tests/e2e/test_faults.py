@@ -39,6 +39,7 @@ from support.tcp_proxy import TcpProxy
 from support.worker_e2e import EXACT_CONFIG, TopicReader, metrics
 from support.worker_e2e import expected as _expected
 from support.worker_e2e import produce as _produce
+from support.worker_e2e import wait_status as _wait_status
 
 from segmentflow.config import Settings, load_config
 from segmentflow.devstack import DevStack
@@ -93,16 +94,6 @@ def _outbox_left(redis_url: str, namespace: str) -> int:
         return sum(int(client.llen(k)) for k in client.scan_iter(match=f"{namespace}:outbox:*"))
     finally:
         client.close()
-
-
-def _wait_status(stack: DevStack, want: int, timeout: float, index: int = 0) -> float:
-    """Poll ``/health`` until it answers ``want``; return how long that took."""
-    started = time.monotonic()
-    while (code := stack.health(index)) != want:
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"/health stayed {code}, expected {want} within {timeout}s")
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 def _report(record: Callable[[str, object], None], name: str, **values: object) -> None:
@@ -213,7 +204,7 @@ def test_redis_restart_with_aof_mid_stream(
         reader.wait_until(lambda: len(reader.ids) >= 1, 60, "first changes")
         at_stop = len(reader.ids)
         aof_redis.halt()
-        unhealthy_after = _wait_status(stack, 503, timeout=15)
+        unhealthy_after = _wait_status(stack, 503, timeout=60)  # its next Redis call fails
         time.sleep(3)
         assert stack.health() == 503, "still unhealthy while Redis is down"
         aof_redis.resume()
