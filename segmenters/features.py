@@ -1,8 +1,12 @@
-"""The CEL variables of CONTRACT §6, computed from a customer's state at instant ``t``."""
+"""The core CEL variables of CONTRACT §6, computed from a customer's state at instant ``t``.
+
+The variables holding a dimension's value (``lifecycle``, ``rfm``, ``r_score``, ...) are
+contributed by the dimensions (``Dimension.variables``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from segmentflow.engine.state import (
@@ -50,10 +54,6 @@ def _avg_order_value(state: CustomerState, _today: int) -> float | None:
     return float(state.totals[T["revenue"]]) / orders if orders else None
 
 
-def _dimension(name: str) -> Getter:
-    return lambda s, _today: s.values.get(name)
-
-
 GETTERS: dict[str, Getter] = {
     "traits": lambda s, _today: s.traits,
     "avg_order_value": _avg_order_value,
@@ -64,29 +64,15 @@ GETTERS: dict[str, Getter] = {
     "days_since_first_order": _days_since("first_order"),
     "days_since_first_seen": _days_since("first_seen"),
     "days_since_last_seen": _days_since("last_seen"),
-    "lifecycle": _dimension("lifecycle"),
-    "rfm": _dimension("rfm"),
-    "persona": _dimension("persona"),
 }
-
-
-def _rfm_score(index: int) -> Getter:
-    def get(state: CustomerState, _today: int) -> int | None:
-        scores = state.extra.get("rfm_scores")
-        return None if scores is None else int(scores[index])
-
-    return get
-
-
-GETTERS.update({"r_score": _rfm_score(0), "f_score": _rfm_score(1), "m_score": _rfm_score(2)})
 GETTERS.update({name: _total(name) for name in TOTALS})
 GETTERS.update({f"{m}_{n}d": _windowed(m, n) for m in WINDOWED for n in WINDOWS})
 
-#: Variables that can change with time alone (so rules using them need midnight evaluation).
+#: Variables that can change with time alone (so rules using them need midnight evaluation);
+#: the dimensions' variables (``lifecycle``, ``r_score``, ...) come from the dimensions.
 TIME_DEPENDENT = frozenset(
     {f"{m}_{n}d" for m in WINDOWED for n in WINDOWS}
     | {name for name in GETTERS if name.startswith("days_since_")}
-    | {"lifecycle", "rfm", "persona", "r_score", "f_score", "m_score"}
 )
 
 
@@ -96,8 +82,14 @@ _WINDOWED: dict[str, tuple[int, int, bool]] = {
 }
 
 
-def variables(state: CustomerState, t: int, names: Iterable[str] | None = None) -> dict[str, Any]:
-    """The CEL variables of ``state`` at instant ``t`` (only ``names`` when given).
+def variables(
+    state: CustomerState,
+    t: int,
+    names: Iterable[str] | None = None,
+    getters: Mapping[str, Getter] = GETTERS,
+) -> dict[str, Any]:
+    """The CEL variables of ``state`` at instant ``t`` (only ``names`` when given), from
+    ``getters`` (default: the core §6 variables; the engine adds the dimensions').
 
     Windowed sums add the day buckets in the same order (and so with the same floating-point
     result) as :meth:`CustomerState.window`.
@@ -110,13 +102,13 @@ def variables(state: CustomerState, t: int, names: Iterable[str] | None = None) 
     {'orders': 0, 'days_since_last_seen': 3, 'avg_order_value': None}
     """
     today = t // DAY_US
-    wanted = GETTERS.keys() if names is None else names
+    wanted = getters.keys() if names is None else names
     out: dict[str, Any] = {}
     windows: list[tuple[str, int, int, bool]] = []
     for name in wanted:
         spec = _WINDOWED.get(name)
         if spec is None:
-            out[name] = GETTERS[name](state, today)
+            out[name] = getters[name](state, today)
         else:
             out[name] = None  # keeps the order of ``names``
             windows.append((name, *spec))

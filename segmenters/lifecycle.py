@@ -6,10 +6,16 @@ latest reactivation and the thresholds, so time-driven transitions can be comput
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from pydantic import BaseModel
 
 from segmentflow.config import LifecycleConfig
 from segmentflow.engine.state import CustomerState
+from segmentflow.schemas.changes import Change
+from segmentflow.schemas.decode import Event
+from segmentflow.segmenters.dimension import Dimension, Emit, Getter, Moment
 
 DAY_US = 86_400_000_000
 PROSPECT, NEW, ACTIVE, AT_RISK, CHURNED, REACTIVATED = (
@@ -89,3 +95,55 @@ def reason(state: CustomerState, stage: str, t: int, cfg: LifecycleConfig) -> di
         CHURNED: f"since_last_order >= {c:g}d",
     }[stage]
     return out
+
+
+class Lifecycle(Dimension):
+    """The ``lifecycle`` dimension: :func:`stage_at` after each event and at each threshold.
+
+    Its state is the customer's core first/last order and reactivation fields (no slice).
+
+    Examples
+    --------
+    >>> from segmentflow.engine.state import CustomerState
+    >>> dim = Lifecycle(LifecycleConfig())
+    >>> s = CustomerState("c", first_order=0, last_order=0)
+    >>> dim.names(), dim.next_due(s, 0) // DAY_US
+    (['lifecycle'], 30)
+    """
+
+    kind = "lifecycle"
+    Params = LifecycleConfig
+
+    def __init__(self, params: BaseModel) -> None:
+        super().__init__(params)
+        assert isinstance(params, LifecycleConfig)
+        self.cfg = params
+
+    def names(self) -> list[str]:
+        return [self.kind]
+
+    def observe(self, state: CustomerState, event: Event, t: int) -> None:
+        if event.type == "order_completed":
+            record_order(state, event.ts, t, self.cfg)
+
+    def evaluate(self, state: CustomerState, at: Moment, emit: Emit) -> list[Change]:
+        stage = stage_at(state, at.t, self.cfg)
+        if stage == state.values.get(self.kind):
+            return []
+        return [emit(state, self.kind, stage, at, reason(state, stage, at.t, self.cfg))]
+
+    on_due = evaluate  # a stage only changes at a threshold: elsewhere this finds no change
+
+    def next_due(self, state: CustomerState, after: int) -> int | None:
+        return next_threshold(state, after, self.cfg)
+
+    def variables(self) -> Mapping[str, Getter]:
+        return {self.kind: lambda s, _today: s.values.get(self.kind)}
+
+    def time_dependent(self) -> frozenset[str]:
+        return frozenset({self.kind})
+
+    def explain(
+        self, state: CustomerState, name: str, value: str | None, t: int, env: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        return None if value is None else reason(state, value, t, self.cfg)

@@ -23,14 +23,19 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 from river import cluster, preprocessing
 from scipy.optimize import linear_sum_assignment
 
+from segmentflow.config import PersonaConfig
 from segmentflow.engine.state import WINDOW_DAYS, CustomerState, T, W
+from segmentflow.schemas.changes import Change
+from segmentflow.segmenters.dimension import Dimension, Emit, Getter, Moment, StateSlice
 
 DAY_US = 86_400_000_000
 FEATURES = (
@@ -548,3 +553,106 @@ def _lloyd(
     labels = distances.argmin(axis=1)
     inertia = float(np.maximum(distances[np.arange(len(points)), labels], 0.0).sum())
     return centers, labels, inertia
+
+
+@dataclass(slots=True)
+class PersonaSlice(StateSlice):
+    """The UTC day of the customer's latest placement (at most one per day)."""
+
+    day: int | None = None
+
+    def dump(self) -> list[Any]:
+        return [self.day]
+
+    @classmethod
+    def load(cls, version: int, data: list[Any]) -> PersonaSlice:
+        return cls(*data)
+
+
+_LEGACY_DAY = "persona_day"  # where states encoded before the slices kept the day
+#: samples a worker collects for the separate trainer between two handovers
+MAX_SAMPLES = 20_000
+
+
+class Persona(Dimension):
+    """The ``persona`` dimension: once per customer and UTC day, learn from (or sample) its
+    :func:`features` and re-place it with :func:`nearest` (hysteresis, so a session's burst of
+    events does not flip personas).
+
+    Attributes
+    ----------
+    model
+        The :class:`PersonaModel` (``None`` when disabled); a worker swaps in trained ones.
+    train_inline
+        Learn in-process (replay) or only collect :attr:`samples` for a separate trainer.
+
+    Examples
+    --------
+    >>> from segmentflow.config import PersonaConfig
+    >>> Persona(PersonaConfig()).names(), Persona(PersonaConfig(enabled=False)).model
+    (['persona'], None)
+    """
+
+    kind = "persona"
+    Params = PersonaConfig
+    slice_type = PersonaSlice
+
+    def __init__(self, params: BaseModel) -> None:
+        super().__init__(params)
+        assert isinstance(params, PersonaConfig)
+        self.cfg = params
+        self.model: PersonaModel | None = (
+            PersonaModel(params.algorithm, params.clusters, params.seed) if params.enabled else None
+        )
+        self.train_inline = True
+        self.samples: list[dict[str, float]] = []
+        self._warmup = 50 * params.clusters
+
+    def names(self) -> list[str]:
+        return [self.kind] if self.model is not None else []
+
+    def evaluate(self, state: CustomerState, at: Moment, emit: Emit) -> list[Change]:
+        model = self.model
+        if model is None:
+            return []
+        t = at.t
+        today = t // DAY_US
+        placed = self.slice(state)
+        if placed.day == today:
+            return []
+        placed.day = today
+        vector = features(state, t)
+        if self.train_inline:
+            model.learn_one(vector)
+            if model.learned % self.cfg.snapshot_every == 0:
+                model.snapshot()
+        elif len(self.samples) < MAX_SAMPLES:
+            self.samples.append(vector)
+        snapshot = model.current
+        if snapshot is None or not snapshot.centers or model.learned < self._warmup:
+            return []
+        value = state.values.get(self.kind)
+        current = int(value.rsplit("-", 1)[1]) if value else None
+        pid = nearest(snapshot, vector, current, self.cfg.margin)
+        name = f"persona-{pid}"
+        if name == value:
+            return []
+        why = explain(snapshot, vector, pid)  # only for a change (most placements keep theirs)
+        reason = {"label": snapshot.labels[pid], "features": why, "model_version": snapshot.version}
+        return [emit(state, self.kind, name, at, reason)]
+
+    def migrate(self, state: CustomerState) -> PersonaSlice | None:
+        day = state.extra.pop(_LEGACY_DAY, None)
+        return None if day is None else PersonaSlice(day)
+
+    def variables(self) -> Mapping[str, Getter]:
+        return {self.kind: lambda s, _today: s.values.get(self.kind)}
+
+    def time_dependent(self) -> frozenset[str]:
+        return frozenset({self.kind})
+
+    def dump_population(self) -> bytes | None:
+        return None if self.model is None else self.model.dumps()
+
+    def load_population(self, data: bytes) -> None:
+        self.model = PersonaModel.loads(data)

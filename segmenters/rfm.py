@@ -12,12 +12,28 @@ cost O(n) vectorised plus O(log n + Python work) per customer whose scores moved
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 from sortedcontainers import SortedList
+
+from segmentflow.config import RfmConfig, parse_duration_us
+from segmentflow.engine.state import CustomerState, T
+from segmentflow.schemas.changes import Change
+from segmentflow.segmenters.dimension import (
+    DAY_US,
+    Dimension,
+    Emit,
+    Getter,
+    Moment,
+    PopulationWork,
+    StateSlice,
+)
 
 Metrics = tuple[int, int, float]  # (last order time, orders, net revenue)
 Scores = tuple[int, int, int]
@@ -283,3 +299,143 @@ class SegmentMap:
     def name(self, r: int, f: int) -> str:
         """The segment of (R, F); ``"other"`` where the map has no entry."""
         return self.table.get((r, f), "other")
+
+
+@dataclass(slots=True)
+class RfmSlice(StateSlice):
+    """The (R, F, M) scores a customer was last given (``None`` before its first order)."""
+
+    scores: list[int] | None = None
+
+    def dump(self) -> list[Any]:
+        return [] if self.scores is None else list(self.scores)
+
+    @classmethod
+    def load(cls, version: int, data: list[Any]) -> RfmSlice:
+        return cls(list(data) if data else None)
+
+
+def _scores_of(state: CustomerState) -> list[int] | None:
+    """The recorded scores without creating a slice (CEL reads every customer)."""
+    held = state.slices.get(Rfm.kind)
+    if held is None:
+        legacy: list[int] | None = state.extra.get(_LEGACY)
+        return legacy
+    if isinstance(held, list):
+        return held[1:] or None
+    scores: list[int] | None = held.scores
+    return scores
+
+
+def _score_getter(index: int) -> Getter:
+    def get(state: CustomerState, _today: int) -> int | None:
+        scores = _scores_of(state)
+        return None if scores is None else int(scores[index])
+
+    return get
+
+
+_LEGACY = "rfm_scores"  # where states encoded before the slices kept the scores
+
+
+class Rfm(Dimension, PopulationWork):
+    """The ``rfm`` dimension: exact rank scores (:class:`RankIndex`), re-scored after each
+    of the customer's events and by population sweeps every ``sweep_every`` of event time.
+
+    Examples
+    --------
+    >>> from segmentflow.config import RfmConfig
+    >>> dim = Rfm(RfmConfig())
+    >>> dim.names(), dim.sweep_every_us // 3_600_000_000
+    (['rfm'], 24)
+    >>> Rfm(RfmConfig(enabled=False)).names()
+    []
+    """
+
+    kind = "rfm"
+    Params = RfmConfig
+    slice_type = RfmSlice
+
+    def __init__(self, params: BaseModel, ranks: RankIndex | None = None) -> None:
+        super().__init__(params)
+        assert isinstance(params, RfmConfig)
+        self.enabled = params.enabled
+        self.ranks = ranks if ranks is not None else RankIndex()
+        self.segments = SegmentMap.parse(params.segments)
+        self.sweep_every_us = parse_duration_us(params.sweep_every) if self.enabled else None
+
+    def names(self) -> list[str]:
+        return [self.kind] if self.enabled else []
+
+    def evaluate(self, state: CustomerState, at: Moment, emit: Emit) -> list[Change]:
+        """Re-score against the population; a change when the segment differs."""
+        if not self.enabled or state.first_order is None or state.last_order is None:
+            return []
+        orders = int(state.totals[T["orders"]])
+        revenue = float(state.totals[T["revenue"]])
+        self.ranks.update(state.customer_id, (state.last_order, orders, revenue))
+        scores = self.ranks.scores(state.customer_id)
+        if scores is None:
+            return []
+        return self.on_sweep(state, at, scores, emit)
+
+    def on_sweep(self, state: CustomerState, at: Moment, payload: Any, emit: Emit) -> list[Change]:
+        """Give the customer ``payload`` (its new scores): a change if the segment moved."""
+        assert state.last_order is not None
+        r, f, m = payload
+        self.ranks.record(state.customer_id, payload)
+        self.slice(state).scores = [r, f, m]
+        name = self.segments.name(r, f)
+        if name == state.values.get(self.kind):
+            return []
+        reason = {
+            "r": r,
+            "f": f,
+            "m": m,
+            "days_since_last_order": (at.t - state.last_order) // DAY_US,
+            "orders": int(state.totals[T["orders"]]),
+            "revenue": round(float(state.totals[T["revenue"]]), 2),
+            "population": len(self.ranks),
+        }
+        return [emit(state, self.kind, name, at, reason)]
+
+    def migrate(self, state: CustomerState) -> RfmSlice | None:
+        scores = state.extra.pop(_LEGACY, None)
+        return None if scores is None else RfmSlice(list(scores))
+
+    def variables(self) -> Mapping[str, Getter]:
+        return {
+            self.kind: lambda s, _today: s.values.get(self.kind),
+            "r_score": _score_getter(0),
+            "f_score": _score_getter(1),
+            "m_score": _score_getter(2),
+        }
+
+    def time_dependent(self) -> frozenset[str]:
+        return frozenset({self.kind, "r_score", "f_score", "m_score"})
+
+    def explain(
+        self, state: CustomerState, name: str, value: str | None, t: int, env: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        scores = _scores_of(state)
+        return None if scores is None else dict(zip("rfm", scores, strict=True))
+
+    # -- population ---------------------------------------------------------------------------
+
+    def population_version(self) -> object:
+        return self.ranks.version
+
+    def population_size(self) -> int:
+        return len(self.ranks)
+
+    def moved(self, include: Callable[[str], bool] | None) -> list[tuple[str, Any]]:
+        return list(self.ranks.sweep(include))
+
+    def forget(self, customer_id: str) -> None:
+        self.ranks.update(customer_id, None)
+
+    def dump_population(self) -> bytes | None:
+        return pickle.dumps(self.ranks)
+
+    def load_population(self, data: bytes) -> None:
+        self.ranks = pickle.loads(data)

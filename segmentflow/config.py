@@ -127,6 +127,19 @@ class RuleConfig(_Strict):
         return value
 
 
+class DimensionEntry(BaseModel):
+    """A custom dimension (``dimensions: [{class: "pkg.mod:Class", ...params}]``): the class
+    to import and, in the other keys, its parameters (validated by the class's ``Params``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    class_: str = Field(alias="class")
+
+    def params(self) -> dict[str, Any]:
+        """The entry's keys other than ``class``."""
+        return dict(self.model_extra or {})
+
+
 class SegmentConfig(_Strict):
     """The segmentation config file (CONTRACT §6); every key optional."""
 
@@ -150,6 +163,8 @@ class SegmentConfig(_Strict):
     dedup_window: int | None = Field(default=None, ge=1)
     max_traits: int = Field(default=100, ge=1)
     max_trait_length: int = Field(default=1024, ge=1)
+    #: user dimensions, run after the built-ins and before the rules (docs/dimensions.md)
+    dimensions: list[DimensionEntry] = Field(default_factory=list)
 
     @field_validator("allowed_lateness", "max_future_skew", "dedup_horizon")
     @classmethod
@@ -195,16 +210,19 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+describe_validation = _describe
+
+
 def config_from_dict(data: dict[str, Any] | None, source: str = "config") -> SegmentConfig:
     """Validate a config mapping and compile its rules; raise :class:`ConfigError` if invalid."""
     try:
         config = SegmentConfig.model_validate(data or {})
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_describe(exc)}") from None
-    # compile rules now so a broken expression stops start-up
-    from segmentflow.segmenters.rules import compile_rules
+    # load the dimensions and compile the rules now so a broken one stops start-up
+    from segmentflow.segmenters.registry import build_dimensions
 
-    compile_rules(config.rules)
+    build_dimensions(config)
     return config
 
 

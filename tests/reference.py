@@ -249,10 +249,48 @@ def _change(
     }
 
 
+class RefDimension:
+    """A brute-force reference for one dimension (the driver loops over a list of them, in the
+    engine's registry order; rules always come last). ``moments`` gives a superset of the
+    instants where its value can change with time alone; ``value_at`` recomputes the value from
+    the full list of applied events (``None``: no value yet)."""
+
+    name = ""
+
+    def moments(self, evs: list[tuple[int, dict[str, Any]]], until_us: int) -> set[int]:
+        return set()
+
+    def value_at(self, applied: list[tuple[int, dict[str, Any]]], t: int) -> str | None:
+        raise NotImplementedError
+
+
+class RefLifecycle(RefDimension):
+    """§3 lifecycle (see :func:`lifecycle_at`)."""
+
+    name = "lifecycle"
+
+    def __init__(self, th: dict[str, int]) -> None:
+        self.th = th
+
+    def moments(self, evs: list[tuple[int, dict[str, Any]]], until_us: int) -> set[int]:
+        orders = [ts for ts, e in evs if e["type"] == "order_completed"]
+        out: set[int] = set()
+        if orders:
+            out.add(orders[0] + self.th["new_days"] * US_PER_DAY)
+        for o in orders:
+            for key in ("reactivated_days", "at_risk_days", "churned_days"):
+                out.add(o + self.th[key] * US_PER_DAY)
+        return out
+
+    def value_at(self, applied: list[tuple[int, dict[str, Any]]], t: int) -> str | None:
+        orders = [ts for ts, e in applied if e["type"] == "order_completed"]
+        return lifecycle_at(orders, t, self.th)
+
+
 def _customer_changes(
     cid: str,
     evs: list[tuple[int, dict[str, Any]]],
-    th: dict[str, int],
+    dims: list[RefDimension],
     rules: list[tuple[str, Any]],
     until_us: int,
 ) -> list[tuple[int, dict[str, Any]]]:
@@ -260,14 +298,9 @@ def _customer_changes(
     if not evs:
         return []
     first_seen = evs[0][0]
-    order_times_all = [ts for ts, e in evs if e["type"] == "order_completed"]
-
     thresholds: set[int] = set()
-    if order_times_all:
-        thresholds.add(order_times_all[0] + th["new_days"] * US_PER_DAY)
-    for o in order_times_all:
-        for key in ("reactivated_days", "at_risk_days", "churned_days"):
-            thresholds.add(o + th[key] * US_PER_DAY)
+    for dim in dims:
+        thresholds |= dim.moments(evs, until_us)
     midnights = set(range((day(first_seen) + 1) * US_PER_DAY, until_us + 1, US_PER_DAY))
     time_moments = {x for x in thresholds | midnights if first_seen < x <= until_us}
 
@@ -279,15 +312,25 @@ def _customer_changes(
     out: list[tuple[int, dict[str, Any]]] = []
     seq: dict[str, int] = defaultdict(int)
     applied: list[tuple[int, dict[str, Any]]] = []
-    lifecycle: str | None = None
+    values: dict[str, str | None] = {dim.name: None for dim in dims}
     rule_state: dict[str, str | None] = {name: None for name, _ in rules}
 
     def emit(dim: str, prev: str | None, cur: str, t: int, kind: str, eid: str | None) -> None:
         seq[dim] += 1
         out.append((t, _change(cid, dim, seq[dim], prev, cur, t, kind, eid)))
 
+    def run_dims(t: int, kind: str, eid: str | None) -> None:
+        for dim in dims:
+            value = dim.value_at(applied, t)
+            if value is not None and value != values[dim.name]:
+                emit(dim.name, values[dim.name], value, t, kind, eid)
+                values[dim.name] = value
+
     def run_rules(t: int, kind: str, eid: str | None) -> None:
-        variables = rule_variables(applied, t, lifecycle)
+        variables = rule_variables(applied, t, values.get("lifecycle"))
+        variables.update({name: v for name, v in values.items() if name != "lifecycle"})
+        for dim in dims:
+            variables.update(getattr(dim, "variables", lambda _a, _t: {})(applied, t))
         for name, program in rules:
             now_in = evaluate_rule(program, variables)
             state = rule_state[name]
@@ -300,32 +343,30 @@ def _customer_changes(
 
     for instant, step_kind, idx in steps:
         if step_kind == 0:
-            orders = [ts for ts, e in applied if e["type"] == "order_completed"]
-            value = lifecycle_at(orders, instant, th)
-            if value != lifecycle:
-                emit("lifecycle", lifecycle, value, instant, "time", None)
-                lifecycle = value
+            run_dims(instant, "time", None)
             if instant % US_PER_DAY == 0:
                 run_rules(instant, "time", None)
         else:
             ts, event = evs[idx]
             applied.append((ts, event))
-            orders = [t for t, e in applied if e["type"] == "order_completed"]
-            value = lifecycle_at(orders, ts, th)
-            if value != lifecycle:
-                emit("lifecycle", lifecycle, value, ts, "event", event["event_id"])
-                lifecycle = value
+            run_dims(ts, "event", event["event_id"])
             run_rules(ts, "event", event["event_id"])
     return out
 
 
 def reference_changes(
-    events: list[dict[str, Any]], config: dict[str, Any], until: datetime
+    events: list[dict[str, Any]],
+    config: dict[str, Any],
+    until: datetime,
+    extra: list[RefDimension] | None = None,
 ) -> list[dict[str, Any]]:
-    """Change events (§3 JSON) for `lifecycle` and `rule:<name>` up to and including `until`."""
+    """Change events (§3 JSON) for `lifecycle`, the ``extra`` reference dimensions (custom
+    ones, after lifecycle, as in the engine's registry) and `rule:<name>`, up to and including
+    `until`. An extra dimension may define ``variables(applied, t) -> dict`` for the rules."""
     until_us = datetime_to_us(until)
     th = dict(LIFECYCLE_DEFAULTS)
     th.update(config.get("lifecycle") or {})
+    dims: list[RefDimension] = [RefLifecycle(th), *(extra or [])]
     rules = [(r["name"], cel.compile(r["when"])) for r in config.get("rules") or []]
 
     # §2: a repeated event_id is applied once, exactly when the earlier application's event
@@ -346,6 +387,6 @@ def reference_changes(
 
     collected: list[tuple[int, dict[str, Any]]] = []
     for cid, evs in per_customer.items():
-        collected.extend(_customer_changes(cid, evs, th, rules, until_us))
+        collected.extend(_customer_changes(cid, evs, dims, rules, until_us))
     collected.sort(key=lambda item: item[0])  # stable: per-customer order kept within an instant
     return [change for _, change in collected]

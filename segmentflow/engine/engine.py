@@ -1,11 +1,13 @@
 """The segmentation engine: apply one event or advance the clock for one customer. No I/O.
 
-Order of work for an event at ``ts`` (CONTRACT §3, §6):
+The engine knows no dimension: it runs the registry's (``segmentflow.segmenters.registry``,
+``docs/dimensions.md``) in order. For an event at ``ts`` (CONTRACT §3, §6):
 
-1. fire the customer's time-driven changes due at or before ``ts`` (lifecycle thresholds and
-   midnight rule evaluations, in due order; lifecycle first at a shared instant);
-2. apply the event to the state (counters, windows, traits, flags, orders);
-3. re-evaluate the dimensions (lifecycle, then the other dimensions, then rule segments).
+1. fire the customer's time-driven changes due at or before ``ts`` (each due moment in order;
+   at one moment every dimension's ``on_due`` in registry order, so lifecycle first);
+2. apply the event to the core state (counters, windows, traits, flags) and ``observe`` it in
+   each dimension;
+3. ``evaluate`` each dimension (lifecycle, rfm, persona, custom ones, then rule segments).
 
 A late event (older than the customer's clock) is applied to the state, but its changes are
 stamped with the customer's clock so change times never go backwards.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from segmentflow.config import SegmentConfig
 from segmentflow.engine.state import (
@@ -31,22 +33,27 @@ from segmentflow.engine.state import (
 )
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event
-from segmentflow.segmenters import lifecycle
-from segmentflow.segmenters.features import variables
-from segmentflow.segmenters.persona import PersonaModel, explain, features, nearest
-from segmentflow.segmenters.rfm import RankIndex, Scores, SegmentMap
-from segmentflow.segmenters.rules import IN, OUT, RuleEvaluationError, compile_rules
+from segmentflow.segmenters.dimension import Dimension, Getter, Moment, PopulationWork
+from segmentflow.segmenters.persona import MAX_SAMPLES, Persona, PersonaModel
+from segmentflow.segmenters.registry import build_dimensions
+from segmentflow.segmenters.rfm import RankIndex, Rfm, Scores
+from segmentflow.segmenters.rules import CompiledRule, Rules
 
 DAY_US = 86_400_000_000
 _MONEY_TYPES = ("order_completed", "order_refunded")
 LIFECYCLE = "lifecycle"
 RFM = "rfm"
 PERSONA = "persona"
-MAX_SAMPLES = 20_000
+__all__ = ["LIFECYCLE", "MAX_SAMPLES", "PERSONA", "RFM", "Engine", "Outcome"]
+D = TypeVar("D", bound=Dimension)
 _FLAGS = {
     "email_unsubscribed": FLAG_UNSUBSCRIBED,
     "email_complained": FLAG_COMPLAINED,
 }
+
+
+def _overrides(dim: Dimension, hook: str) -> bool:
+    return getattr(type(dim), hook) is not getattr(Dimension, hook)
 
 
 @dataclass(slots=True)
@@ -67,40 +74,102 @@ class Engine:
         The segmentation config (CONTRACT §6).
     ranks
         The population's RFM metrics (shared by every customer); a fresh one by default.
+
+    Examples
+    --------
+    >>> from segmentflow.config import config_from_dict
+    >>> engine = Engine(config_from_dict({"persona": {"enabled": False}}))
+    >>> [d.kind for d in engine.registry], engine.dimensions
+    (['lifecycle', 'rfm', 'persona', 'rules'], ['lifecycle', 'rfm'])
     """
 
     def __init__(self, config: SegmentConfig, ranks: RankIndex | None = None) -> None:
         self.config = config
-        self._life = config.lifecycle
-        self.ranks = ranks if ranks is not None else RankIndex()
-        self._rfm = config.rfm.enabled
-        self._rfm_map = SegmentMap.parse(config.rfm.segments)
-        persona = config.persona
-        self.persona: PersonaModel | None = (
-            PersonaModel(persona.algorithm, persona.clusters, persona.seed)
-            if persona.enabled
-            else None
-        )
-        #: train in-process (replay) or only collect samples for a separate trainer (worker)
-        self.train_inline = True
-        self._persona_warmup = 50 * config.persona.clusters
-        self.persona_samples: list[dict[str, float]] = []
-        self.rules = compile_rules(config.rules)
-        self._rule_vars = sorted({name for rule in self.rules for name in rule.references})
-        self._midnights = any(rule.time_dependent for rule in self.rules)
+        #: every dimension, in the order the engine runs them
+        self.registry: list[Dimension] = build_dimensions(config)
+        self._kinds = {dim.kind: dim for dim in self.registry}
+        self._rfm = self.dimension(Rfm)
+        if ranks is not None:
+            self._rfm.ranks = ranks
+        self._persona = self.dimension(Persona)
+        self._rules = self.dimension(Rules)
+        self._observers = [d for d in self.registry if _overrides(d, "observe")]
+        self._timed = [
+            d for d in self.registry if _overrides(d, "next_due") or _overrides(d, "on_due")
+        ]
+        #: population-wide dimensions (sweeps), in registry order
+        self.populations: list[PopulationWork] = [
+            d for d in self.registry if isinstance(d, PopulationWork)
+        ]
         self._horizon = config.dedup_horizon_us
-        #: rule evaluation errors per rule name (counted, the rule counts as false)
-        self.rule_errors: Counter[str] = Counter()
+
+    def dimension(self, kind: type[D]) -> D:
+        """The engine's dimension of class ``kind`` (``KeyError`` if it has none)."""
+        dim = self._kinds[kind.kind]
+        assert isinstance(dim, kind)
+        return dim
+
+    def by_kind(self, kind: str) -> Dimension:
+        """The engine's dimension registered as ``kind`` (``KeyError`` if it has none)."""
+        return self._kinds[kind]
+
+    # -- the stream adapters' view (kept from before the registry) ----------------------------
 
     @property
     def dimensions(self) -> list[str]:
         """Every dimension this engine emits."""
-        return (
-            [LIFECYCLE]
-            + ([RFM] if self._rfm else [])
-            + ([PERSONA] if self.persona is not None else [])
-            + [r.dimension for r in self.rules]
-        )
+        return [name for dim in self.registry for name in dim.names()]
+
+    @property
+    def ranks(self) -> RankIndex:
+        """The population's RFM metrics."""
+        return self._rfm.ranks
+
+    @ranks.setter
+    def ranks(self, ranks: RankIndex) -> None:
+        self._rfm.ranks = ranks
+
+    @property
+    def persona(self) -> PersonaModel | None:
+        """The persona model (``None`` when disabled); a worker swaps in trained ones."""
+        return self._persona.model
+
+    @persona.setter
+    def persona(self, model: PersonaModel | None) -> None:
+        self._persona.model = model
+
+    @property
+    def train_inline(self) -> bool:
+        """Train personas in-process (replay) or only collect samples (worker)."""
+        return self._persona.train_inline
+
+    @train_inline.setter
+    def train_inline(self, value: bool) -> None:
+        self._persona.train_inline = value
+
+    @property
+    def persona_samples(self) -> list[dict[str, float]]:
+        """Feature vectors collected for a separate persona trainer."""
+        return self._persona.samples
+
+    @persona_samples.setter
+    def persona_samples(self, samples: list[dict[str, float]]) -> None:
+        self._persona.samples = samples
+
+    @property
+    def rules(self) -> list[CompiledRule]:
+        """The compiled rule segments."""
+        return self._rules.compiled
+
+    @property
+    def rule_errors(self) -> Counter[str]:
+        """Rule evaluation errors per rule name (counted, the rule counts as false)."""
+        return self._rules.errors
+
+    @property
+    def getters(self) -> dict[str, Getter]:
+        """Every CEL variable: the core §6 ones and the dimensions'."""
+        return dict(self._rules.getters)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -121,7 +190,12 @@ class Engine:
         late = state.clock is not None and event.ts < state.clock
         t = event.ts if state.clock is None else max(event.ts, state.clock)
         self._record(state, event, t, id_hash)
-        changes.extend(self._evaluate(state, t, event.event_id))
+        for dim in self._observers:
+            dim.observe(state, event, t)
+        at = Moment(t, event.event_id, event)
+        emit = self._emit
+        for dim in self.registry:
+            changes.extend(dim.evaluate(state, at, emit))
         state.clock = t
         state.prune(t // DAY_US)
         state.next_due = self._next_due(state)
@@ -132,24 +206,28 @@ class Engine:
         changes: list[Change] = []
         if state.clock is None:
             return changes
+        emit = self._emit
         while state.next_due is not None and state.next_due <= now:
             t = state.next_due
             state.clock = t
-            current = state.values.get(LIFECYCLE)
-            stage = lifecycle.stage_at(state, t, self._life)
-            if stage != current:
-                changes.append(self._change(state, LIFECYCLE, stage, t, None, state))
-            if self._midnights and t % DAY_US == 0:
-                state.prune(t // DAY_US)
-                changes.extend(self._evaluate_rules(state, t, None))
+            at = Moment(t)
+            for dim in self._timed:
+                changes.extend(dim.on_due(state, at, emit))
             state.next_due = self._next_due(state)
         return changes
 
     def sweep_change(self, state: CustomerState, at: int, scores: Scores) -> list[Change]:
         """Apply scores from a population sweep at ``at``: a time-caused ``rfm`` change when
         the segment differs (stamped no earlier than the customer's clock)."""
+        return self.sweep_apply(self._rfm, state, at, scores)
+
+    def sweep_apply(
+        self, dim: PopulationWork, state: CustomerState, at: int, payload: Any
+    ) -> list[Change]:
+        """Apply one customer's payload of ``dim``'s population sweep at ``at`` (stamped no
+        earlier than the customer's clock)."""
         when = at if state.clock is None else max(at, state.clock)
-        return self._rfm_change(state, when, None, scores)
+        return dim.on_sweep(state, Moment(when), payload, self._emit)
 
     def seen(self, state: CustomerState, id_hash: int) -> bool:
         """Whether an event with this id hash was applied at an event time within
@@ -185,11 +263,13 @@ class Engine:
             state.recent = {h: t for h, t in recent.items() if t >= floor}
 
     def _next_due(self, state: CustomerState) -> int | None:
-        assert state.clock is not None
-        due = lifecycle.next_threshold(state, state.clock, self._life)
-        if self._midnights:
-            midnight = (state.clock // DAY_US + 1) * DAY_US
-            due = midnight if due is None else min(due, midnight)
+        clock = state.clock
+        assert clock is not None
+        due: int | None = None
+        for dim in self._timed:
+            moment = dim.next_due(state, clock)
+            if moment is not None and (due is None or moment < due):
+                due = moment
         return due
 
     def _record(self, state: CustomerState, event: Event, t: int, id_hash: int) -> None:
@@ -202,7 +282,6 @@ class Engine:
         if metric is not None:
             state.totals[T[metric]] += 1
         if kind == "order_completed":
-            lifecycle.record_order(state, ts, t, self._life)
             state.totals[T["revenue"]] += event.amount
         elif kind == "order_refunded":
             state.totals[T["revenue"]] -= event.amount
@@ -235,120 +314,20 @@ class Engine:
         elif event.type == "order_refunded":
             bucket[W["revenue"]] -= event.amount
 
-    def _evaluate(self, state: CustomerState, t: int, event_id: str | None) -> list[Change]:
-        changes = []
-        current = state.values.get(LIFECYCLE)
-        stage = lifecycle.stage_at(state, t, self._life)
-        if stage != current:
-            changes.append(self._change(state, LIFECYCLE, stage, t, event_id, state))
-        if self._rfm:
-            changes.extend(self._score_rfm(state, t, event_id))
-        if self.persona is not None:
-            changes.extend(self._place_persona(state, t, event_id))
-        changes.extend(self._evaluate_rules(state, t, event_id))
-        return changes
-
-    def _place_persona(self, state: CustomerState, t: int, event_id: str | None) -> list[Change]:
-        """Once per customer and UTC day: learn from (or sample) the customer's features and
-        re-place it with hysteresis (a session's burst of events does not flip personas)."""
-        model = self.persona
-        assert model is not None
-        today = t // DAY_US
-        if state.extra.get("persona_day") == today:
-            return []
-        state.extra["persona_day"] = today
-        vector = features(state, t)
-        if self.train_inline:
-            model.learn_one(vector)
-            if model.learned % self.config.persona.snapshot_every == 0:
-                model.snapshot()
-        elif len(self.persona_samples) < MAX_SAMPLES:
-            self.persona_samples.append(vector)
-        snapshot = model.current
-        if snapshot is None or not snapshot.centers or model.learned < self._persona_warmup:
-            return []
-        value = state.values.get(PERSONA)
-        current = int(value.rsplit("-", 1)[1]) if value else None
-        pid = nearest(snapshot, vector, current, self.config.persona.margin)
-        name = f"persona-{pid}"
-        if name == value:
-            return []
-        why = explain(snapshot, vector, pid)  # only for a change (most placements keep theirs)
-        reason = {"label": snapshot.labels[pid], "features": why, "model_version": snapshot.version}
-        return [self._change(state, PERSONA, name, t, event_id, None, reason)]
-
-    def _score_rfm(self, state: CustomerState, t: int, event_id: str | None) -> list[Change]:
-        """Re-score a customer against the population; a change when the segment differs."""
-        if state.first_order is None or state.last_order is None:
-            return []
-        orders = int(state.totals[T["orders"]])
-        revenue = float(state.totals[T["revenue"]])
-        self.ranks.update(state.customer_id, (state.last_order, orders, revenue))
-        scores = self.ranks.scores(state.customer_id)
-        if scores is None:
-            return []
-        return self._rfm_change(state, t, event_id, scores)
-
-    def _rfm_change(
-        self, state: CustomerState, t: int, event_id: str | None, scores: Scores
-    ) -> list[Change]:
-        assert state.last_order is not None
-        r, f, m = scores
-        self.ranks.record(state.customer_id, scores)
-        state.extra["rfm_scores"] = [r, f, m]
-        name = self._rfm_map.name(r, f)
-        if name == state.values.get(RFM):
-            return []
-        orders = int(state.totals[T["orders"]])
-        revenue = float(state.totals[T["revenue"]])
-        reason = {
-            "r": r,
-            "f": f,
-            "m": m,
-            "days_since_last_order": (t - state.last_order) // DAY_US,
-            "orders": orders,
-            "revenue": round(revenue, 2),
-            "population": len(self.ranks),
-        }
-        return [self._change(state, RFM, name, t, event_id, None, reason)]
-
-    def _evaluate_rules(self, state: CustomerState, t: int, event_id: str | None) -> list[Change]:
-        if not self.rules:
-            return []
-        env = variables(state, t, self._rule_vars)
-        changes = []
-        for rule in self.rules:
-            try:
-                inside = rule.evaluate(env)
-            except RuleEvaluationError:
-                self.rule_errors[rule.name] += 1
-                inside = False
-            dim = rule.dimension
-            was = state.values.get(dim, OUT)
-            now = IN if inside else OUT
-            if now != was:
-                reason = {"rule": rule.name, "when": rule.source}
-                changes.append(self._change(state, dim, now, t, event_id, None, reason, was))
-        return changes
-
-    def _change(
-        self,
+    @staticmethod
+    def _emit(
         state: CustomerState,
         dimension: str,
         value: str,
-        t: int,
-        event_id: str | None,
-        life_state: CustomerState | None,
-        reason: dict[str, Any] | None = None,
+        at: Moment,
+        reason: dict[str, Any],
         previous: str | None = None,
     ) -> Change:
         if previous is None:
             previous = state.values.get(dimension)
-        if reason is None and life_state is not None:
-            reason = lifecycle.reason(life_state, value, t, self._life)
         sequence = state.seqs.get(dimension, 0) + 1
         state.seqs[dimension] = sequence
         state.values[dimension] = value
         return Change(
-            state.customer_id, dimension, previous, value, sequence, t, event_id, reason or {}
+            state.customer_id, dimension, previous, value, sequence, at.t, at.event_id, reason
         )

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from segmentflow.engine.engine import LIFECYCLE, Engine
+from segmentflow.engine.engine import Engine
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.timefmt import format_us
-from segmentflow.segmenters import lifecycle
-from segmentflow.segmenters.features import variables
+from segmentflow.segmenters.features import GETTERS, variables
 
 
 def _time(us: int | None) -> str | None:
@@ -16,21 +15,35 @@ def _time(us: int | None) -> str | None:
 
 
 def describe(state: CustomerState, engine: Engine) -> dict[str, Any]:
-    """A JSON-able explanation of ``state`` at its clock."""
+    """A JSON-able explanation of ``state`` at its clock: per dimension (of every registered
+    dimension) the value, sequence and the dimension's own ``explain``, and the variables.
+
+    Examples
+    --------
+    >>> from segmentflow.config import config_from_dict
+    >>> engine = Engine(config_from_dict({"rules": [{"name": "buyer", "when": "orders >= 1"}]}))
+    >>> out = describe(CustomerState("c", clock=0), engine)
+    >>> out["dimensions"]["rule:buyer"]["why"]
+    {'when': 'orders >= 1', 'variables': {'orders': 0}}
+    """
     t = state.clock if state.clock is not None else 0
-    env = variables(state, t)
+    env = variables(state, t, None, engine.getters)
     dims: dict[str, Any] = {}
-    for dim, value in sorted(state.values.items()):
-        entry: dict[str, Any] = {"value": value, "sequence": state.seqs.get(dim, 0)}
-        if dim == LIFECYCLE:
-            entry["why"] = lifecycle.reason(state, value, t, engine.config.lifecycle)
-        dims[dim] = entry
-    for rule in engine.rules:
-        entry = dims.setdefault(rule.dimension, {"value": "out", "sequence": 0})
-        entry["why"] = {
-            "when": rule.source,
-            "variables": {name: env[name] for name in sorted(rule.references)},
-        }
+    for dim in engine.registry:
+        for name in dim.names():
+            value = state.values.get(name)
+            if value is None and not name.startswith("rule:"):
+                continue
+            entry: dict[str, Any] = {
+                "value": "out" if value is None else value,
+                "sequence": state.seqs.get(name, 0),
+            }
+            why = dim.explain(state, name, value, t, env)
+            if why is not None:
+                entry["why"] = why
+            dims[name] = entry
+    for name, value in state.values.items():  # a dimension no longer configured
+        dims.setdefault(name, {"value": value, "sequence": state.seqs.get(name, 0)})
     return {
         "customer_id": state.customer_id,
         "clock": _time(state.clock),
@@ -39,6 +52,6 @@ def describe(state: CustomerState, engine: Engine) -> dict[str, Any]:
         "last_seen": _time(state.last_seen),
         "first_order": _time(state.first_order),
         "last_order": _time(state.last_order),
-        "dimensions": dims,
-        "variables": {k: v for k, v in env.items() if k not in ("lifecycle", "rfm", "persona")},
+        "dimensions": dict(sorted(dims.items())),
+        "variables": {k: v for k, v in env.items() if k in GETTERS},
     }

@@ -69,8 +69,10 @@ COUNTED: dict[str, str] = {
 #: each, in apply order), then the positional orjson of the other fields compressed by zstd with
 #: the dictionary ``state.zdict`` (trained by ``scripts/train_state_dict.py``; states written
 #: with it can only be read with it, so a new dictionary needs a new version byte). The body ends
-#: with the home partition and, per kept hash, ``last_seen - event time`` (µs). v2 (a 2-byte
-#: count, hashes without times, no home) and v1 (plain orjson, event ids as strings) are read.
+#: with the home partition, per kept hash ``last_seen - event time`` (µs), and the dimensions'
+#: typed slices ``{kind: [version, *data]}`` (absent in v3 states written before them: read as
+#: none). v2 (a 2-byte count, hashes without times, no home) and v1 (plain orjson, event ids as
+#: strings) are read.
 _V3 = b"\x03"
 _V2 = b"\x02"
 DICTIONARY = Path(__file__).with_name("state.zdict")
@@ -91,6 +93,16 @@ def event_id_hash(event_id: str) -> int:
     the id for de-duplication: 8 bytes per id whatever its length; a false match needs two ids
     a customer applied within ``dedup_horizon`` to collide (about n**2 / 2**65 for n ids)."""
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+#: kind -> typed slice class (``load(version, data)``), filled as dimension classes are defined
+#: (``segmentflow.segmenters.dimension``); a slice of an unknown kind stays a raw list
+SLICE_TYPES: dict[str, Any] = {}
+
+
+def _load_slice(kind: str, held: list[Any]) -> Any:
+    cls = SLICE_TYPES.get(kind)
+    return held if cls is None else cls.load(held[0], held[1:])
 
 
 FLAG_UNSUBSCRIBED = 1
@@ -126,6 +138,9 @@ class CustomerState:
     #: the input partition number that owns the customer (its due index and outbox shard):
     #: where its first applied event arrived; ``None`` outside Kafka (replay)
     home: int | None = None
+    #: per dimension kind, its typed state slice (``segmentflow.segmenters.dimension``), or
+    #: the stored ``[version, *data]`` list until the dimension first reads it
+    slices: dict[str, Any] = field(default_factory=dict)
 
     @property
     def recent_ids(self) -> list[int]:
@@ -156,6 +171,10 @@ class CustomerState:
                 self.offsets,
                 self.home,
                 [base - ts for ts in self.recent.values()],
+                {
+                    kind: held if isinstance(held, list) else [held.version, *held.dump()]
+                    for kind, held in self.slices.items()
+                },
             ]
         )
 
@@ -195,6 +214,8 @@ class CustomerState:
             raise ValueError(f"corrupt state: {len(deltas)} event times for {n} hashes")
         state = cls._from_fields(fields, {h: base - d for h, d in zip(hashes, deltas, strict=True)})
         state.home = fields[16]
+        if len(fields) > 18:
+            state.slices = {kind: _load_slice(kind, held) for kind, held in fields[18].items()}
         return state
 
     @classmethod

@@ -11,6 +11,7 @@ from segmentflow.config import ConfigError, RuleConfig, SegmentConfig, config_fr
 from segmentflow.engine.engine import Engine
 from segmentflow.schemas.decode import Event
 from segmentflow.segmenters.features import GETTERS
+from segmentflow.segmenters.registry import builtin_variables
 from segmentflow.segmenters.rules import RuleEvaluationError, compile_rules
 
 DAY = 86_400_000_000
@@ -111,7 +112,9 @@ def test_every_contract_variable_is_known() -> None:
         "rfm",
         "persona",
     ]
-    assert set(totals + windowed + other) <= set(GETTERS)
+    known, _ = builtin_variables()  # core §6 variables and the built-in dimensions'
+    assert set(totals + windowed + other) <= set(known)
+    assert {"lifecycle", "rfm", "persona", "r_score"}.isdisjoint(GETTERS)  # contributed
     # and each compiles as a rule reference
     compile_rules([RuleConfig(name=f"v{i}", when=f"{v} != null") for i, v in enumerate(other)])
 
