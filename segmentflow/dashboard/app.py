@@ -32,6 +32,7 @@ from aiohttp import web
 
 from segmentflow.auth import bearer_middleware, token_matches, unauthorized
 from segmentflow.config import Settings
+from segmentflow.dashboard import members
 from segmentflow.dashboard.state import DashboardState, WorkerSample, parse_metrics
 from segmentflow.kafka_options import KafkaOptions
 from segmentflow.triggers import DEFAULT_DEADLETTER_TOPIC
@@ -273,6 +274,7 @@ def create_app(settings: Settings, options: DashboardOptions) -> web.Application
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/api/state", api_state)
     app.router.add_get("/health", health)
+    members.add_routes(app, options.worker_url, options.api_token)  # member lists
 
     async def background(app: web.Application) -> Any:
         session = aiohttp.ClientSession()

@@ -218,7 +218,9 @@
       for (const v of orderedValues(dim, Object.keys(pops[dim]))) {
         const tr = html("tr", { "data-dimension": dim, "data-segment": v });
         tr.appendChild(html("td", {}, dim));
-        tr.appendChild(html("td", {}, v));
+        const members = html("a", { href: `/members/${encodeURIComponent(dim)}/${encodeURIComponent(v)}`,
+          title: "download the customers in this segment (CSV)" }, v);  // dashboard/members.py
+        tr.appendChild(html("td", {})).appendChild(members);
         tr.appendChild(html("td", { class: "num count", "data-count": pops[dim][v] }, fmt(pops[dim][v])));
         tbody.appendChild(tr);
       }
