@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from support.fakes import FakeKafka
 
 from segmentflow.config import Settings, config_from_dict
 from segmentflow.service.processor import InputRecord, Processor
@@ -16,23 +17,6 @@ from segmentflow.state.memory import MemoryStore
 from segmentflow.streams.runtime import SegmentWorker, deliveries
 
 WEB, BUY = "website-events", "purchase-events"
-
-
-class FakeKafka:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes]] = []
-        self.acked: list[Any] = []
-
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> object:
-        self.sent.append((topic, key, value))
-        return None
-
-    async def ack(self, token: Any) -> object:
-        self.acked.append(token)
-        return None
-
-    def on(self, topic: str) -> list[dict[str, Any]]:
-        return [orjson.loads(v) for t, _, v in self.sent if t == topic]
 
 
 def event(eid: str, cid: str, kind: str, ts: str, **props: Any) -> bytes:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from support.fakes import FakeKafka
 
 from segmentflow.config import Settings, config_from_dict
 from segmentflow.schemas.decode import validate_event
@@ -24,20 +25,6 @@ CONFIG = {
 }
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 YEAR_US = 365 * 86_400_000_000
-
-
-class FakeKafka:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes]] = []
-        self.acked: list[Any] = []
-
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> object:
-        self.sent.append((topic, key, value))
-        return None
-
-    async def ack(self, token: Any) -> object:
-        self.acked.append(token)
-        return None
 
 
 def body(eid: str, cid: str, kind: str, at: datetime) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import faust
 import pytest
+from support.fakes import FakeKafka
 from support.metrics import parse
 
 from segmentflow.config import Settings, config_from_dict
@@ -65,18 +66,11 @@ class Request:
         self.headers = {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
-async def _send(topic: str, key: bytes | None, value: bytes) -> object:
-    return None
-
-
-async def _ack(token: object) -> object:
-    return None
-
-
 def served(token: str | None = None) -> tuple[FakeApp, SegmentWorker]:
     config = config_from_dict({"rfm": {"enabled": False}, "persona": {"enabled": False}})
     processor = Processor(config, MemoryStore(outbox=True))
-    worker = SegmentWorker(Settings(api_token=token), processor, _send, _ack)
+    kafka = FakeKafka()
+    worker = SegmentWorker(Settings(api_token=token), processor, kafka.send, kafka.ack)
     app = FakeApp()
     web.register(cast(faust.App, app), worker)
     return app, worker
