@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from segmentflow.config import Settings
 from segmentflow.kafka_options import KafkaOptions
-from segmentflow.triggers.backoff import Backoff
+from segmentflow.triggers.backoff import Backoff, retry_async
 
 log = logging.getLogger("segmentflow.collector")
 
@@ -150,30 +150,29 @@ class KafkaSink:
 
     async def _connect(self) -> None:
         url = self.settings.kafka_url
-        for delay in Backoff(self.retry_first, cap=self.retry_max, jitter=0).delays():
+
+        async def attempt() -> Any:
             self.attempts += 1
-            try:
-                producer = await self._attempt()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # KafkaConnectionError, OSError, timeouts...
-                name = exc.__class__.__name__
-                reason = str(exc).splitlines()[0][:200] if str(exc) else "no detail"
-                reason = reason.removeprefix(f"{name}: ")
-                self._why = f"cannot reach Kafka at {url} ({name}: {reason})"
-                log.warning(
-                    "%s; retry %d in %.1fs (requests get 503 until then; start a broker with "
-                    "`segmentflow dev` or point SEGMENTFLOW_KAFKA_URL at one)",
-                    self._why,
-                    self.attempts,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            self._producer = producer
-            self._probed_at = -1e9
-            log.warning("connected to Kafka at %s", url)
-            return
+            return await self._attempt()
+
+        def failed(attempt: int, exc: Exception, delay: float) -> None:
+            # KafkaConnectionError, OSError, timeouts...: one line, no traceback
+            name = exc.__class__.__name__
+            reason = str(exc).splitlines()[0][:200] if str(exc) else "no detail"
+            reason = reason.removeprefix(f"{name}: ")
+            self._why = f"cannot reach Kafka at {url} ({name}: {reason})"
+            log.warning(
+                "%s; retry %d in %.1fs (requests get 503 until then; start a broker with "
+                "`segmentflow dev` or point SEGMENTFLOW_KAFKA_URL at one)",
+                self._why,
+                attempt,
+                delay,
+            )
+
+        backoff = Backoff(self.retry_first, cap=self.retry_max, jitter=0)
+        self._producer = await retry_async(attempt, backoff, on_failure=failed)
+        self._probed_at = -1e9
+        log.warning("connected to Kafka at %s", url)
 
     async def stop(self) -> None:
         if self._connecting is not None:
