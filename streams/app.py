@@ -56,15 +56,14 @@ def broker_credentials(settings: Settings) -> Any:
 def create_app(settings: Settings, partitions: int = 4, **overrides: Any) -> faust.App:
     """A Faust app for ``settings`` (consumer group and web port from the environment)."""
     options: dict[str, Any] = {
-        "broker": settings.kafka_url,
+        # broker URL, SASL/TLS credentials and the producer codec
+        **KafkaOptions.from_settings(settings).faust(),
         "datadir": str(Path(tempfile.gettempdir()) / f"segmentflow-{settings.namespace}-data"),
-        "broker_credentials": broker_credentials(settings),
         "store": "memory://",
         "value_serializer": "raw",
         "key_serializer": "raw",
         "consumer_auto_offset_reset": "earliest",
         "topic_partitions": partitions,
-        "producer_compression_type": compression(settings),
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
         "web_host": "127.0.0.1",
