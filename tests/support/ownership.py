@@ -14,9 +14,14 @@ from segmentflow.config import Settings
 from segmentflow.devstack import DevStack
 from segmentflow.engine.state import CustomerState, T
 from segmentflow.state.redis_store import RedisStore
-from segmentflow.streams.kafka_clients import producer
 from support.metrics import fetch_text
-from support.streams import ChangeReader, Event, metric_sum, produce_confluent
+from support.streams import (
+    ChangeReader,
+    Event,
+    metric_sum,
+    produce_confluent,
+    produce_kafka_python,
+)
 
 
 def produce_librdkafka(settings: Settings, events: Iterable[Event], partitioner: str) -> int:
@@ -40,14 +45,7 @@ def produce_custom(settings: Settings, events: Iterable[Event]) -> int:
     from kafka.partitioner import Partitioner
 
     custom = type("Adler", (AdlerPartitioner, Partitioner), {})()
-    kafka = producer(settings, partitioner=custom, batch_size=16384)
-    n = 0
-    for e in events:
-        kafka.send(settings.input_topics[e.kind], key=e.key, value=e.value)
-        n += 1
-    kafka.flush()
-    kafka.close()
-    return n
+    return produce_kafka_python(settings, events, partitioner=custom)
 
 
 def worker_metrics(stack: DevStack, index: int) -> str:

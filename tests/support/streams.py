@@ -96,10 +96,15 @@ def expected_changes(events: Iterable[Event], config_file: Path) -> list[dict[st
 
 
 def produce_kafka_python(
-    settings: Settings, events: Iterable[Event], compression: str | None = None
+    settings: Settings,
+    events: Iterable[Event],
+    compression: str | None = None,
+    partitioner: Any = None,
 ) -> int:
-    """Send with kafka-python (murmur2 partitioner, like Java's); return how many."""
-    kafka = producer(settings, compression_type=compression, batch_size=16384)
+    """Send with kafka-python (its murmur2 partitioner, like Java's, unless ``partitioner``);
+    return how many."""
+    options: dict[str, Any] = {"partitioner": partitioner} if partitioner is not None else {}
+    kafka = producer(settings, compression_type=compression, batch_size=16384, **options)
     n = 0
     for e in events:
         kafka.send(settings.input_topics[e.kind], key=e.key, value=e.value)
