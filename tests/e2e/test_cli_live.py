@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from support.http import get
 from support.metrics import fetch
 
 from segmentflow.devstack import DevStack
@@ -40,11 +41,17 @@ def status(stack: DevStack, path: str, token: str | None = None) -> int:
     request = urllib.request.Request(f"http://127.0.0.1:{stack.web_ports[0]}{path}")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    deadline = time.monotonic() + 120  # the worker answers between batches: wait for it
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def received(stack: DevStack) -> float:
@@ -83,7 +90,7 @@ def test_cli_against_a_live_worker(tmp_path: Path, redis_url: str) -> None:
         populations = json.loads(segments.stdout)
         customers = {m.event["customer_id"] for m in messages if m.event}
         assert sum(populations["lifecycle"].values()) == len(customers)
-        assert populations == json.loads(stack.get("/segments", token=TOKEN))
+        assert populations == json.loads(get(stack, "/segments", token=TOKEN))
 
         who = sorted(customers)[0]
         inspect = cli(stack, "inspect", who, "--json")

@@ -35,6 +35,7 @@ import orjson
 import pytest
 import redis
 from support.changes import Outcome, compare
+from support.http import get
 from support.tcp_proxy import TcpProxy
 from support.worker_e2e import EXACT_CONFIG, TopicReader, metrics
 from support.worker_e2e import expected as _expected
@@ -161,7 +162,7 @@ def test_sigkill_worker_repeatedly_during_backlog(
         reader.wait_complete(expected, timeout=120)
         reader.close()
         outbox = _outbox_left(stack.redis.url, stack.namespace)
-        segments = orjson.loads(stack.get("/segments"))
+        segments = orjson.loads(get(stack, "/segments"))
         last_applied = _applied(stack)
 
     outcome = compare(reader.values, expected, in_order=True)
@@ -212,7 +213,7 @@ def test_redis_restart_with_aof_mid_stream(
         reader.wait_complete(expected, timeout=90)
         reader.close()
         outbox = _outbox_left(aof_redis.url, stack.namespace)
-        segments = orjson.loads(stack.get("/segments"))
+        segments = orjson.loads(get(stack, "/segments"))
         assert stack.workers[0].poll() is None, "the worker survived the outage"
 
     outcome = compare(reader.values, expected, in_order=True)
@@ -267,7 +268,7 @@ def test_redis_commit_reply_lost(
         reader.wait_complete(expected, timeout=90)
         reader.close()
         outbox = _outbox_left(redis_url, stack.namespace)
-        segments = orjson.loads(stack.get("/segments"))
+        segments = orjson.loads(get(stack, "/segments"))
         assert stack.workers[0].poll() is None and stack.health() == 200
 
     outcome = compare(reader.values, expected, in_order=True)
@@ -373,7 +374,7 @@ def test_broker_unreachable_then_back(
         reader.wait_complete(expected, timeout=90)
         reader.close()
         outbox = _outbox_left(redis_url, stack.namespace)
-        segments = orjson.loads(stack.get("/segments"))
+        segments = orjson.loads(get(stack, "/segments"))
         retries = _metrics(stack)["segmentflow_retries_total"][""]
         assert stack.workers[0].poll() is None, "the worker survived the outage"
 
@@ -433,7 +434,7 @@ def test_second_worker_joins_then_leaves_mid_stream(
         reader.close()
         first = _applied(stack, 0)
         outbox = _outbox_left(redis_url, stack.namespace)
-        segments = orjson.loads(stack.get("/segments"))
+        segments = orjson.loads(get(stack, "/segments"))
         stack.wait_healthy(10)
 
     outcome = compare(reader.values, expected, in_order=True)
@@ -648,7 +649,7 @@ def test_late_event_is_applied_and_stamped_with_customer_clock(
         stack.start_worker()
         stack.wait_healthy(60)
         reader.wait_complete(expected, timeout=90)
-        before = orjson.loads(stack.get(f"/customers/{cid}"))
+        before = orjson.loads(get(stack, f"/customers/{cid}"))
         assert before["variables"]["orders"] == 0
         clock = parse_rfc3339(before["clock"])
         assert clock >= latest > late_ts
@@ -663,7 +664,7 @@ def test_late_event_is_applied_and_stamped_with_customer_clock(
         topic = stack.settings.input_topics["purchase"]
         _produce(stack.settings, [(topic, cid.encode(), orjson.dumps(late))])
         deadline = time.monotonic() + 30
-        while (after := orjson.loads(stack.get(f"/customers/{cid}")))["variables"]["orders"] == 0:
+        while (after := orjson.loads(get(stack, f"/customers/{cid}")))["variables"]["orders"] == 0:
             assert time.monotonic() < deadline, "the late event was not applied"
             time.sleep(0.2)
         reader.wait_until(

@@ -18,24 +18,17 @@ Examples
 
 from __future__ import annotations
 
-import time
-import urllib.error
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from support.http import LIMIT_S, HasGet, get
+
 #: overall limit of one fetch (the worker may be busy with a long batch on a loaded machine)
-FETCH_LIMIT_S = 120.0
-
-
-class HasGet(Protocol):
-    """What :func:`fetch` needs of a stack (``segmentflow.devstack.DevStack``)."""
-
-    def get(self, path: str, index: int = 0, token: str | None = None) -> bytes: ...
+FETCH_LIMIT_S = LIMIT_S
 
 
 @dataclass(frozen=True)
@@ -92,16 +85,7 @@ def fetch_text(
     """``/metrics`` of worker ``index``, retried (every ``pause`` s) on timeouts and refused
     connections until ``limit`` seconds passed (an HTTP error status is an answer: raised at
     once)."""
-    deadline = time.monotonic() + limit
-    while True:
-        try:
-            return stack.get("/metrics", index, token=token).decode()
-        except urllib.error.HTTPError:
-            raise
-        except OSError:  # timeout, refused, reset: the worker is busy or (re)starting
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(pause)
+    return get(stack, "/metrics", index, token=token, limit=limit, pause=pause).decode()
 
 
 def fetch(

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from support.http import get
 from support.metrics import fetch
 
 from segmentflow.devstack import DevStack
@@ -179,7 +180,7 @@ def test_dashboard_renders_live_data(redis_url: str, tmp_path: Path) -> None:
                     # the populations shown are the worker's /segments, exactly
                     deadline = time.monotonic() + 30
                     while True:
-                        want = orjson.loads(stack.get("/segments", token=TOKEN))
+                        want = orjson.loads(get(stack, "/segments", token=TOKEN))
                         shown = _dom_populations(page)
                         if shown == want or time.monotonic() > deadline:
                             break

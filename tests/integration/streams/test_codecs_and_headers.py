@@ -15,6 +15,7 @@ import orjson
 import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.v1 import kafka as ce_v1_kafka
+from support.http import get
 from support.metrics import fetch_text
 from support.streams import (
     ChangeReader,
@@ -67,7 +68,7 @@ def test_every_codec_from_two_clients_equals_replay(tmp_path: Path, redis_url: s
             letters.poll(0.5)
         letters.close()
         text = fetch_text(stack)
-        health = orjson.loads(stack.get("/health"))
+        health = orjson.loads(get(stack, "/health"))
 
     outcome = compare(reader.values, expected)
     by_codec = {
