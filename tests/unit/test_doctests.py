@@ -9,31 +9,13 @@ from __future__ import annotations
 import doctest
 import importlib
 import io
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-#: source folder -> import name (pyproject's ``package-dir``)
-PACKAGES = {
-    "segmentflow": "segmentflow",
-    "schemas": "segmentflow.schemas",
-    "segmenters": "segmentflow.segmenters",
-    "streams": "segmentflow.streams",
-}
+from support.packages import module_files
 
 
 def _modules() -> list[str]:
-    names: list[str] = []
-    for folder, package in PACKAGES.items():
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            if ">>>" not in path.read_text(encoding="utf-8"):
-                continue
-            parts = path.relative_to(ROOT / folder).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            names.append(".".join((package, *parts)))
-    return names
+    return [name for name, path in module_files() if ">>>" in path.read_text(encoding="utf-8")]
 
 
 def _doctests() -> list[doctest.DocTest]:

@@ -11,15 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.packages import FOLDERS, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-#: source folder -> package (pyproject ``package-dir``)
-FOLDERS = {
-    "segmentflow": "segmentflow",
-    "schemas": "segmentflow.schemas",
-    "segmenters": "segmentflow.segmenters",
-    "streams": "segmentflow.streams",
-}
 ADAPTER_LIBRARIES = ("redis", "faust", "aiokafka", "kafka", "confluent_kafka", "mode")
 CONCRETE_STORES = (
     "segmentflow.state.memory",
