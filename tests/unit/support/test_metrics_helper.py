@@ -10,6 +10,7 @@ from email.message import Message
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from support import metrics
+from support.http import get
 from support.metrics import fetch, fetch_text, parse
 
 
@@ -82,3 +83,11 @@ def test_an_http_error_is_an_answer_not_retried() -> None:
     with pytest.raises(urllib.error.HTTPError):
         fetch_text(stack, pause=0)
     assert stack.calls == 1
+
+
+def test_get_with_no_limit_tries_once() -> None:
+    stack = FlakyStack(failures=1)
+    with pytest.raises(TimeoutError):
+        get(stack, "/metrics", limit=0, pause=0)
+    assert stack.calls == 1
+    assert get(stack, "/metrics", limit=0, pause=0).startswith(b"# HELP")
