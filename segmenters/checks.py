@@ -38,7 +38,7 @@ from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, Limits
 from segmentflow.schemas.events import topic_kind_of
 from segmentflow.schemas.timefmt import parse_rfc3339
-from segmentflow.segmenters.dimension import Dimension
+from segmentflow.segmenters.dimension import Dimension, Moment
 from segmentflow.service.processor import InputRecord, Item, Processor
 from segmentflow.service.replay import events_from_dicts, run
 from segmentflow.state.memory import MemoryStore
@@ -316,15 +316,20 @@ def _wire_key(change: dict[str, Any]) -> str:
 
 
 def check_due_at_exact_moment(case: Case, tmp_path: Path) -> None:
-    """For every customer: nothing fires a microsecond before ``next_due``; at ``next_due``
-    every change is stamped with it (and this dimension's time-driven changes occur)."""
-    changes, processor = replay(case)
+    """Replayed half way (so customers have dues pending), for every customer: nothing fires a
+    microsecond before ``next_due``, everything at it is stamped with it; for a time-driven
+    dimension, its value a microsecond before its own next due moment is still the one it
+    holds (the moment is not late). Over the whole case, time-driven changes occur."""
+    changes, _ = replay(case)
+    config = case.segment_config()
+    events = _decoded(case, config)[: len(case.events) // 2]
+    half = Case(case.kind, case.config, case.events[: len(events)], events[-1].ts)
+    _, processor = replay(half, events)
     engine: Engine = processor.engine
     dim = _dimension(processor, case.kind)
-    names = set(dim.names())
     timed = type(dim).next_due is not Dimension.next_due
-    fired = 0
-    for state in _states(processor, case):
+    probed = 0
+    for state in _states(processor, half):
         due = state.next_due
         if due is None:
             continue
@@ -333,10 +338,19 @@ def check_due_at_exact_moment(case: Case, tmp_path: Path) -> None:
         assert early.next_due == due
         on_time = engine.advance(early, due)
         assert all(c.at == due for c in on_time), f"{state.customer_id}: stamped off {due}"
-        fired += sum(c.dimension in names for c in on_time)
+        own = dim.next_due(state, state.clock) if timed and state.clock is not None else None
+        if own is not None:
+            probe = CustomerState.decode(state.encode())
+            moved = dim.evaluate(probe, Moment(own - 1), engine.emit)
+            assert not moved, (
+                f"{state.customer_id}: {moved[0].dimension} is {moved[0].current!r} already "
+                f"at its next due moment - 1 µs (next_due is late; it must be exact)"
+            )
+            probed += 1
     if timed:
+        assert probed, f"{case.kind}: time-driven but no customer had a due moment half way"
         driven = [c for c in _own(changes, dim) if c.event_id is None]
-        assert driven or fired, f"{case.kind}: time-driven but no time-driven change occurred"
+        assert driven, f"{case.kind}: time-driven but no time-driven change occurred"
 
 
 CHECKS: tuple[Callable[[Case, Path], None], ...] = (

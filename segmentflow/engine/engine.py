@@ -193,7 +193,7 @@ class Engine:
         for dim in self._observers:
             dim.observe(state, event, t)
         at = Moment(t, event.event_id, event)
-        emit = self._emit
+        emit = self.emit
         for dim in self.registry:
             changes.extend(dim.evaluate(state, at, emit))
         state.clock = t
@@ -206,7 +206,7 @@ class Engine:
         changes: list[Change] = []
         if state.clock is None:
             return changes
-        emit = self._emit
+        emit = self.emit
         while state.next_due is not None and state.next_due <= now:
             t = state.next_due
             state.clock = t
@@ -227,7 +227,7 @@ class Engine:
         """Apply one customer's payload of ``dim``'s population sweep at ``at`` (stamped no
         earlier than the customer's clock)."""
         when = at if state.clock is None else max(at, state.clock)
-        return dim.on_sweep(state, Moment(when), payload, self._emit)
+        return dim.on_sweep(state, Moment(when), payload, self.emit)
 
     def seen(self, state: CustomerState, id_hash: int) -> bool:
         """Whether an event with this id hash was applied at an event time within
@@ -315,7 +315,7 @@ class Engine:
             bucket[W["revenue"]] -= event.amount
 
     @staticmethod
-    def _emit(
+    def emit(
         state: CustomerState,
         dimension: str,
         value: str,
@@ -323,6 +323,8 @@ class Engine:
         reason: dict[str, Any],
         previous: str | None = None,
     ) -> Change:
+        """The change factory handed to the dimensions (``Emit``): numbers the change, records
+        the value, stamps it ``at``."""
         if previous is None:
             previous = state.values.get(dimension)
         sequence = state.seqs.get(dimension, 0) + 1

@@ -23,6 +23,7 @@ from segmentflow.schemas.deadletter import dead_letter
 from segmentflow.schemas.decode import Event, Limits, Rejection, decode_message
 from segmentflow.schemas.events import FORGET
 from segmentflow.schemas.reasons import Reason
+from segmentflow.segmenters.dimension import PopulationWork
 from segmentflow.state.base import StateQuarantined, StateStore
 
 SWEPT = "rfm_swept"
@@ -463,9 +464,11 @@ class Processor:
         are loaded, and an ``rfm`` change is emitted where their segment changed."""
         if not self.config.rfm.enabled:
             return []
+        rfm = self.engine.by_kind("rfm")  # the population sweep scheduled here is RFM's
+        assert isinstance(rfm, PopulationWork)
         # taken before the sweep: updates read from the rank log while loading come after it
         self._swept = (self.engine.ranks.version, self._owned())
-        moved = self.engine.ranks.sweep(self.store.owns)
+        moved = rfm.moved(self.store.owns)
         if not moved:
             return []
         states = self.store.load_many(cid for cid, _ in moved)
@@ -473,7 +476,7 @@ class Processor:
         for cid, scores in moved:
             state = states.get(cid)
             if state is not None and state.last_order is not None:
-                changes.extend(self.engine.sweep_change(state, at, scores))
+                changes.extend(self.engine.sweep_apply(rfm, state, at, scores))
         self._commit(states, changes)
         return changes
 
@@ -504,7 +507,8 @@ class Processor:
             ]
         tomb = tombstone(customer_id, state, changes, request_id, erased or {})
         self.store.erase(customer_id, tomb, changes)
-        self.engine.ranks.update(customer_id, None)
+        for population in self.engine.populations:  # RFM's rank index, ...
+            population.forget(customer_id)
         self._count(changes)
         return changes
 
