@@ -171,7 +171,8 @@ def paged(client: redis.Redis[bytes], ns: str, limit: int) -> dict[str, Any]:
 NAIVE = """
 import sys, orjson, redis
 from segmentflow.schemas.timefmt import format_us
-rows = redis.Redis.from_url(sys.argv[1]).zrange(sys.argv[2], 0, -1, withscores=True)
+client = redis.Redis.from_url(sys.argv[1], socket_timeout=600)
+rows = client.zrange(sys.argv[2], 0, -1, withscores=True)
 out = sys.stdout
 for cid, since in rows:
     out.write(orjson.dumps({"customer_id": cid.decode(), "since": format_us(int(since))}).decode())
@@ -216,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             print("fill:", orjson.dumps(results["fill"]).decode(), flush=True)
             out = Path(f"/tmp/{ns}.out")
             results["startup"] = startup(server.url, ns)
+            print("startup:", orjson.dumps(results["startup"]).decode(), flush=True)
             results["export"] = [export(server.url, ns, fmt, out) for fmt in ("jsonl", "csv")]
+            print("export:", orjson.dumps(results["export"]).decode(), flush=True)
             results["zrange_all"] = zrange_all(server.url, ns, out)
             out.unlink()
-            print("export:", orjson.dumps(results["export"]).decode(), flush=True)
             results["paged"] = paged(client, ns, 1000)
             print("paged:", orjson.dumps(results["paged"]).decode())
             print("zrange 0 -1:", orjson.dumps(results["zrange_all"]).decode())
