@@ -107,8 +107,9 @@ def daily_population(changes: Iterable[Change], dimension: str) -> list[tuple[st
 
     Examples
     --------
-    >>> c = lambda cid, cur, day: Change(cid, "rule:x", "out", cur, 1, day * DAY_US, None)
-    >>> daily_population([c("a", "in", 0), c("b", "in", 0), c("a", "out", 2)], "rule:x")
+    >>> c = lambda cid, was, now, day: Change(cid, "rule:x", was, now, 1, day * DAY_US, None)
+    >>> changes = [c("a", "out", "in", 0), c("b", "out", "in", 0), c("a", "in", "out", 2)]
+    >>> daily_population(changes, "rule:x")
     [('1970-01-01', 2), ('1970-01-02', 2), ('1970-01-03', 1)]
     """
     per_day: dict[int, int] = {}
