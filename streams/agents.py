@@ -55,6 +55,15 @@ def describe_fetch(consumer: Any, key: Any, worker: SegmentWorker) -> str:
     )
 
 
+def delivery(event: Any, kinds: dict[str, str]) -> Delivery:
+    """A consumed Faust event as the worker takes it: its record and the event itself (the
+    token that acks it)."""
+    m = event.message
+    return Delivery(
+        InputRecord(m.topic, kinds[m.topic], m.partition, m.offset, m.key, m.value), event
+    )
+
+
 def register(
     app: faust.App,
     worker: SegmentWorker,
@@ -76,15 +85,7 @@ def register(
             on_stream(stream)
         # noack_take: events are acked by the worker only once their effects are durable
         async for batch in stream.noack_take(settings.batch_size, within=settings.batch_within):
-            deliveries = [
-                Delivery(
-                    InputRecord(m.topic, kinds[m.topic], m.partition, m.offset, m.key, m.value),
-                    event,
-                )
-                for event in batch
-                for m in (event.message,)
-            ]
-            await worker.handle_batch(deliveries)
+            await worker.handle_batch([delivery(event, kinds) for event in batch])
 
     positioned: set[tuple[str, int]] = set()  # start offsets known (per assignment)
     said = {"held": 0.0}

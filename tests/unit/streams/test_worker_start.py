@@ -40,7 +40,7 @@ def test_a_failing_fetch_returns_nothing_after_backoff_and_reports_once_recovere
     thread = FakeThread()
     _fetch_listeners[id(thread.consumer.app)] = heard.append
     fetch = guard_fetch(original, sleep)
-    got = [asyncio.run(fetch(thread)) for _ in range(3)]
+    got: list[Any] = [asyncio.run(fetch(thread)) for _ in range(3)]
     assert got == [{}, {}, {"tp": [1]}]
     assert sleeps == [0.1, 0.2]  # doubling, capped at FETCH_MAX_BACKOFF
     assert [type(h).__name__ for h in heard] == ["UnsupportedCodecError", "OSError", "NoneType"]
@@ -220,7 +220,7 @@ def test_a_held_back_clock_is_measured() -> None:
     w.assign([("website-events", 0), ("purchase-events", 0)])
     w.watermark.set_end(("website-events", 0), 5)  # unread data the fetch reports: holds
     w.watermark.set_end(("purchase-events", 0), 1)
-    body = {"event_id": "o1", "customer_id": "c-1", "type": "order_completed"}
+    body: dict[str, object] = {"event_id": "o1", "customer_id": "c-1", "type": "order_completed"}
     body |= {"timestamp": "2026-01-02T00:00:00Z"}
     body["properties"] = {"order_id": "o", "revenue": 5, "currency": "EUR"}
     record = InputRecord("purchase-events", "purchase", 0, 0, b"c-1", orjson.dumps(body))
