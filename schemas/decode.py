@@ -46,6 +46,23 @@ class Event:
     hard_bounce: bool = False
     previous_id: str | None = None
     anonymous_id: str | None = None
+    #: product categories named by a ``product_view`` / ``add_to_cart`` (``category``) or by
+    #: an order's items, in order (read by the ``interest`` dimension)
+    categories: tuple[str, ...] = ()
+
+
+def _categories(etype: str, props: dict[str, Any]) -> tuple[str, ...]:
+    """The non-empty string categories an event names (see :attr:`Event.categories`)."""
+    if etype == "order_completed":
+        items = props.get("items")
+        if type(items) is not list:
+            return ()
+        found = (item.get("category") for item in items if type(item) is dict)
+        return tuple(c for c in found if type(c) is str and c)
+    if etype == "product_view" or etype == "add_to_cart":
+        c = props.get("category")
+        return (c,) if type(c) is str and c else ()
+    return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +335,19 @@ def _fast_event(
     ):
         return None
     previous_id = props["previous_id"] if etype == "alias" else None
-    return Event(event_id, customer_id, etype, ts, amount, traits, hard, previous_id, anonymous_id)
+    categories = _categories(etype, props) if props else ()
+    return Event(
+        event_id,
+        customer_id,
+        etype,
+        ts,
+        amount,
+        traits,
+        hard,
+        previous_id,
+        anonymous_id,
+        categories,
+    )
 
 
 def validate_event(
@@ -416,6 +445,7 @@ def validate_event_full(
         hard,
         previous_id,
         envelope.anonymous_id,
+        _categories(envelope.type, envelope.properties),
     )
 
 

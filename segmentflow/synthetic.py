@@ -53,6 +53,7 @@ __all__ = [
     "generate",
     "main",
     "manifest",
+    "preference_of",
     "to_jsonl_lines",
     "write_jsonl",
 ]
@@ -479,6 +480,32 @@ def archetype_of(customer_id: str, seed: int, mix: Mapping[str, float] | None = 
     return _archetype(int(customer_id[2:]), seed, _normalised_mix(mix))
 
 
+#: categories each archetype favours when :func:`generate` is called with ``preferences=True``;
+#: a customer's preferred category is drawn from its archetype's tuple (:func:`preference_of`)
+PREFERENCES: Mapping[str, tuple[str, ...]] = {
+    "window_shopper": ("fashion", "beauty", "home"),
+    "bargain_hunter": ("grocery", "toys", "books"),
+    "loyal_high_value": ("electronics", "sports", "home"),
+    "email_engaged": ("beauty", "books", "fashion"),
+    "dormant": ("home", "books"),
+    "one_time_buyer": ("electronics", "toys"),
+}
+#: with ``preferences=True``, the share of product picks taken from the preferred category
+PREFERENCE_AFFINITY = 0.6
+
+
+def preference_of(customer_id: str, seed: int, mix: Mapping[str, float] | None = None) -> str:
+    """The preferred category of a generated customer (ground truth of ``preferences=True``).
+
+    Examples
+    --------
+    >>> preference_of("c-00001", 7) in PREFERENCES[archetype_of("c-00001", 7)]
+    True
+    """
+    options = PREFERENCES[archetype_of(customer_id, seed, mix)]
+    return random.Random(f"segmentflow/{seed}/preference/{customer_id}").choice(options)
+
+
 def manifest(customers: int, seed: int, mix: Mapping[str, float] | None = None) -> dict[str, str]:
     """Map every generated customer id to its archetype (ground truth for clustering, e.g. ARI).
 
@@ -603,6 +630,7 @@ class _Customer:
         "existing",
         "idx",
         "p",
+        "preferred",
         "products",
         "rng",
         "scale",
@@ -619,8 +647,10 @@ class _Customer:
         products: list[_Product],
         by_price: list[_Product],
         scale: float,
+        preferred: list[_Product] | None = None,
     ) -> None:
         self.idx = idx
+        self.preferred = preferred
         self.cid = customer_id_for(idx)
         self.seed = seed
         self.p = persona
@@ -647,6 +677,8 @@ class _Customer:
 
     def _pick_product(self) -> _Product:
         rng = self.rng
+        if self.preferred is not None and rng.random() < PREFERENCE_AFFINITY:
+            return self.preferred[int(rng.random() * len(self.preferred))]
         n = len(self.by_price)
         if self.p.tier == "low":
             return self.by_price[int(rng.random() * n * 0.35)]
@@ -999,6 +1031,7 @@ def generate(
     mix: Mapping[str, float] | None = None,
     scale: float = 1.0,
     duplicate_ratio: float | None = None,
+    preferences: bool = False,
 ) -> list[GeneratedMessage]:
     """Generate a deterministic, realistic stream of customer events over the three topics.
 
@@ -1025,6 +1058,10 @@ def generate(
     duplicate_ratio : float, optional
         Share of valid events re-sent as exact duplicates (``duplicate=True``, placed right after
         the original). Default: ``bad_ratio / 5``.
+    preferences : bool, default False
+        Give each customer a preferred category (:func:`preference_of`, drawn from its
+        archetype's :data:`PREFERENCES`) from which :data:`PREFERENCE_AFFINITY` of its product
+        picks come. Off by default: the output is then the same as without the option.
 
     Returns
     -------
@@ -1070,8 +1107,16 @@ def generate(
     try:
         raws: list[_Raw] = []
         for idx in range(1, customers + 1):
-            persona = _PERSONAS[_archetype(idx, seed, cum)]
-            cust = _Customer(idx, seed, persona, clock, products, by_price, scale)
+            archetype = _archetype(idx, seed, cum)
+            persona = _PERSONAS[archetype]
+            liked = None
+            if preferences:
+                cid = customer_id_for(idx)
+                choice = random.Random(f"segmentflow/{seed}/preference/{cid}").choice(
+                    PREFERENCES[archetype]
+                )
+                liked = [prod for prod in products if prod.category == choice]
+            cust = _Customer(idx, seed, persona, clock, products, by_price, scale, liked)
             raws.extend(cust.run(campaigns))
         raws.sort()  # (time, customer, seq) is unique, so properties are never compared
         messages = _encode(raws, seed, clock)

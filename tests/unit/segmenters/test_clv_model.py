@@ -182,7 +182,7 @@ def test_fit_recovers_the_parameters_it_sampled_from() -> None:
 
 
 def test_p_alive_falls_with_silence() -> None:
-    model = BgNbd(**PAPER)
+    model = BgNbd(PAPER["r"], PAPER["alpha"], PAPER["a"], PAPER["b"])
     x = np.full(3, 3.0)
     alive = model.p_alive(x, np.array([35.0, 20.0, 5.0]), np.full(3, 39.0))
     assert alive[0] > alive[1] > alive[2] and alive[0] < 1
