@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
-from river import cluster, preprocessing
 from scipy.optimize import linear_sum_assignment
 
 from segmentflow.config import PersonaConfig
@@ -152,6 +151,8 @@ def make_clusterer(algorithm: str, clusters: int, seed: int) -> Any:
     """
     if algorithm == "minibatch":
         return None
+    from river import cluster  # imported on use: River costs seconds at start-up
+
     if algorithm == "kmeans":
         return cluster.KMeans(n_clusters=clusters, halflife=0.01, sigma=0.0, seed=seed)
     if algorithm == "streamkmeans":
@@ -350,6 +351,8 @@ class PersonaModel:
         self.clusters = clusters
         self.seed = seed
         self.sample = sample
+        from river import preprocessing  # imported on use: River costs seconds at start-up
+
         self._scaler: Any = preprocessing.StandardScaler()
         self._model: Any = make_clusterer(algorithm, clusters, seed)
         self._counts: dict[Any, int] = {}
