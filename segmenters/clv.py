@@ -212,12 +212,11 @@ class Clv(Dimension):
     def evaluate(self, state: CustomerState, at: Moment, emit: Emit) -> list[Change]:
         if self.kind not in state.slices:
             return []
-        if at.event is not None and at.event.type != "order_completed":
+        if at.event is None:  # time alone moves only the P(alive) threshold
+            return self.on_due(state, at, emit)
+        if at.event.type != "order_completed":
             return []
-        current = self.value(state, at.t)
-        if current == state.values.get(self.kind):
-            return []
-        return [emit(state, self.kind, current, at, self.reason(state, current, at.t))]
+        return self._set(state, self.value(state, at.t), at, emit)
 
     def on_due(self, state: CustomerState, at: Moment, emit: Emit) -> list[Change]:
         if self.kind not in state.slices or state.values.get(self.kind) == "likely_lost":
@@ -225,7 +224,12 @@ class Clv(Dimension):
         lost = self.lost_at(self.slice(state))
         if lost is None or at.t < lost:
             return []
-        return self.evaluate(state, at, emit)
+        return self._set(state, "likely_lost", at, emit)
+
+    def _set(self, state: CustomerState, value: str, at: Moment, emit: Emit) -> list[Change]:
+        if value == state.values.get(self.kind):
+            return []
+        return [emit(state, self.kind, value, at, self.reason(state, value, at.t))]
 
     def next_due(self, state: CustomerState, after: int) -> int | None:
         if self.kind not in state.slices or state.values.get(self.kind) == "likely_lost":
