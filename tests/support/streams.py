@@ -48,11 +48,14 @@ class Event:
     event: dict[str, Any]
 
 
-def purchases(customers: int, seed: int, days: int = 400) -> list[Event]:
+def purchases(
+    customers: int, seed: int, days: int = 400, start: datetime | None = None
+) -> list[Event]:
     """A CDNOW-like backlog: purchase-events only, each customer with 1-5 orders spread over
-    ``days`` (so lifecycle changes fire by time as well as by event)."""
+    ``days`` from ``start`` (2025-01-01 by default), so lifecycle changes fire by time as well
+    as by event."""
     rng = random.Random(seed)
-    start = datetime(2025, 1, 1, tzinfo=UTC)
+    start = start or datetime(2025, 1, 1, tzinfo=UTC)
     out: list[Event] = []
     for c in range(customers):
         cid = f"cd-{seed}-{c:05d}"
