@@ -353,4 +353,3 @@ class RedisStore(StateStore):
 
     def close(self) -> None:
         self.client.close()
-
