@@ -156,7 +156,14 @@ def test_sigkill_worker_repeatedly_during_backlog(
             applied = _applied(stack) or applied
             code = stack.kill_worker(0)
             applied_before += applied
-            kills.append({"applied": int(applied_before), "exit": code, "ready_s": round(ready, 1)})
+            kills.append(
+                {
+                    "applied": int(applied_before),
+                    "by_worker": int(applied),
+                    "exit": code,
+                    "ready_s": round(ready, 1),
+                }
+            )
         stack.start_worker()
         stack.wait_healthy(60)
         reader.wait_complete(expected, timeout=120)
@@ -180,7 +187,11 @@ def test_sigkill_worker_repeatedly_during_backlog(
         seconds=round(time.monotonic() - started, 1),
     )
     assert [k["exit"] for k in kills] == [-9] * KILLS
-    assert last_applied, "the kills hit mid-stream: the last worker still had events to apply"
+    # A kill was mid-stream when the worker after it still had events to apply. On a busy
+    # machine the last kill may land after everything was applied (the count is read before
+    # it), so the run needs one such kill, not the last one.
+    after_kills = [k["by_worker"] for k in kills[1:]] + [int(last_applied or 0)]
+    assert any(after_kills), f"no kill hit mid-stream: events applied after each {after_kills}"
     _assert_clean(outcome)
     assert outbox == 0, "the outbox is drained once everything is published"
     assert segments == _populations(expected), "segment populations (GET /segments)"
