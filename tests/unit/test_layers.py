@@ -7,11 +7,10 @@ reaches into Faust's and aiokafka's internals. Each module's imports are read wi
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.packages import FOLDERS, ROOT
+from support.packages import module_files
 
 ADAPTER_LIBRARIES = ("redis", "faust", "aiokafka", "kafka", "confluent_kafka", "mode")
 CONCRETE_STORES = (
@@ -51,18 +50,7 @@ ALLOWED = {
 }
 
 
-def modules() -> Iterator[tuple[str, Path]]:
-    for folder, package in FOLDERS.items():
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            parts = path.relative_to(ROOT / folder).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            if folder == "segmentflow" and parts and parts[0] in ("schemas", "segmenters"):
-                continue
-            yield ".".join((package, *parts)), path
-
-
-MODULES = dict(modules())
+MODULES = dict(module_files())
 
 
 def imports(module: str) -> set[str]:
