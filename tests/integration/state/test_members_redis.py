@@ -11,6 +11,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.members import brute_force
 
 from segmentflow.config import config_from_dict
 from segmentflow.schemas.changes import Change
@@ -55,17 +56,6 @@ def events(customers: int, seed: int) -> list[Event]:
             event = validate_event(message.event, None)
             assert isinstance(event, Event)
             out.append(event)
-    return out
-
-
-def brute_force(changes: list[Change]) -> dict[tuple[str, str], dict[str, int]]:
-    held: dict[tuple[str, str], tuple[str | None, int]] = {}
-    for c in changes:
-        held[(c.customer_id, c.dimension)] = (c.current, c.at)
-    out: dict[tuple[str, str], dict[str, int]] = {}
-    for (cid, dim), (value, at) in held.items():
-        if value is not None and not (dim.startswith("rule:") and value == "out"):
-            out.setdefault((dim, value), {})[cid] = at
     return out
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.members import brute_force
 
 from segmentflow.config import config_from_dict
 from segmentflow.schemas.changes import Change
@@ -77,18 +78,6 @@ def test_cursor_round_trip_and_bad_cursors() -> None:
     for bad in ["", "!!!", "bm90IGpzb24", encode_cursor(Member(1, "x"))[:-3], "WzEsMl0"]:
         with pytest.raises(CursorError, match="next_cursor"):
             decode_cursor(bad)
-
-
-def brute_force(changes: list[Change]) -> dict[tuple[str, str], dict[str, int]]:
-    """Each customer's current value per dimension and when it got it, from the change stream."""
-    held: dict[tuple[str, str], tuple[str | None, int]] = {}
-    for c in changes:
-        held[(c.customer_id, c.dimension)] = (c.current, c.at)
-    out: dict[tuple[str, str], dict[str, int]] = {}
-    for (cid, dim), (value, at) in held.items():
-        if value is not None and not (dim.startswith("rule:") and value == "out"):
-            out.setdefault((dim, value), {})[cid] = at
-    return out
 
 
 def index_contents(
