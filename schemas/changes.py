@@ -29,6 +29,8 @@ class Change:
     at: int
     event_id: str | None
     reason: dict[str, Any] = field(default_factory=dict)
+    #: ``cause.kind`` when neither ``event`` nor ``time`` (``"merge"``, ``"config"``; §3, §6)
+    cause: str | None = None
     _json: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_json(self) -> bytes:
@@ -62,7 +64,7 @@ class Change:
                 "current": self.current,
                 "sequence": self.sequence,
                 "cause": {
-                    "kind": "time" if self.event_id is None else "event",
+                    "kind": self.cause or ("time" if self.event_id is None else "event"),
                     "event_id": self.event_id,
                 },
                 "reason": self.reason,

@@ -39,7 +39,7 @@ from segmentflow.schemas.decode import Event, Limits
 from segmentflow.schemas.events import topic_kind_of
 from segmentflow.schemas.timefmt import parse_rfc3339
 from segmentflow.segmenters.dimension import Dimension, Moment
-from segmentflow.service.processor import InputRecord, Item, Processor
+from segmentflow.service.processor import InputRecord, Item, Processor, refit_meta
 from segmentflow.service.replay import events_from_dicts, run
 from segmentflow.state.memory import MemoryStore
 
@@ -87,10 +87,15 @@ def synthetic_events(customers: int = 30, days: int = 150, seed: int = 5) -> lis
 
 
 def builtin_case(kind: str, events: Sequence[Mapping[str, Any]] | None = None) -> Case:
-    """A case for a built-in dimension (persona with a small model so it warms up)."""
+    """A case for a built-in dimension (persona with a small model so it warms up; clv refits
+    from 10 customers on, so that the small population is refitted)."""
     rows = list(events) if events is not None else synthetic_events()
     config: dict[str, Any] = {"persona": {"enabled": False}}
-    if kind == "persona":
+    if kind == "clv":
+        config["dimensions"] = [{"kind": "clv", "refit_min_customers": 10}]
+    elif kind == "interest":
+        config["dimensions"] = [{"kind": "interest"}]
+    elif kind == "persona":
         config = {"persona": {"clusters": 2, "snapshot_every": 40}}
     elif kind == "rules":
         config["rules"] = [
@@ -272,11 +277,13 @@ def check_restart_equals_uninterrupted(case: Case, tmp_path: Path) -> None:
     changes = first.apply([Item("replay", e) for e in events[:half]])
     states = {s.customer_id: CustomerState.decode(s.encode()) for s in _states(first, case)}
     store.commit(states, [])
-    swept = first.store.get_meta("rfm_swept")
-    if swept is not None:
-        store.set_meta("rfm_swept", swept)
+    for key in ("rfm_swept", *(refit_meta(kind) for kind in first.next_refit)):
+        swept = first.store.get_meta(key)
+        if swept is not None:
+            store.set_meta(key, swept)
     second = Processor(config, store, check_key=False)
     second.next_sweep = first.next_sweep
+    second.next_refit = dict(first.next_refit)
     for old, new in zip(first.engine.registry, second.engine.registry, strict=True):
         data = old.dump_population()
         if data is not None:

@@ -1,10 +1,15 @@
 """The ``clv`` dimension (issue 16): P(alive), expected orders and value from BG/NBD + Gamma-Gamma.
 
-Enable it in the config (parameters from ``segmentflow fit-clv FILE --until T --json``; the
-defaults are the CDNOW estimates of Fader, Hardie & Lee 2005)::
+Enable it in the config (``kind: clv``, or ``class: "segmentflow.segmenters.clv:Clv"``). The
+population parameters given (from ``segmentflow fit-clv FILE --until T --json``; the defaults
+are the CDNOW estimates of Fader, Hardie & Lee 2005) are the starting point: every
+``refit_every_days`` of event time (at whole multiples since the epoch, like RFM's sweep) the
+dimension refits BG/NBD and Gamma-Gamma to every customer's ``(x, t_x, T)`` at that moment
+(when orders arrived since the previous refit and at least ``refit_min_customers`` customers
+have ordered) and re-values every customer; ``refit_every_days: 0`` keeps the given ones::
 
     dimensions:
-      - class: "segmentflow.segmenters.clv:Clv"
+      - kind: clv
         r: 0.243
         alpha: 4.414
         a: 0.793
@@ -12,7 +17,8 @@ defaults are the CDNOW estimates of Fader, Hardie & Lee 2005)::
         p: 6.25
         q: 3.74
         gamma: 15.44
-        high_value_min: 40.0
+        refit_every_days: 7
+        high_value_top: 0.2
 
 Per customer it keeps ``(first day, last repeat day, x, spend)`` as the papers count them
 (UTC days; orders on the same day are one transaction; a late order on a day between the first
@@ -21,30 +27,43 @@ and the last is counted as a new day). At each order, and when P(alive) falls be
 
 - ``likely_lost``: P(alive) < ``lost_below`` (0.3). BG/NBD never drops a customer without a
   repeat purchase (P(alive) = 1 when x = 0): lifecycle's ``churned`` covers those;
-- ``high_value``: 90-day value (expected orders x expected spend) >= ``high_value_min``;
+- ``high_value``: 90-day value (expected orders x expected spend) in the top ``high_value_top``
+  (20%) of the customers not ``likely_lost`` at the last refit (a population quantile the refit
+  maintains; ``high_value_min`` until the first refit);
 - ``growing``: expected orders in the horizon >= ``growing_ratio`` x the customer's past rate
   (orders per horizon since the first order, over at least one horizon);
 - ``steady``: otherwise.
 
 CEL variables (at the evaluation instant; 0 for customers without an order): ``p_alive``,
-``expected_orders_90d``, ``clv_90d``. The population parameters are fixed by the config; a
-refit is ``fit-clv`` offline (an in-stream refit needs a generic population sweep).
+``expected_orders_90d``, ``clv_90d``. A refit emits a change, stamped with the refit moment
+(time-caused), for every customer whose value moved, and brings forward the due moment of those
+whose ``likely_lost`` instant came earlier.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import hyp2f1
 
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event
-from segmentflow.segmenters.dimension import DAY_US, Dimension, Emit, Getter, Moment, StateSlice
+from segmentflow.segmenters.dimension import (
+    DAY_US,
+    Dimension,
+    Emit,
+    Getter,
+    Moment,
+    PopulationWork,
+    StateSlice,
+)
 
 WEEK_US = 7 * DAY_US
 
@@ -63,8 +82,19 @@ class ClvParams(BaseModel):
     gamma: float = Field(default=15.4478, gt=0)
     horizon_days: int = Field(default=90, ge=1)
     lost_below: float = Field(default=0.3, gt=0, lt=1)
+    #: the high_value threshold until the first refit sets the quantile
     high_value_min: float = Field(default=40.0, ge=0)
+    #: high_value: this top share of the alive customers' 90-day value (at each refit)
+    high_value_top: float = Field(default=0.2, gt=0, lt=1)
     growing_ratio: float = Field(default=1.2, gt=0)
+    #: event-time period of the population refit, in days (0: keep the given parameters)
+    refit_every_days: int = Field(default=7, ge=0)
+    #: fewer customers with an order than this: the refit keeps the current parameters
+    refit_min_customers: int = Field(default=100, ge=2)
+
+
+#: the parameters a refit sets
+FITTED = ("r", "alpha", "a", "b", "p", "q", "gamma")
 
 
 @dataclass(slots=True)
@@ -118,7 +148,7 @@ class Figures:
     past_rate: float
 
 
-class Clv(Dimension):
+class Clv(Dimension, PopulationWork):
     """BG/NBD + Gamma-Gamma segments (see the module docstring).
 
     Examples
@@ -144,6 +174,19 @@ class Clv(Dimension):
         self.horizon_weeks = params.horizon_days / 7
         suffix = f"{params.horizon_days}d"
         self.orders_var, self.clv_var = f"expected_orders_{suffix}", f"clv_{suffix}"
+        days = params.refit_every_days
+        self.sweep_every_us = days * DAY_US if days else None
+        #: the high_value threshold in use (the refit's quantile after the first refit)
+        self.high_value_min = params.high_value_min
+        #: customer -> (first_day, last_day, x, repeat_spend) of everyone with an order
+        self.population: dict[str, tuple[int, int, int, float]] = {}
+        #: customer -> the value it was last given
+        self.given: dict[str, str] = {}
+        #: bumped by every order and forget; ``fitted_version``: its value at the last refit
+        self.version = 0
+        self.fitted_version = -1
+        self.refits = 0
+        self._moved: list[tuple[str, Any]] = []
 
     def names(self) -> list[str]:
         return [self.kind]
@@ -192,7 +235,7 @@ class Clv(Dimension):
         if lost is not None and t >= lost:
             return "likely_lost"
         f = self.figures(state, t)
-        if f.clv >= self.cfg.high_value_min:
+        if f.clv >= self.high_value_min:
             return "high_value"
         if f.expected_orders >= self.cfg.growing_ratio * f.past_rate:
             return "growing"
@@ -208,6 +251,9 @@ class Clv(Dimension):
             state.slices[self.kind] = ClvSlice(day, day, 0, event.amount, 0.0)
         else:
             self.slice(state).add(day, event.amount)
+        s: ClvSlice = self.slice(state)
+        self.population[state.customer_id] = (s.first_day, s.last_day, s.x, s.repeat_spend)
+        self.version += 1
 
     def evaluate(self, state: CustomerState, at: Moment, emit: Emit) -> list[Change]:
         if self.kind not in state.slices:
@@ -227,6 +273,7 @@ class Clv(Dimension):
         return self._set(state, "likely_lost", at, emit)
 
     def _set(self, state: CustomerState, value: str, at: Moment, emit: Emit) -> list[Change]:
+        self.given[state.customer_id] = value
         if value == state.values.get(self.kind):
             return []
         return [emit(state, self.kind, value, at, self.reason(state, value, at.t))]
@@ -244,7 +291,8 @@ class Clv(Dimension):
         c = self.cfg
         why = {
             "likely_lost": f"p_alive < {c.lost_below:g}",
-            "high_value": f"{self.clv_var} >= {c.high_value_min:g}",
+            "high_value": f"{self.clv_var} >= {self.high_value_min:g}"
+            + (f" (top {c.high_value_top:.0%} of the alive)" if self.refits else ""),
             "growing": f"{self.orders_var} >= {c.growing_ratio:g} x past rate",
             "steady": "none of likely_lost, high_value, growing",
         }[value]
@@ -291,3 +339,197 @@ class Clv(Dimension):
         if value is None or self.kind not in state.slices:
             return None
         return self.reason(state, value, t)
+
+    # -- population refit (PopulationWork) --------------------------------------------------
+
+    def population_version(self) -> object:
+        return self.version
+
+    def population_size(self) -> int:
+        return len(self.population)
+
+    def forget(self, customer_id: str) -> None:
+        self.population.pop(customer_id, None)
+        self.given.pop(customer_id, None)
+        self.version += 1
+
+    def prepare_sweep(self, at: int) -> None:
+        """Refit the population at ``at`` (unless no order arrived since the last refit) and
+        find the customers it moves (:meth:`moved`)."""
+        self._moved = []
+        if self.fitted_version == self.version:
+            return
+        self.fitted_version = self.version
+        ids = sorted(self.population)
+        if len(ids) < self.cfg.refit_min_customers:
+            return
+        rows = np.array([self.population[cid] for cid in ids], dtype=np.float64)
+        cols = Columns.of(rows, at)
+        before = self.cfg
+        fitted = fit_population(cols, before)
+        if fitted is None:
+            return
+        self.cfg = fitted
+        self.refits += 1
+        old_lost = lost_instants(before, cols)
+        new = population_figures(fitted, cols, self.horizon_weeks)
+        alive = new.lost > at
+        if alive.any():
+            self.high_value_min = top_share_threshold(new.clv[alive], fitted.high_value_top)
+        values = classify(new, at, self.high_value_min, fitted.growing_ratio)
+        earlier = new.lost < old_lost
+        self._moved = [
+            (cid, None)
+            for i, cid in enumerate(ids)
+            if values[i] != self.given.get(cid) or bool(earlier[i])
+        ]
+
+    def moved(self, include: Callable[[str], bool] | None) -> list[tuple[str, Any]]:
+        if include is None:
+            return list(self._moved)
+        return [(cid, p) for cid, p in self._moved if include(cid)]
+
+    def on_sweep(self, state: CustomerState, at: Moment, payload: Any, emit: Emit) -> list[Change]:
+        """Re-value the customer after a refit; bring its due moment forward if its
+        ``likely_lost`` instant is now earlier."""
+        if self.kind not in state.slices:
+            return []
+        changes = self._set(state, self.value(state, at.t), at, emit)
+        lost = self.lost_at(self.slice(state))
+        if lost is not None and state.values.get(self.kind) != "likely_lost":
+            due = max(lost, at.t + 1)
+            if state.next_due is None or due < state.next_due:
+                state.next_due = due
+        return changes
+
+    def dump_population(self) -> bytes | None:
+        fitted = {name: getattr(self.cfg, name) for name in FITTED}
+        return orjson.dumps(
+            {
+                "fitted": fitted,
+                "high_value_min": self.high_value_min,
+                "version": self.version,
+                "fitted_version": self.fitted_version,
+                "refits": self.refits,
+                "population": self.population,
+                "given": self.given,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+
+    def load_population(self, data: bytes) -> None:
+        held = orjson.loads(data)
+        self.cfg = self.cfg.model_copy(update=held["fitted"])
+        self.high_value_min = held["high_value_min"]
+        self.version, self.fitted_version = held["version"], held["fitted_version"]
+        self.refits = held["refits"]
+        self.population = {
+            cid: (int(first), int(last), int(x), float(spend))
+            for cid, (first, last, x, spend) in held["population"].items()
+        }
+        self.given = dict(held["given"])
+
+
+# -- the refit, vectorised -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """The population at instant ``at``: first day and the papers' ``(x, t_x, T)`` in weeks,
+    with each customer's mean repeat spend."""
+
+    first_day: np.ndarray[Any, np.dtype[np.float64]]
+    x: np.ndarray[Any, np.dtype[np.float64]]
+    t_x: np.ndarray[Any, np.dtype[np.float64]]
+    T: np.ndarray[Any, np.dtype[np.float64]]
+    monetary: np.ndarray[Any, np.dtype[np.float64]]
+
+    @classmethod
+    def of(cls, rows: np.ndarray[Any, np.dtype[np.float64]], at: int) -> Columns:
+        """From rows ``(first_day, last_day, x, repeat_spend)``.
+
+        Examples
+        --------
+        >>> c = Columns.of(np.array([[0.0, 14.0, 2.0, 30.0], [7.0, 7.0, 0.0, 0.0]]), 28 * DAY_US)
+        >>> c.x.tolist(), c.t_x.tolist(), c.T.tolist(), c.monetary.tolist()
+        ([2.0, 0.0], [2.0, 0.0], [4.0, 3.0], [15.0, 0.0])
+        """
+        first, last, x, spend = rows.T
+        T = np.maximum((at - first * DAY_US) / WEEK_US, 1e-9)
+        t_x = np.minimum(np.where(x > 0, (last - first) / 7, 0.0), T)
+        monetary = np.where(x > 0, spend / np.maximum(x, 1), 0.0)
+        return cls(first, x, t_x, T, monetary)
+
+
+@dataclass(frozen=True, slots=True)
+class PopulationFigures:
+    """Per-customer figures of a refit, as arrays (``lost``: the likely_lost instant, µs)."""
+
+    p_alive: np.ndarray[Any, np.dtype[np.float64]]
+    expected_orders: np.ndarray[Any, np.dtype[np.float64]]
+    clv: np.ndarray[Any, np.dtype[np.float64]]
+    past_rate: np.ndarray[Any, np.dtype[np.float64]]
+    lost: np.ndarray[Any, np.dtype[np.float64]]
+
+
+def fit_population(cols: Columns, current: ClvParams) -> ClvParams | None:
+    """BG/NBD and Gamma-Gamma fitted to ``cols`` as new parameters (thresholds kept), or
+    ``None`` when a fit fails or gives parameters the model cannot use (then nothing changes)."""
+    from segmentflow.segmenters.clv_model import FitError, fit_bgnbd, fit_gamma_gamma
+
+    try:
+        bg = fit_bgnbd(cols.x, cols.t_x, cols.T)
+        gg = fit_gamma_gamma(cols.x, cols.monetary)
+    except FitError:
+        return None
+    found = {"r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b, "p": gg.p, "q": gg.q}
+    found["gamma"] = gg.gamma
+    if not all(math.isfinite(v) and v > 0 for v in found.values()) or gg.q <= 1:
+        return None
+    return current.model_copy(update=found)
+
+
+def lost_instants(c: ClvParams, cols: Columns) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """:meth:`Clv.lost_at` for every customer (``inf`` without a repeat purchase)."""
+    x = np.maximum(cols.x, 1.0)
+    k = (1 / c.lost_below - 1) * (c.b + x - 1) / c.a
+    T = (c.alpha + cols.t_x) * np.power(k, 1 / (c.r + x)) - c.alpha
+    lost = cols.first_day * DAY_US + np.maximum(np.floor(T * WEEK_US) + 1, 0)
+    return np.where(cols.x > 0, lost, np.inf)
+
+
+def population_figures(c: ClvParams, cols: Columns, horizon_weeks: float) -> PopulationFigures:
+    """:meth:`Clv.figures` for every customer at the columns' instant."""
+    from segmentflow.segmenters.clv_model import BgNbd, GammaGamma
+
+    model = BgNbd(c.r, c.alpha, c.a, c.b)
+    with np.errstate(all="ignore"):
+        alive = model.p_alive(cols.x, cols.t_x, cols.T)
+        orders = np.maximum(model.expected_orders(horizon_weeks, cols.x, cols.t_x, cols.T), 0.0)
+        spend = GammaGamma(c.p, c.q, c.gamma).expected_spend(cols.x, cols.monetary)
+    past = (cols.x + 1) * horizon_weeks / np.maximum(cols.T, horizon_weeks)
+    return PopulationFigures(alive, orders, orders * spend, past, lost_instants(c, cols))
+
+
+def top_share_threshold(values: np.ndarray[Any, np.dtype[np.float64]], share: float) -> float:
+    """The smallest value of the top ``share`` of ``values`` (at least one value).
+
+    Examples
+    --------
+    >>> top_share_threshold(np.arange(10.0), 0.2), top_share_threshold(np.arange(3.0), 0.2)
+    (8.0, 2.0)
+    """
+    ordered = np.sort(values)[::-1]
+    k = max(1, math.floor(len(ordered) * share + 1e-9))
+    return float(ordered[k - 1])
+
+
+def classify(f: PopulationFigures, at: int, high_min: float, growing_ratio: float) -> list[str]:
+    """:meth:`Clv.value` of every customer at ``at``."""
+    lost = at >= f.lost
+    high = f.clv >= high_min
+    growing = f.expected_orders >= growing_ratio * f.past_rate
+    return [
+        "likely_lost" if lo else "high_value" if hi else "growing" if gr else "steady"
+        for lo, hi, gr in zip(lost.tolist(), high.tolist(), growing.tolist(), strict=True)
+    ]

@@ -204,7 +204,8 @@ class Dimension(ABC):
 class PopulationWork:
     """Mixin of a dimension with population-wide work (sweeps), such as RFM."""
 
-    #: event-time period of the sweep (``None``: no sweep)
+    #: event-time period of the sweep (``None``: no sweep); RFM's is the processor's
+    #: ``next_sweep`` schedule, every other dimension's is a schedule of its own (``next_refit``)
     sweep_every_us: int | None = None
 
     def population_version(self) -> object:
@@ -214,6 +215,10 @@ class PopulationWork:
     def population_size(self) -> int:
         """How many customers the population holds (no sweep is scheduled while empty)."""
         return 0
+
+    def prepare_sweep(self, at: int) -> None:
+        """Called at a sweep moment ``at``, before :meth:`moved` (a model refit happens here)."""
+        return None
 
     def moved(self, include: Callable[[str], bool] | None) -> list[tuple[str, Any]]:
         """The customers (accepted by ``include``) a sweep now touches, with a payload each."""

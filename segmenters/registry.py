@@ -1,6 +1,7 @@
 """The dimension registry: built-in dimensions, user classes named in the config, and the order
 the engine runs them in (``lifecycle``, ``rfm``, ``persona``, the config's ``dimensions:`` in
-order, then ``rules``, which may read every other dimension's variables).
+order, then ``rules``, which may read every other dimension's variables). The opt-in built-ins
+``clv`` and ``interest`` are enabled by name (``dimensions: [{kind: clv}]``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from segmentflow.segmenters.clv import Clv
 from segmentflow.segmenters.dimension import Dimension, Getter
 from segmentflow.segmenters.features import GETTERS, TIME_DEPENDENT
+from segmentflow.segmenters.interest import Interest
 from segmentflow.segmenters.lifecycle import Lifecycle
 from segmentflow.segmenters.persona import Persona
 from segmentflow.segmenters.rfm import Rfm
@@ -23,14 +26,45 @@ if TYPE_CHECKING:
     from segmentflow.config import SegmentConfig
 
 #: kind -> class of every known dimension (built-ins; :func:`register` adds more)
-REGISTRY: dict[str, type[Dimension]] = {cls.kind: cls for cls in (Lifecycle, Rfm, Persona, Rules)}
+REGISTRY: dict[str, type[Dimension]] = {
+    cls.kind: cls for cls in (Lifecycle, Rfm, Persona, Rules, Clv, Interest)
+}
+#: the registered kinds a config enables by name (``dimensions: [{kind: ...}]``); the others
+#: always run, configured in their own sections
+OPT_IN = ("clv", "interest")
 
 
 def register(cls: type[Dimension]) -> type[Dimension]:
     """Class decorator: add a dimension class to :data:`REGISTRY` (for the check suite and
-    tools that list dimensions; the config names classes directly)."""
+    tools that list dimensions; a config enables it by ``kind`` once it is in :data:`OPT_IN`
+    or by ``class``)."""
     REGISTRY[cls.kind] = cls
     return cls
+
+
+def registered_class(kind: str, where: str = "dimension") -> type[Dimension]:
+    """The registered dimension a config entry names by ``kind`` (``ConfigError`` if none).
+
+    Examples
+    --------
+    >>> registered_class("clv").__name__
+    'Clv'
+    >>> registered_class("lifecycle")
+    Traceback (most recent call last):
+    ...
+    segmentflow.config.ConfigError: dimension (kind 'lifecycle'): not an opt-in dimension; the ones a `kind:` entry enables are clv, interest (lifecycle, rfm, persona and rules have their own config sections; a class of your own goes in `class:`)
+    """  # noqa: E501
+    from segmentflow.config import ConfigError
+
+    if kind not in OPT_IN:
+        known = ", ".join(OPT_IN)
+        what = "not an opt-in dimension" if kind in REGISTRY else "no such dimension"
+        raise ConfigError(
+            f"{where} (kind {kind!r}): {what}; the ones a `kind:` entry enables are {known} "
+            "(lifecycle, rfm, persona and rules have their own config sections; a class of "
+            "your own goes in `class:`)"
+        )
+    return REGISTRY[kind]
 
 
 def load_class(spec: str, where: str = "dimension") -> type[Dimension]:
@@ -84,18 +118,20 @@ def build_dimensions(config: SegmentConfig) -> list[Dimension]:
     ]
     for i, entry in enumerate(config.dimensions):
         where = f"dimensions[{i}]"
-        cls = load_class(entry.class_, where)
+        if entry.class_ is not None:
+            cls = load_class(entry.class_, where)
+        else:
+            assert entry.kind is not None
+            cls = registered_class(entry.kind, where)
         if any(d.kind == cls.kind for d in dims) or cls.kind == Rules.kind:
             raise ConfigError(
-                f"{where} (class {entry.class_!r}): kind {cls.kind!r} is already taken; "
-                "give the class another `kind`"
+                f"{where} ({entry.label}): kind {cls.kind!r} is already taken; "
+                "give the class another `kind` (or list the dimension once)"
             )
         try:
             params = cls.Params.model_validate(entry.params())
         except ValidationError as exc:
-            raise ConfigError(
-                f"{where} (class {entry.class_!r}): {describe_validation(exc)}"
-            ) from None
+            raise ConfigError(f"{where} ({entry.label}): {describe_validation(exc)}") from None
         dims.append(cls(params))
     getters, timed = _variables(dims)
     rules = Rules(RulesParams(rules=config.rules))

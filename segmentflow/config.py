@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DAY_US = 86_400_000_000
@@ -128,15 +136,31 @@ class RuleConfig(_Strict):
 
 
 class DimensionEntry(BaseModel):
-    """A custom dimension (``dimensions: [{class: "pkg.mod:Class", ...params}]``): the class
-    to import and, in the other keys, its parameters (validated by the class's ``Params``)."""
+    """An extra dimension: a registered one by name (``dimensions: [{kind: clv, ...params}]``)
+    or a class to import (``dimensions: [{class: "pkg.mod:Class", ...params}]``); the other
+    keys are its parameters (validated by the class's ``Params``)."""
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
-    class_: str = Field(alias="class")
+    class_: str | None = Field(default=None, alias="class")
+    kind: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DimensionEntry:
+        if (self.class_ is None) == (self.kind is None):
+            raise ValueError(
+                "give either `kind` (a registered dimension, e.g. clv or interest) "
+                'or `class` ("package.module:Class"), not both or neither'
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        """How error messages name the entry."""
+        return f"class {self.class_!r}" if self.class_ is not None else f"kind {self.kind!r}"
 
     def params(self) -> dict[str, Any]:
-        """The entry's keys other than ``class``."""
+        """The entry's keys other than ``class`` / ``kind``."""
         return dict(self.model_extra or {})
 
 

@@ -126,10 +126,36 @@ class WorkerCollector(Collector):
             "Duration of the last batch",
             value=status.last_batch_seconds,
         )
+        yield from config_walk_metrics(self.worker)
         yield from redis_memory_metrics(self.worker)
         yield from persona_metrics(self.worker)
         with contextlib.suppress(Exception):  # Redis down: the other metrics still matter
             yield from population_metrics(self.worker)
+
+
+def config_walk_metrics(worker: SegmentWorker) -> Iterator[Metric]:
+    """Progress of the re-evaluation after a config change (CONTRACT §6)."""
+    progress = worker.config_walk.progress
+    yield GaugeMetricFamily(
+        "segmentflow_config_reevaluation_running",
+        "1 while stored customers are re-evaluated for a changed config",
+        value=int(progress.running),
+    )
+    yield GaugeMetricFamily(
+        "segmentflow_config_reevaluation_pending_shards",
+        "Owned shards whose state follows an older config",
+        value=progress.pending_shards,
+    )
+    yield CounterMetricFamily(
+        "segmentflow_config_reevaluated_customers",
+        "Customers re-evaluated for a changed config",
+        value=progress.customers,
+    )
+    yield CounterMetricFamily(
+        "segmentflow_config_reevaluation_changes",
+        "Changes a config re-evaluation emitted",
+        value=progress.changes,
+    )
 
 
 def redis_memory_metrics(worker: SegmentWorker) -> Iterator[Metric]:

@@ -43,6 +43,7 @@ from segmentflow.engine.clock import Watermark
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.events import FORGET
 from segmentflow.schemas.timefmt import format_us
+from segmentflow.service.config_walk import ConfigWalk
 from segmentflow.service.processor import DeadLetter, InputRecord, Item, Processor
 from segmentflow.state.base import StateQuarantined
 from segmentflow.state.personas import PersonaModelStore
@@ -194,6 +195,8 @@ class SegmentWorker:
         self.redis = redis
         self.ranks = ranks
         self.persona: PersonaSync | None = None
+        #: re-evaluates stored customers after a config change (CONTRACT §6)
+        self.config_walk = ConfigWalk(processor)
         if processor.engine.persona is not None and personas is not None:
             self.persona = PersonaSync(processor.engine, personas)
 
@@ -255,6 +258,7 @@ class SegmentWorker:
             await self._track_incarnations(ends or {})
             await self._publish()
             await self._release()
+            await self._reevaluate()
             if self.persona is not None:
                 try:
                     await self.persona.tick()
@@ -351,6 +355,24 @@ class SegmentWorker:
             await asyncio.sleep(0)
         changes += await self._retry("redis", partial(self.processor.advance, now))
         return changes
+
+    async def _reevaluate(self, budget_seconds: float = 0.25) -> None:
+        """Pages of the config re-evaluation walk (CONTRACT §6, :class:`ConfigWalk`) for about
+        ``budget_seconds`` of this tick, stamped with the watermark (before one is known, e.g.
+        an idle input after a restart: each customer's clock); not before partitions are
+        assigned (the walk covers the owned shards only)."""
+        if not self.owned:
+            return
+        now = self.current_watermark() or 0
+        started = time.monotonic()
+        redis_failures = self.redis_failures
+        while not await self._retry("redis", lambda: self.config_walk.done):
+            changes = await self._retry("redis", partial(self.config_walk.step, now))
+            self._committed(bool(changes), redis_failures)
+            await self._publish()
+            if time.monotonic() - started > budget_seconds:
+                break
+            await asyncio.sleep(0)
 
     def _take_held(self, customer_id: str) -> list[Held]:
         """Remove and return the held events of ``customer_id`` (a forget erases them)."""

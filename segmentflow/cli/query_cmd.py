@@ -12,6 +12,7 @@ from segmentflow import bootstrap
 from segmentflow.cli.render import populations_table
 from segmentflow.config import Settings
 from segmentflow.engine.inspect import describe
+from segmentflow.service.config_walk import status_from_meta
 from segmentflow.service.processor import is_tombstone
 
 
@@ -53,9 +54,17 @@ def run_inspect(args: argparse.Namespace, console: Console) -> int:
 
 def run_segments(args: argparse.Namespace, console: Console) -> int:
     settings = Settings()
-    populations = bootstrap.redis_store(settings).populations()
+    store = bootstrap.redis_store(settings)
+    populations = store.populations()
     if args.json:
         print(json.dumps(populations, indent=2))
     else:
         console.print(populations_table(populations))
+        raw = store.client.hgetall(f"{store.namespace}:meta")
+        walk = status_from_meta({k.decode(): int(v) for k, v in raw.items()})
+        if walk["running"]:  # CONTRACT §6: a changed config is being applied to stored state
+            console.print(
+                f"config change: re-evaluating stored customers, {walk['customers']} done, "
+                f"{walk['pending_shards']} shard(s) pending"
+            )
     return 0

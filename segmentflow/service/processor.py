@@ -29,6 +29,11 @@ from segmentflow.state.base import StateQuarantined, StateStore
 SWEPT = "rfm_swept"
 
 
+def refit_meta(kind: str) -> str:
+    """The store meta key holding the last refit moment of population dimension ``kind``."""
+    return f"{kind}_swept"
+
+
 @dataclass(frozen=True, slots=True)
 class InputRecord:
     """One consumed Kafka message."""
@@ -197,6 +202,20 @@ class Processor:
         #: (rank index version, owned shards) at the last sweep: a sweep with both unchanged
         #: gives nothing (scores depend on the metrics only; R on last-order times, not on t)
         self._swept: tuple[int, frozenset[int] | None] | None = None
+        #: the other population-wide dimensions with a schedule of their own (the ``clv``
+        #: refit): (kind, dimension, period µs), in registry order; RFM keeps the fields above
+        self._refits: list[tuple[str, PopulationWork, int]] = [
+            (dim.kind, dim, dim.sweep_every_us)
+            for dim in self.engine.registry
+            if isinstance(dim, PopulationWork) and dim.kind != "rfm" and dim.sweep_every_us
+        ]
+        #: kind -> the next refit moment (``None``: not scheduled until the population has one)
+        self.next_refit: dict[str, int | None] = {}
+        for kind, _, period in self._refits:
+            done = store.get_meta(refit_meta(kind))
+            self.next_refit[kind] = None if done is None else done + period
+        #: kind -> (population version, owned shards) at its last refit
+        self._refitted: dict[str, tuple[object, frozenset[int] | None]] = {}
 
     def decode(self, record: InputRecord, now_us: int | None = None) -> Event | Rejection:
         """Decode one record (no state touched); control records (``forget``) are accepted.
@@ -282,7 +301,10 @@ class Processor:
     def _next_due(self) -> int | None:
         due = self.store.next_due()
         if self.next_sweep is not None and (due is None or self.next_sweep < due):
-            return self.next_sweep
+            due = self.next_sweep
+        for moment in self.next_refit.values():
+            if moment is not None and (due is None or moment < due):
+                due = moment
         return due
 
     def _apply_part(self, items: list[Item]) -> tuple[int, list[Change]]:
@@ -340,6 +362,10 @@ class Processor:
             if self.next_sweep is None and self.config.rfm.enabled and len(self.engine.ranks):
                 self.next_sweep = (event.ts // self._sweep_us + 1) * self._sweep_us
                 due = self.next_sweep if due is None else min(due, self.next_sweep)
+            for kind, population, period in self._refits:
+                if self.next_refit[kind] is None and population.population_size():
+                    moment = self.next_refit[kind] = (event.ts // period + 1) * period
+                    due = moment if due is None else min(due, moment)
             if outcome.status == "duplicate":
                 counts.append((self.counters.duplicates, item.topic))
                 continue
@@ -405,7 +431,13 @@ class Processor:
         (lifecycle thresholds, midnight rule evaluations) and the population's RFM sweeps, in
         time order — commit, and return them sorted by time (each customer's order kept)."""
         changes: list[Change] = []
-        while self.next_sweep is not None and self.next_sweep <= watermark:
+        while True:
+            refit = self._next_refit(watermark)
+            if refit is not None:
+                changes.extend(self._refit_step(*refit, watermark, limit))
+                continue
+            if self.next_sweep is None or self.next_sweep > watermark:
+                break
             moment = self.next_sweep
             changes.extend(self._advance_customers(moment - 1, limit))
             if not self._sweep_unchanged():
@@ -426,11 +458,69 @@ class Processor:
         changes.sort(key=lambda c: c.at)
         return changes
 
+    def _next_refit(self, watermark: int) -> tuple[str, PopulationWork, int, int] | None:
+        """The earliest refit (kind, dimension, period, moment) at or before ``watermark``
+        that comes before the next RFM sweep (RFM first at the same moment), or ``None``."""
+        best: tuple[str, PopulationWork, int, int] | None = None
+        for kind, population, period in self._refits:
+            moment = self.next_refit[kind]
+            if moment is not None and moment <= watermark and (best is None or moment < best[3]):
+                best = (kind, population, period, moment)
+        if best is not None and self.next_sweep is not None and self.next_sweep <= best[3]:
+            return None
+        return best
+
+    def _refit_step(
+        self,
+        kind: str,
+        population: PopulationWork,
+        period: int,
+        moment: int,
+        watermark: int,
+        limit: int,
+    ) -> list[Change]:
+        """One scheduled refit at ``moment`` (after the customers' dues before it), then the
+        next moment; refits that would see an unchanged population are stepped over at once."""
+        changes = self._advance_customers(moment - 1, limit)
+        if not self._refit_unchanged(kind, population):
+            changes.extend(self.sweep_population(kind, population, moment))
+        following = moment + period
+        if self._refit_unchanged(kind, population) and watermark >= following:
+            moment = following + (watermark - following) // period * period
+            following = moment + period
+        self.next_refit[kind] = following
+        self.store.set_meta(refit_meta(kind), moment)
+        return changes
+
+    def _refit_unchanged(self, kind: str, population: PopulationWork) -> bool:
+        return self._refitted.get(kind) == (population.population_version(), self._owned())
+
+    def sweep_population(self, kind: str, population: PopulationWork, at: int) -> list[Change]:
+        """Refit population dimension ``kind`` at ``at`` (:meth:`PopulationWork.prepare_sweep`)
+        and apply it to the customers it moved (loaded, changed and committed together)."""
+        self._refitted[kind] = (population.population_version(), self._owned())
+        population.prepare_sweep(at)
+        moved = population.moved(self.store.owns)
+        if not moved:
+            return []
+        states = self.store.load_many(cid for cid, _ in moved)
+        changes: list[Change] = []
+        for cid, payload in moved:
+            state = states.get(cid)
+            if state is not None and not is_tombstone(state):
+                changes.extend(self.engine.sweep_apply(population, state, at, payload))
+        self._commit(states, changes)
+        return changes
+
     def next_work(self) -> int | None:
         """The next moment at which :meth:`advance` has something to fire: the earliest
-        customer due, or the next RFM sweep unless it would move nobody (then ``advance`` only
-        steps the sweep schedule, however far it goes)."""
+        customer due, or the next RFM sweep (or other population refit) unless it would move
+        nobody (then ``advance`` only steps the schedule, however far it goes)."""
         due = self.store.next_due()
+        for kind, population, _ in self._refits:
+            moment = self.next_refit[kind]
+            if moment is not None and not self._refit_unchanged(kind, population):
+                due = moment if due is None else min(due, moment)
         if self.next_sweep is None or self._sweep_unchanged():
             return due
         return self.next_sweep if due is None else min(due, self.next_sweep)

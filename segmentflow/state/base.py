@@ -118,6 +118,12 @@ class StateStore(ABC):
     def set_meta(self, key: str, value: int) -> None:
         """Persist a small integer."""
 
+    def scan_ids(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """About ``count`` customer ids with state from ``cursor`` (start with 0) and the
+        cursor of the next page (0: done). An id present throughout a walk is returned at
+        least once; it may come twice, so a walk must be idempotent (config re-evaluation)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot walk its customers")
+
     def shard_of(self, customer_id: str) -> int:
         """The due-index/outbox shard of a customer (one shard unless the backend shards)."""
         return 0

@@ -45,6 +45,11 @@ class MemoryStore(StateStore):
     def get_meta(self, key: str) -> int | None:
         return self._meta.get(key)
 
+    def scan_ids(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        ids = sorted(self._states)[cursor : cursor + count]  # O(n log n) a page: tests, replay
+        after = cursor + len(ids)
+        return (0 if len(ids) < count else after), ids
+
     def set_meta(self, key: str, value: int) -> None:
         self._meta[key] = value
 

@@ -345,6 +345,11 @@ class RedisStore(StateStore):
     def customer_count(self) -> int:
         return sum(1 for _ in self.client.scan_iter(match=f"{self.namespace}:s:*", count=1000))
 
+    def scan_ids(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        prefix = len(self.namespace) + 3
+        after, keys = self.client.scan(cursor, match=f"{self.namespace}:s:*", count=count)
+        return int(after), [key.decode()[prefix:] for key in keys]
+
     def iter_ids(self) -> Iterable[str]:
         """Every customer id with state (SCAN; for sweeps and tools)."""
         prefix = len(self.namespace) + 3

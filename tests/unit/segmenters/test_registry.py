@@ -31,7 +31,7 @@ def test_builtins_run_in_contract_order() -> None:
     engine = Engine(config_from_dict({"rules": [{"name": "b", "when": "orders >= 1"}]}))
     assert [d.kind for d in engine.registry] == ["lifecycle", "rfm", "persona", "rules"]
     assert engine.dimensions == ["lifecycle", "rfm", "persona", "rule:b"]
-    assert set(REGISTRY) >= {"lifecycle", "rfm", "persona", "rules"}
+    assert set(REGISTRY) >= {"lifecycle", "rfm", "persona", "rules", "clv", "interest"}
 
 
 def test_custom_dimension_runs_before_rules_and_feeds_them() -> None:
@@ -76,8 +76,8 @@ def test_bad_entries_name_the_entry_and_the_fix(entry: dict[str, object], messag
     assert message in str(info.value)
 
 
-def test_entry_without_class_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"dimensions\.0\.class"):
+def test_entry_without_class_or_kind_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"dimensions\.0: .*either `kind`.* or `class`"):
         config_from_dict({"dimensions": [{"medium_days": 3}]})
 
 
