@@ -136,6 +136,32 @@ class ClvSlice(StateSlice):
             self.last_day = max(self.last_day, day)
             self.repeat_spend += amount
 
+    def merge(self, other: ClvSlice) -> None:
+        """Fold another customer's summary into this one (an identity merge): order days are
+        counted apart except the first and last days both know (the slices keep no other days;
+        two histories with orders on another common day count it twice).
+
+        Examples
+        --------
+        >>> s = ClvSlice(10, 20, 2, 5.0, 7.0)
+        >>> s.merge(ClvSlice(4, 20, 1, 3.0, 1.0)); s
+        ClvSlice(first_day=4, last_day=20, x=3, first_spend=3.0, repeat_spend=13.0)
+        """
+        common = {self.first_day, self.last_day} & {other.first_day, other.last_day}
+        days = (self.x + 1) + (other.x + 1) - len(common)
+        total = self.first_spend + self.repeat_spend + other.first_spend + other.repeat_spend
+        if other.first_day < self.first_day:
+            first_spend = other.first_spend
+        elif other.first_day == self.first_day:
+            first_spend = self.first_spend + other.first_spend
+        else:
+            first_spend = self.first_spend
+        self.first_day = min(self.first_day, other.first_day)
+        self.last_day = max(self.last_day, other.last_day)
+        self.x = days - 1
+        self.first_spend = first_spend
+        self.repeat_spend = total - first_spend
+
 
 @dataclass(frozen=True, slots=True)
 class Figures:
@@ -258,11 +284,27 @@ class Clv(Dimension, PopulationWork):
     def evaluate(self, state: CustomerState, at: Moment, emit: Emit) -> list[Change]:
         if self.kind not in state.slices:
             return []
+        if at.cause == "merge":  # merged histories: a full evaluation, as after an order
+            return self._set(state, self.value(state, at.t), at, emit)
         if at.event is None:  # time alone moves only the P(alive) threshold
             return self.on_due(state, at, emit)
         if at.event.type != "order_completed":
             return []
         return self._set(state, self.value(state, at.t), at, emit)
+
+    def merge_slice(self, survivor: CustomerState, merged: CustomerState) -> None:
+        """Combine both order summaries (:meth:`ClvSlice.merge`); the survivor's enters the
+        population (the engine drops the merged-away id from it)."""
+        if self.kind in merged.slices:
+            theirs: ClvSlice = self.slice(merged)
+            if self.kind in survivor.slices:
+                self.slice(survivor).merge(theirs)
+            else:
+                survivor.slices[self.kind] = ClvSlice(*theirs.dump())
+        if self.kind in survivor.slices:
+            s: ClvSlice = self.slice(survivor)
+            self.population[survivor.customer_id] = (s.first_day, s.last_day, s.x, s.repeat_spend)
+            self.version += 1
 
     def on_due(self, state: CustomerState, at: Moment, emit: Emit) -> list[Change]:
         if self.kind not in state.slices or state.values.get(self.kind) == "likely_lost":

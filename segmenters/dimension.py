@@ -43,6 +43,9 @@ class Moment:
     t: int
     event_id: str | None = None
     event: Event | None = None
+    #: ``"merge"`` when the customer is re-evaluated after an identity merge (CONTRACT §3
+    #: "Identity"; ``event`` is then ``None``, ``event_id`` the merging event's), else ``None``
+    cause: str | None = None
 
 
 class Emit(Protocol):
@@ -199,6 +202,19 @@ class Dimension(ABC):
     def migrate(self, state: CustomerState) -> StateSlice | None:
         """A slice from fields of older encodings (e.g. ``state.extra``), or ``None``."""
         return None
+
+    def merge_slice(self, survivor: CustomerState, merged: CustomerState) -> None:
+        """Fold ``merged``'s slice into ``survivor``'s (an identity merge, CONTRACT §3
+        "Identity"; the core fields are merged already, the dimension evaluates next with
+        ``Moment.cause == "merge"``). Default: a survivor without a slice takes ``merged``'s,
+        otherwise it keeps its own; a slice that summarises history (counts, sums, decayed
+        scores) should override this and combine both.
+        """
+        if self.kind in merged.slices and self.kind not in survivor.slices:
+            held = merged.slices[self.kind]
+            survivor.slices[self.kind] = (
+                list(held) if isinstance(held, list) else type(held).load(held.version, held.dump())
+            )
 
 
 class PopulationWork:

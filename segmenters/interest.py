@@ -141,6 +141,25 @@ class Interest(Dimension):
         s: InterestSlice = self.slice(state)
         s.add(event.ts, added, self.half_life_us, self.cfg.top_n)
 
+    def merge_slice(self, survivor: CustomerState, merged: CustomerState) -> None:
+        """Add ``merged``'s decayed scores to ``survivor``'s, both decayed to the later of
+        their reference instants (:meth:`InterestSlice.add` keeps the top N)."""
+        if self.kind not in merged.slices:
+            return
+        theirs: InterestSlice = self.slice(merged)
+        if self.kind not in survivor.slices:
+            survivor.slices[self.kind] = InterestSlice(theirs.ref, dict(theirs.scores))
+            return
+        ours: InterestSlice = self.slice(survivor)
+        ref = max(ours.ref, theirs.ref)
+        factor = 0.5 ** ((ref - theirs.ref) / self.half_life_us)
+        ours.add(
+            ref,
+            {c: v * factor for c, v in theirs.scores.items()},
+            self.half_life_us,
+            self.cfg.top_n,
+        )
+
     def choose(self, state: CustomerState) -> str:
         """The value from the shares and the current value (hysteresis)."""
         shares = self.slice(state).shares()

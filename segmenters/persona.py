@@ -644,6 +644,11 @@ class Persona(Dimension):
         reason = {"label": snapshot.labels[pid], "features": why, "model_version": snapshot.version}
         return [emit(state, self.kind, name, at, reason)]
 
+    def merge_slice(self, survivor: CustomerState, merged: CustomerState) -> None:
+        """A merged profile is placed again at the merge (the once-a-day limit starts over)."""
+        if self.model is not None:
+            self.slice(survivor).day = None
+
     def migrate(self, state: CustomerState) -> PersonaSlice | None:
         day = state.extra.pop(_LEGACY_DAY, None)
         return None if day is None else PersonaSlice(day)

@@ -1,0 +1,159 @@
+"""Identity merges (CONTRACT §3 "Identity"): one profile per person. No I/O.
+
+When ``previous_id`` and ``customer_id`` turn out to be one person (an ``alias`` event, or an
+event whose ``anonymous_id`` differs from its ``customer_id``), :func:`merge` folds the state of
+``previous_id`` (the *merged-away* profile) into the state of ``customer_id`` (the *survivor*):
+
+- :func:`merge_core`: counters, day windows, revenue and orders add up; first/last seen and
+  first/last order are the min/max of both; flags are OR-ed; traits of the survivor win, those
+  it lacks come from the merged-away profile; kept event ids (dedup) and input offsets are the
+  union; the latest reactivation of the two is kept (the contract names no rule for it);
+- each dimension folds its own typed slice (:meth:`Dimension.merge_slice`);
+- the merged-away id emits a final change to ``null`` per dimension it holds (a rule's ``out``
+  is held by nobody), reason ``{"merged_into": customer_id}``, and is left as a tombstone
+  (:func:`merged_tombstone`: its sequence numbers, its home, ``merged_into``), which no
+  dimension evaluates again;
+- every dimension of the survivor is evaluated on the merged state (``Moment.cause`` ``merge``).
+
+Every change of the merge carries ``cause.kind`` ``merge`` and the merging event's id. Both
+profiles are first advanced to the merging event's time ``t`` (their due time-driven changes
+fire as usual); the merge is stamped ``max(t, both clocks)`` so no customer's change times go
+backwards (as for a late event, CONTRACT §3 "Late events").
+
+Idempotence is the caller's: a merge is applied when ``previous_id`` does not already resolve
+to the survivor (the alias map) and the survivor has not merged it yet (:func:`has_merged`);
+a merged-away profile is a tombstone, so merging it again adds nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from segmentflow.engine.engine import DAY_US, Engine
+from segmentflow.engine.state import CustomerState
+from segmentflow.schemas.changes import Change
+from segmentflow.segmenters.dimension import Moment
+
+#: ``cause.kind`` of a merge's changes
+MERGE = "merge"
+#: ``CustomerState.extra`` key of a merged-away tombstone: the survivor's id
+MERGED_INTO = "merged_into"
+#: ``CustomerState.extra`` key of a survivor: the ids merged into it (transitively)
+MERGED = "merged"
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def merge_core(survivor: CustomerState, merged: CustomerState) -> None:
+    """Fold ``merged``'s core fields into ``survivor`` (mutated; see the module docstring).
+
+    Examples
+    --------
+    >>> a = CustomerState("u", first_seen=5, last_seen=9, flags=1, traits={"country": "DE"})
+    >>> b = CustomerState("anon", first_seen=2, last_seen=7, flags=4,
+    ...                   traits={"country": "FR", "city": "Lyon"})
+    >>> a.totals[3], b.totals[3] = 1, 2
+    >>> merge_core(a, b)
+    >>> a.first_seen, a.last_seen, a.flags, a.totals[3], a.traits
+    (2, 9, 5, 3, {'country': 'DE', 'city': 'Lyon'})
+    """
+    survivor.totals = [x + y for x, y in zip(survivor.totals, merged.totals, strict=True)]
+    for day, bucket in merged.days.items():
+        mine = survivor.days.get(day)
+        survivor.days[day] = (
+            list(bucket) if mine is None else [x + y for x, y in zip(mine, bucket, strict=True)]
+        )
+    survivor.first_seen = _min(survivor.first_seen, merged.first_seen)
+    survivor.last_seen = _max(survivor.last_seen, merged.last_seen)
+    survivor.first_order = _min(survivor.first_order, merged.first_order)
+    survivor.last_order = _max(survivor.last_order, merged.last_order)
+    survivor.reactivated_at = _max(survivor.reactivated_at, merged.reactivated_at)
+    survivor.flags |= merged.flags
+    survivor.traits = {**merged.traits, **survivor.traits}
+    for id_hash, ts in merged.recent.items():
+        if survivor.recent.get(id_hash, ts - 1) < ts:
+            survivor.recent[id_hash] = ts
+    for source, offset in merged.offsets.items():
+        survivor.offsets[source] = max(survivor.offsets.get(source, -1), offset)
+    ids = [*survivor.extra.get(MERGED, []), *merged.extra.get(MERGED, []), merged.customer_id]
+    survivor.extra[MERGED] = list(dict.fromkeys(ids))
+
+
+def has_merged(survivor: CustomerState | None, previous_id: str) -> bool:
+    """Whether ``previous_id``'s profile was merged into ``survivor`` already (directly or
+    through a chain): a repeated hand-over of it must add nothing."""
+    return survivor is not None and previous_id in survivor.extra.get(MERGED, ())
+
+
+def is_merged_away(state: CustomerState | None) -> bool:
+    """Whether ``state`` is what a merge left of a merged-away profile."""
+    return state is not None and MERGED_INTO in state.extra and state.clock is None
+
+
+def merged_tombstone(state: CustomerState, survivor_id: str) -> CustomerState:
+    """What a merged-away profile leaves: its sequence numbers (a change id is never reused),
+    its home partition and the survivor's id; no event, time, trait or total."""
+    tomb = CustomerState(state.customer_id, seqs=dict(state.seqs))
+    tomb.extra[MERGED_INTO] = survivor_id
+    tomb.home = state.home
+    return tomb
+
+
+def final_changes(state: CustomerState, survivor_id: str, at: int, event_id: str) -> list[Change]:
+    """The merged-away profile's final change to ``null`` per dimension it holds (mutates
+    ``state``: values cleared, sequences bumped)."""
+    reason: dict[str, Any] = {MERGED_INTO: survivor_id}
+    out: list[Change] = []
+    for dim, value in sorted(state.values.items()):
+        if dim.startswith("rule:") and value == "out":
+            continue
+        sequence = state.seqs.get(dim, 0) + 1
+        state.seqs[dim] = sequence
+        out.append(
+            Change(state.customer_id, dim, value, None, sequence, at, event_id, reason, MERGE)
+        )
+    state.values.clear()
+    return out
+
+
+def merge(
+    engine: Engine, survivor: CustomerState, merged: CustomerState, t: int, event_id: str
+) -> tuple[list[Change], CustomerState]:
+    """Merge ``merged`` into ``survivor`` (mutated) at the merging event's time ``t``.
+
+    Returns the changes in order (both profiles' due time-driven changes up to ``t``, the
+    merged-away id's final ``null`` changes, the survivor's re-evaluation) and the tombstone
+    that replaces the merged-away state. A tombstone (forgotten or merged away before) or a
+    profile without events merges nothing and is returned as it is.
+    """
+    if survivor.customer_id == merged.customer_id:
+        raise ValueError(f"cannot merge {survivor.customer_id!r} into itself")
+    changes = engine.advance(merged, t) + engine.advance(survivor, t)
+    at = max(t, survivor.clock if survivor.clock is not None else t)
+    if merged.clock is not None:
+        at = max(at, merged.clock)
+    if merged.clock is None:  # no event ever applied, or a tombstone: kept as it is
+        return changes, merged
+    changes.extend(final_changes(merged, survivor.customer_id, at, event_id))
+    tomb = merged_tombstone(merged, survivor.customer_id)
+    merge_core(survivor, merged)
+    for dim in engine.registry:
+        dim.merge_slice(survivor, merged)
+    for population in engine.populations:  # the merged-away id leaves every population
+        population.forget(merged.customer_id)
+    moment = Moment(at, event_id, None, MERGE)
+    survivor.prune(at // DAY_US)
+    found: list[Change] = []
+    for dim in engine.registry:
+        found.extend(dim.evaluate(survivor, moment, engine.emit))
+    changes.extend(dataclasses.replace(c, cause=MERGE) for c in found)
+    survivor.clock = at
+    survivor.next_due = engine._next_due(survivor)
+    return changes, tomb
