@@ -67,9 +67,21 @@ class StateStore(ABC):
         """The stored states of those customers that have one (one round trip)."""
 
     @abstractmethod
-    def commit(self, states: Mapping[str, CustomerState], changes: Sequence[Change]) -> None:
-        """Atomically write ``states``, their due moments and the population deltas of
-        ``changes``."""
+    def commit(
+        self,
+        states: Mapping[str, CustomerState],
+        changes: Sequence[Change],
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        """Atomically write ``states``, their due moments, the population deltas of
+        ``changes`` and ``aliases`` (merged-away id -> the id it was merged into; CONTRACT §3
+        "Identity")."""
+
+    def resolve_aliases(self, customer_ids: Iterable[str]) -> dict[str, str]:
+        """For each of ``customer_ids`` that was merged away, the profile it counts for now:
+        the end of its chain of aliases (merges chain: ``a -> b``, ``b -> c`` resolves ``a`` to
+        ``c``). Ids never merged away are absent (one round trip per hop)."""
+        return {}
 
     @abstractmethod
     def due(self, upto: int, limit: int) -> list[str]:
@@ -99,7 +111,8 @@ class StateStore(ABC):
 
     def erase(self, customer_id: str, tomb: CustomerState, changes: Sequence[Change]) -> None:
         """Atomically replace a customer's state by its tombstone and commit its final
-        ``changes`` (stores with RFM metrics drop them too)."""
+        ``changes`` (stores with RFM metrics drop them too; stores with an alias map drop the
+        aliases from the id and every alias that resolves to it)."""
         self.commit({customer_id: tomb}, changes)
 
     def is_quarantined(self, customer_id: str) -> bool:

@@ -41,6 +41,9 @@ class MemoryStore(StateStore):
         self._populations: dict[tuple[str, str], int] = {}
         self._meta: dict[str, int] = {}
         self.members = MemberIndex()  # who is in each segment (state/members.py)
+        #: merged-away id -> the id it was merged into, and the reverse (CONTRACT §3 Identity)
+        self._alias: dict[str, str] = {}
+        self._aliased: dict[str, set[str]] = {}
 
     def get_meta(self, key: str) -> int | None:
         return self._meta.get(key)
@@ -61,7 +64,16 @@ class MemoryStore(StateStore):
                 out[cid] = CustomerState.decode(stored) if isinstance(stored, bytes) else stored
         return out
 
-    def commit(self, states: Mapping[str, CustomerState], changes: Sequence[Change]) -> None:
+    def commit(
+        self,
+        states: Mapping[str, CustomerState],
+        changes: Sequence[Change],
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        for previous, survivor in (aliases or {}).items():
+            self._unlink(previous)
+            self._alias[previous] = survivor
+            self._aliased.setdefault(survivor, set()).add(previous)
         for cid, state in states.items():
             self._states[cid] = state.encode() if self._copy else state
             due = state.next_due
@@ -75,6 +87,32 @@ class MemoryStore(StateStore):
         self.members.apply(changes)
         if self._outbox is not None:
             self._outbox.extend(change.to_json() for change in changes)
+
+    def resolve_aliases(self, customer_ids: Iterable[str]) -> dict[str, str]:
+        if not self._alias:
+            return {}
+        out: dict[str, str] = {}
+        for cid in customer_ids:
+            target, hops = self._alias.get(cid), 0
+            while target is not None and target in self._alias and hops < 64:
+                target, hops = self._alias[target], hops + 1
+            if target is not None:
+                out[cid] = target
+        return out
+
+    def _unlink(self, previous: str) -> None:
+        old = self._alias.pop(previous, None)
+        if old is not None:
+            self._aliased.get(old, set()).discard(previous)
+
+    def erase(self, customer_id: str, tomb: CustomerState, changes: Sequence[Change]) -> None:
+        self.commit({customer_id: tomb}, changes)
+        self._unlink(customer_id)
+        pending = [customer_id]
+        while pending:  # every alias resolving to it (a chain points through others)
+            for previous in self._aliased.pop(pending.pop(), set()):
+                self._alias.pop(previous, None)
+                pending.append(previous)
 
     @property
     def has_outbox(self) -> bool:

@@ -20,7 +20,11 @@ Keys (``ns`` = namespace):
   its round trips and transactions;
 - ``ns:persona:*``: the persona model store (:mod:`segmentflow.state.redis_personas`);
 - ``ns:outbox:<shard>``: list of change events (CloudEvents JSON) committed with the state that
-  caused them and not yet confirmed published (the transactional outbox).
+  caused them and not yet confirmed published (the transactional outbox);
+- ``ns:alias`` (hash merged-away id -> the id it was merged into) and ``ns:aliased:<id>`` (set
+  of the ids merged directly into ``<id>``): the alias map of identity merges (CONTRACT §3
+  "Identity"), written in the commit's ``MULTI`` with the states of the merge; ``forget``
+  removes the aliases from the id and, through the sets, every alias resolving to it.
 
 Every commit is one ``MULTI``/``EXEC`` round trip, so a crash never leaves half a batch: state,
 due moments, populations and the outbox move together.
@@ -246,10 +250,52 @@ class RedisStore(StateStore):
         :meth:`RedisRankSync.attach`; the same as ``store.ranks.attach(ranks)``)."""
         self.ranks.attach(ranks)
 
-    def commit(self, states: Mapping[str, CustomerState], changes: Sequence[Change]) -> None:
+    def commit(
+        self,
+        states: Mapping[str, CustomerState],
+        changes: Sequence[Change],
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
         pipe = self.client.pipeline(transaction=True)
         self.add_to(pipe, states, changes)
+        if aliases:
+            self.queue_aliases(pipe, aliases, states)
         pipe.execute()
+
+    @property
+    def _alias_key(self) -> str:
+        return f"{self.namespace}:alias"
+
+    def _aliased_key(self, customer_id: str) -> str:
+        return f"{self.namespace}:aliased:{customer_id}"
+
+    def queue_aliases(
+        self, pipe: Any, aliases: Mapping[str, str], states: Mapping[str, CustomerState]
+    ) -> None:
+        """Queue the writes of ``aliases`` (merged-away id -> survivor) on an open ``MULTI``; a
+        merged-away id committed with them leaves the RFM population."""
+        pipe.hset(self._alias_key, mapping=dict(aliases))
+        for previous, survivor in aliases.items():
+            pipe.sadd(self._aliased_key(survivor), previous)
+            if previous in states:
+                self.ranks.queue_forget(pipe, previous)
+
+    def resolve_aliases(self, customer_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(dict.fromkeys(customer_ids))
+        out: dict[str, str] = {}
+        current = {cid: cid for cid in ids}  # id -> where its chain has got so far
+        for _ in range(64):
+            if not current:
+                break
+            asked = list(dict.fromkeys(current.values()))
+            found = dict(zip(asked, self.client.hmget(self._alias_key, asked), strict=True))
+            moved: dict[str, str] = {}
+            for cid, at in current.items():
+                target = found[at]
+                if target is not None:
+                    moved[cid] = out[cid] = target.decode()
+            current = moved
+        return out
 
     def add_to(
         self, pipe: Any, states: Mapping[str, CustomerState], changes: Sequence[Change]
@@ -333,9 +379,31 @@ class RedisStore(StateStore):
         pipe.execute()
         return state
 
+    def _aliases_of(self, customer_id: str) -> tuple[str | None, list[str]]:
+        """The id ``customer_id`` was merged into (or ``None``) and every id resolving to it
+        (walking the reverse sets: a chain points through others)."""
+        raw = self.client.hget(self._alias_key, customer_id)
+        into, found, pending = None if raw is None else raw.decode(), [], [customer_id]
+        seen = {customer_id}
+        while pending:
+            for member in self.client.smembers(self._aliased_key(pending.pop())):
+                previous = member.decode()
+                if previous not in seen:
+                    seen.add(previous)
+                    found.append(previous)
+                    pending.append(previous)
+        return into, found
+
     def erase(self, customer_id: str, tomb: CustomerState, changes: Sequence[Change]) -> None:
+        into, merged = self._aliases_of(customer_id)
         pipe = self.client.pipeline(transaction=True)
         self.add_to(pipe, {customer_id: tomb}, changes)
+        if into is not None:
+            pipe.hdel(self._alias_key, customer_id)
+            pipe.srem(self._aliased_key(into), customer_id)
+        if merged:
+            pipe.hdel(self._alias_key, *merged)
+        pipe.delete(self._aliased_key(customer_id), *map(self._aliased_key, merged))
         pipe.hdel(self.ranks.hash_key, customer_id)
         pipe.hdel(self._quarantine_key, customer_id)
         member_index.queue_forget(pipe, self.client, self.namespace, customer_id)

@@ -360,3 +360,34 @@ def test_partition_records_are_stored_per_topic_partition(backend: Backend) -> N
     }
     s.save_partition_records({"web:0": {"cluster": "B", "epoch": 1, "high": -1}})  # replaced
     assert s.partition_records(["web:0"]) == {"web:0": {"cluster": "B", "epoch": 1, "high": -1}}
+
+
+# -- alias map (identity merges, CONTRACT §3 "Identity") -------------------------------------
+def test_no_id_resolves_to_another_by_default(backend: Backend) -> None:
+    assert backend.store.resolve_aliases([]) == {}
+    assert backend.store.resolve_aliases(["a", "b"]) == {}
+
+
+def test_aliases_are_committed_with_the_states_and_resolve_transitively(
+    backend: Backend,
+) -> None:
+    s = backend.store
+    s.commit({"b": state("b"), "a": state("a")}, [], aliases={"a": "b"})
+    assert s.resolve_aliases(["a", "b", "z"]) == {"a": "b"}
+    s.commit({"c": state("c")}, [], aliases={"b": "c"})  # merges chain
+    assert s.resolve_aliases(["a", "b", "c"]) == {"a": "c", "b": "c"}
+    s.commit({}, [], aliases={"x": "c"})  # a mapping without state (its id had none)
+    assert s.resolve_aliases(["x"]) == {"x": "c"}
+    if backend.reopen is not None:
+        assert backend.reopen().resolve_aliases(["a", "x"]) == {"a": "c", "x": "c"}
+
+
+def test_erase_drops_the_aliases_from_and_to_the_id(backend: Backend) -> None:
+    s = backend.store
+    s.commit({}, [], aliases={"a": "b", "b": "c", "x": "c", "c": "d", "other": "d"})
+    assert s.resolve_aliases(["a", "other"]) == {"a": "d", "other": "d"}
+    s.erase("c", state("c", None), [])
+    assert s.resolve_aliases(["a", "b", "x", "c"]) == {}  # every id resolving to c, and c's
+    assert s.resolve_aliases(["other"]) == {"other": "d"}  # an alias of another id stays
+    s.commit({}, [], aliases={"c": "d"})  # a new merge after the forget is recorded again
+    assert s.resolve_aliases(["c"]) == {"c": "d"}
