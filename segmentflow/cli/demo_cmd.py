@@ -15,16 +15,13 @@ private Redis). It uses a fresh namespace per session unless ``SEGMENTFLOW_NAMES
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any
 
 import orjson
@@ -32,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segmentflow.cli.render import change_line, populations_table
+from segmentflow.cli.signals import STOP_SIGNALS, Stopped, stop_on_signals
 from segmentflow.devstack import DevStack
 from segmentflow.state.redis_store import RedisStore
 from segmentflow.streams.kafka_clients import consumer, producer
@@ -46,36 +44,6 @@ rules:
   - name: big_spenders
     when: 'revenue >= 1000.0'
 """
-
-#: Signals that end ``dev`` and ``demo`` cleanly (everything started is stopped).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived (SIGINT raises `KeyboardInterrupt` as usual)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into `Stopped` (SIGINT: `KeyboardInterrupt`) in this block, so
-    ``finally`` clauses stop child processes; previous handlers come back afterwards."""
-
-    def raise_stopped(signum: int, frame: FrameType | None) -> None:
-        raise Stopped(signum)
-
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    signal.signal(signal.SIGTERM, raise_stopped)
-    signal.signal(signal.SIGHUP, raise_stopped)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def stop_stack(stack: DevStack) -> None:
