@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 import redis
 
-from segmentflow.config import Settings
+from segmentflow.config import SegmentConfig, Settings
 from segmentflow.engine.align import Aligner
 from segmentflow.engine.clock import Watermark
 from segmentflow.schemas.changes import Change
@@ -45,6 +45,7 @@ from segmentflow.schemas.events import FORGET
 from segmentflow.schemas.timefmt import format_us
 from segmentflow.service.config_walk import ConfigWalk
 from segmentflow.service.processor import DeadLetter, InputRecord, Item, Processor
+from segmentflow.service.reload import engine_for, refusal
 from segmentflow.state.base import StateQuarantined
 from segmentflow.state.personas import PersonaModelStore
 from segmentflow.state.ranks import RankSync
@@ -285,6 +286,27 @@ class SegmentWorker:
         value = orjson.dumps(self.ops_snapshot())
         topic = self.settings.topic_segmentflow_metrics
         await self.send(topic, self.worker_id.encode("utf-8"), value)
+
+    async def reload(self, config: SegmentConfig) -> str | None:
+        """Switch to ``config`` between batches (SIGHUP, CONTRACT §6): a new engine carrying
+        the population state (:func:`~segmentflow.service.reload.engine_for`), then a new
+        :class:`ConfigWalk` re-evaluates the stored customers for what changed (from the next
+        tick). ``None``, or why ``config`` cannot be applied in place (the old one stays)."""
+        why = refusal(config, self.ranks is not None, self.persona is not None)
+        if why is not None:
+            return why
+        async with self.lock:
+            old = self.processor.engine
+            engine = engine_for(config, old)
+            await self._retry("redis", partial(self.processor.reconfigure, config, engine))
+            self.config = config
+            self.watermark.allowed_lateness = config.allowed_lateness_us
+            if self.persona is not None:
+                self.persona.engine = engine
+                if old.persona is None:  # personas were off: load the stored model
+                    self.persona.version = 0
+            self.config_walk = ConfigWalk(self.processor, progress=self.config_walk.progress)
+        return None
 
     def _new_watermark(self) -> Watermark:
         return Watermark(self.config.allowed_lateness_us, self.settings.idle_timeout)

@@ -21,7 +21,7 @@ import faust
 
 from segmentflow import bootstrap
 from segmentflow.config import Settings
-from segmentflow.streams import agents, web
+from segmentflow.streams import agents, hangup, web
 from segmentflow.streams.app import create_app
 from segmentflow.streams.faust_patches import on_fetch
 from segmentflow.streams.incarnations import broker_cluster_id
@@ -93,6 +93,7 @@ def build(settings: Settings, **app_overrides: Any) -> tuple[faust.App, SegmentW
         worker.persona.refresh()  # a restart continues with the stored model
     agents.register(app, worker, on_stream=streams.append)
     web.register(app, worker)
+    hangup.register(app, worker, settings)  # SIGHUP: reload SEGMENTFLOW_CONFIG (§6)
     on_fetch(app, fetch_listener(worker))
     return app, worker
 

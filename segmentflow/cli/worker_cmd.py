@@ -11,7 +11,10 @@ from segmentflow.config import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("worker", help="run a worker configured from the environment")
+    p = sub.add_parser(
+        "worker",
+        help="run a worker configured from the environment (SIGHUP: reload SEGMENTFLOW_CONFIG)",
+    )
     p.add_argument(
         "--loglevel",
         default=os.environ.get("SEGMENTFLOW_LOG_LEVEL", "WARNING"),
@@ -21,10 +24,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from segmentflow.streams import worker
+    from segmentflow.streams import hangup, worker
 
     settings = Settings()
     settings.segment_config()  # fail fast on a bad config, before any connection
+    hangup.catch_early()  # SIGHUP re-reads SEGMENTFLOW_CONFIG (streams/hangup.py), never kills
     console.print(
         f"segmentflow worker: kafka {settings.kafka_url}, redis {settings.redis_url}, "
         f"group {settings.namespace}, web :{settings.web_port}"

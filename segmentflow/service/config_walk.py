@@ -24,6 +24,13 @@ from segmentflow.service.processor import Processor
 from segmentflow.service.reevaluate import ConfigDiff, diff, fingerprints, overall, reevaluate
 
 CURSOR = "cursor"
+#: the fingerprint of the configuration the scope's cursor walks for (a cursor of another
+#: walk, e.g. one a reload interrupted, is not resumed: its customers before it were not
+#: evaluated for this configuration)
+TARGET = "target"
+#: 1 while the scope's walk re-evaluates every dimension and rule: a walk for another
+#: configuration was interrupted (a reload during a walk), so the state mixes configurations
+FULL = "full"
 #: customers re-evaluated in the scope's current (or last) walk, for ``segmentflow segments``
 DONE = "done"
 #: 1 while the scope's state follows an older configuration
@@ -53,6 +60,8 @@ class ConfigWalk:
         The worker's processor (its engine holds the running configuration).
     batch
         Customer ids per :meth:`step` (bounds the time the worker lock is held).
+    progress
+        The previous walk's progress (a reload): its counts go on (``/metrics`` counters).
 
     Examples
     --------
@@ -63,10 +72,14 @@ class ConfigWalk:
     ([], False)
     """
 
-    def __init__(self, processor: Processor, batch: int = 500) -> None:
+    def __init__(
+        self, processor: Processor, batch: int = 500, progress: WalkProgress | None = None
+    ) -> None:
         self.processor = processor
         self.batch = batch
         self.progress = WalkProgress()
+        if progress is not None:
+            self.progress.customers, self.progress.changes = progress.customers, progress.changes
         self._prints = fingerprints(processor.engine)
         self._target = overall(self._prints)
         self._planned_for: object = ()
@@ -93,15 +106,28 @@ class ConfigWalk:
             if stored_all is None:  # a new store, or one from before fingerprints: adopt
                 self._record(scope)
                 continue
+            target = store.get_meta(self._key(scope, TARGET))
+            mixed = store.get_meta(self._key(scope, PENDING)) and target != self._target
+            if mixed or store.get_meta(self._key(scope, FULL)):
+                store.set_meta(self._key(scope, FULL), 1)
+                self._pending[scope] = diff({}, None, engine)
+                continue
             stored = {k: store.get_meta(self._key(scope, k)) for k in self._prints}
             change = diff(stored, stored_all, engine)
             if change.changed:
                 self._pending[scope] = change
-        cursors = {store.get_meta(self._key(s, CURSOR)) or 0 for s in self._pending}
+        cursors = {
+            store.get_meta(self._key(s, CURSOR)) or 0
+            if store.get_meta(self._key(s, TARGET)) == self._target
+            else 0
+            for s in self._pending
+        }
         self._cursor = cursors.pop() if len(cursors) == 1 else 0  # else: start again (idempotent)
         self._done = {s: store.get_meta(self._key(s, DONE)) or 0 for s in self._pending}
         for scope in self._pending:
             store.set_meta(self._key(scope, PENDING), 1)
+            store.set_meta(self._key(scope, TARGET), self._target)
+            store.set_meta(self._key(scope, CURSOR), self._cursor)
             if not self._cursor:
                 self._done[scope] = 0
         self.progress.pending_shards = len(self._pending)
@@ -154,6 +180,7 @@ class ConfigWalk:
             store.set_meta(self._key(scope, key), value)
         store.set_meta(self._key(scope, ALL), self._target)
         store.set_meta(self._key(scope, PENDING), 0)
+        store.set_meta(self._key(scope, FULL), 0)
 
     def _finish(self) -> None:
         for scope in self._pending:

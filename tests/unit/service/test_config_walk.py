@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from support.config_change import NEW, OLD
 
 from segmentflow.config import config_from_dict
@@ -16,6 +17,7 @@ from segmentflow.schemas.timefmt import parse_rfc3339
 from segmentflow.segmenters.checks import synthetic_events
 from segmentflow.service.config_walk import ConfigWalk
 from segmentflow.service.processor import Processor
+from segmentflow.service.reload import engine_for
 from segmentflow.service.replay import events_from_dicts, run
 from segmentflow.state.memory import MemoryStore
 
@@ -80,3 +82,42 @@ def test_walk_brings_store_to_the_fresh_replay_and_resumes_after_a_crash() -> No
     published = [orjson.loads(b) for b in store.outbox_pending()[0][1][box:]]
     assert published and all(p["data"]["cause"]["kind"] == "config" for p in published)
     assert len(published) == first.progress.changes + rest.progress.changes
+
+
+NEWER: dict[str, Any] = NEW | {
+    "rules": [
+        {"name": "buyer", "when": "orders >= 1"},
+        {"name": "big", "when": "revenue >= 200.0"},
+        {"name": "browsers", "when": "page_views >= 3"},  # back again
+        {"name": "loyal", "when": "orders >= 3"},
+    ]
+}
+
+
+@pytest.mark.parametrize("final", [OLD, NEWER], ids=["reverted", "newer"])
+def test_a_reload_during_a_walk_ends_with_the_fresh_replay_of_the_last_config(
+    final: dict[str, Any],
+) -> None:
+    rows = synthetic_events(customers=60, days=120, seed=5)
+    until = (parse_rfc3339(str(rows[-1]["timestamp"])) // DAY_US + 45) * DAY_US
+    ids = sorted({str(r["customer_id"]) for r in rows})
+    replayed = _replay(OLD, rows, until)
+    store = replayed.store
+    processor = _over(OLD, replayed)
+    _walk(processor, until, 1000)  # records the old fingerprints
+    cfg = config_from_dict(NEW)
+    processor.reconfigure(cfg, engine_for(cfg, processor.engine))
+    first = _walk(processor, until, 7, steps=4)  # half-way through NEW, a SIGHUP:
+    assert first.progress.running
+    cfg = config_from_dict(final)
+    processor.reconfigure(cfg, engine_for(cfg, processor.engine))
+    again = _walk(processor, until, 7, steps=2)  # and a crash in the middle of that walk
+    assert again.progress.running
+    rest = _walk(processor, until, 7)
+    assert rest.done and ConfigWalk(processor).done
+
+    fresh = _replay(final, rows, until).store
+    mine, theirs = store.load_many(ids), fresh.load_many(ids)
+    for cid in ids:
+        assert _values(mine[cid]) == _values(theirs[cid]), cid
+    assert store.populations() == fresh.populations()
