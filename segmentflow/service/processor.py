@@ -13,12 +13,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from segmentflow.config import SegmentConfig
 from segmentflow.engine.engine import Engine
-from segmentflow.engine.identity import has_merged, merge, merge_sources
-from segmentflow.engine.state import CustomerState, event_id_hash
+from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.deadletter import dead_letter
 from segmentflow.schemas.decode import Event, Limits, Rejection, decode_message
@@ -28,17 +27,6 @@ from segmentflow.segmenters.dimension import PopulationWork
 from segmentflow.state.base import StateQuarantined, StateStore
 
 SWEPT = "rfm_swept"
-
-
-class PopulationShare(Protocol):
-    """A population dimension's refit shared with other workers (``Processor.shares``)."""
-
-    def population_version(self) -> object:
-        """Unchanged since the last refit: the next one is stepped over."""
-
-    def prepare_sweep(self, at: int) -> None:
-        """The refit at ``at`` (the dimension's :meth:`PopulationWork.moved` then gives the
-        owned customers it moves)."""
 
 
 def refit_meta(kind: str) -> str:
@@ -228,9 +216,6 @@ class Processor:
             self.next_refit[kind] = None if done is None else done + period
         #: kind -> (population version, owned shards) at its last refit
         self._refitted: dict[str, tuple[object, frozenset[int] | None]] = {}
-        #: kind -> the population shared with other workers (the bootstrap wires the ``clv``
-        #: one for a worker: :class:`segmentflow.service.clv_share.SharedClvRefit`)
-        self.shares: dict[str, PopulationShare] = {}
 
     def reconfigure(self, config: SegmentConfig, engine: Engine) -> None:
         """Run ``engine`` (built for ``config``; :func:`segmentflow.service.reload.engine_for`
@@ -359,19 +344,12 @@ class Processor:
         end = len(items)
         if due is not None:
             end = next((i for i, item in enumerate(items) if due <= item.event.ts), end)
-        # identity (CONTRACT §3): events of a merged-away id count for the id it resolves to
-        resolved = self._resolve(items[:end])
-        wanted = {resolved.get(i.event.customer_id, i.event.customer_id): None for i in items[:end]}
-        for item in items[:end]:
-            for source in merge_sources(item.event):
-                wanted[resolved.get(source, source)] = None
-        states = self.store.load_many(wanted)
+        states = self.store.load_many({item.event.customer_id: None for item in items[:end]})
         is_bad = self.store.is_quarantined
         quarantined = [i.event.customer_id for i in items[:end] if is_bad(i.event.customer_id)]
         if quarantined:  # the caller applies the events one by one: theirs are dead-lettered
             raise StateQuarantined(quarantined)
-        homes = self._claim_homes(items[:end], states, resolved)
-        aliases: dict[str, str] = {}
+        homes = self._claim_homes(items[:end], states)
         touched: dict[str, CustomerState] = {}
         changes: list[Change] = []
         counts: list[tuple[Counter[str], str]] = []
@@ -383,7 +361,7 @@ class Processor:
             if due is not None and due <= event.ts:
                 break
             done += 1
-            cid = resolved.get(event.customer_id, event.customer_id)
+            cid = event.customer_id
             state = states.get(cid)
             source = item.source
             if source is not None:
@@ -404,8 +382,6 @@ class Processor:
                 if self._redelivered(state, item) or _erased(state, item):
                     counts.append((self.counters.duplicates, item.topic))
                     continue
-            if merge_sources(event):  # merged before the event (CONTRACT §2 anonymous_id)
-                changes.extend(self._merge(state, event, states, resolved, touched, aliases))
             outcome = self.engine.apply(state, event)
             if source is not None:
                 self._mark_offset(state, source, item.offset)
@@ -426,7 +402,7 @@ class Processor:
                 counts.append((self.counters.late, item.topic))
             changes.extend(outcome.changes)
         if touched:
-            self._commit(touched, changes, aliases)
+            self._commit(touched, changes)
         for counter, topic in counts:
             counter[topic] += 1
         self.forwards.extend(forwards)
@@ -437,17 +413,13 @@ class Processor:
     # -- offsets as a hint, homes -------------------------------------------------------------
 
     def _claim_homes(
-        self,
-        items: Sequence[Item],
-        states: dict[str, CustomerState],
-        resolved: dict[str, str] | None = None,
+        self, items: Sequence[Item], states: dict[str, CustomerState]
     ) -> dict[str, int]:
         """Home partitions of the customers without state: the partition of their first event
         here, unless another worker claimed them first (one store round trip)."""
         wanted: dict[str, int] = {}
-        resolved = resolved or {}
         for item in items:
-            cid = resolved.get(item.event.customer_id, item.event.customer_id)
+            cid = item.event.customer_id
             if item.partition >= 0 and cid not in states and cid not in wanted:
                 wanted[cid] = item.partition
         return self.store.claim_homes(wanted) if wanted else {}
@@ -549,23 +521,14 @@ class Processor:
         return changes
 
     def _refit_unchanged(self, kind: str, population: PopulationWork) -> bool:
-        version = self._population_version(kind, population)
-        return self._refitted.get(kind) == (version, self._owned())
-
-    def _population_version(self, kind: str, population: PopulationWork) -> object:
-        share = self.shares.get(kind)
-        return population.population_version() if share is None else share.population_version()
+        return self._refitted.get(kind) == (population.population_version(), self._owned())
 
     def sweep_population(self, kind: str, population: PopulationWork, at: int) -> list[Change]:
         """Refit population dimension ``kind`` at ``at`` (:meth:`PopulationWork.prepare_sweep`)
         and apply it to the customers it moved (loaded, changed and committed together)."""
-        self._refitted[kind] = (self._population_version(kind, population), self._owned())
-        share = self.shares.get(kind)
-        if share is None:
-            population.prepare_sweep(at)
-        else:  # the shared refit, filtered to the owned shards by the stored homes
-            share.prepare_sweep(at)
-        moved = population.moved(self.store.owns if share is None else None)
+        self._refitted[kind] = (population.population_version(), self._owned())
+        population.prepare_sweep(at)
+        moved = population.moved(self.store.owns)
         if not moved:
             return []
         states = self.store.load_many(cid for cid, _ in moved)
@@ -699,63 +662,9 @@ class Processor:
             self.counters.applied[other.topic] += 1
         return changes
 
-    def _commit(
-        self,
-        states: dict[str, CustomerState],
-        changes: list[Change],
-        aliases: dict[str, str] | None = None,
-    ) -> None:
-        if aliases:
-            self.store.commit(states, changes, aliases)
-        else:
-            self.store.commit(states, changes)
+    def _commit(self, states: dict[str, CustomerState], changes: list[Change]) -> None:
+        self.store.commit(states, changes)
         self._count(changes)
-
-    # -- identity merges (CONTRACT §3 "Identity", engine/identity.py) -------------------------
-
-    def _resolve(self, items: Sequence[Item]) -> dict[str, str]:
-        """Merged-away id -> the id it resolves to, for the customers and merge sources of
-        ``items`` (one store round trip per hop; none while the store has no alias)."""
-        ids: dict[str, None] = {}
-        for item in items:
-            ids[item.event.customer_id] = None
-            for source in merge_sources(item.event):
-                ids[source] = None
-        return self.store.resolve_aliases(ids)
-
-    def _merge(
-        self,
-        state: CustomerState,
-        event: Event,
-        states: dict[str, CustomerState],
-        resolved: dict[str, str],
-        touched: dict[str, CustomerState],
-        aliases: dict[str, str],
-    ) -> list[Change]:
-        """Merge the profiles ``event`` names (:func:`merge_sources`) into ``state`` before the
-        event is applied: once (a repeated event, an id already resolving to the survivor or
-        already merged into it changes nothing); a source without state only gets its alias."""
-        if self.engine.seen(state, event_id_hash(event.event_id)):
-            return []
-        survivor = state.customer_id
-        changes: list[Change] = []
-        for source in merge_sources(event):
-            gone = resolved.get(source, source)
-            if gone == survivor or has_merged(state, gone):
-                continue
-            if self.store.is_quarantined(gone):
-                raise StateQuarantined([gone])
-            merged = states.get(gone)
-            if merged is not None:
-                found, tomb = merge(self.engine, state, merged, event.ts, event.event_id)
-                states[gone] = touched[gone] = tomb
-                changes.extend(found)
-            aliases[gone] = survivor
-            for key, value in list(resolved.items()):
-                if value == gone:
-                    resolved[key] = survivor
-            resolved[gone] = survivor
-        return changes
 
     def _count(self, changes: list[Change]) -> None:
         for change in changes:
