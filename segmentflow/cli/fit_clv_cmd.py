@@ -22,8 +22,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from segmentflow.cli._args import instant
 from segmentflow.schemas.decode import Rejection, parse_json, validate_event
-from segmentflow.schemas.timefmt import TimestampError, format_us, parse_rfc3339
+from segmentflow.schemas.timefmt import format_us
 from segmentflow.segmenters.clv_model import (
     DAY_US,
     BgNbd,
@@ -41,7 +42,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "fit-clv", help="fit the BG/NBD and Gamma-Gamma models on the orders of a JSONL file"
     )
     p.add_argument("file", type=Path, help="JSONL events (any order)")
-    p.add_argument("--until", required=True, help="RFC 3339 end of the calibration period")
+    p.add_argument(
+        "--until", type=instant, required=True, help="RFC 3339 end of the calibration period"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -124,11 +127,7 @@ def result_json(model: BgNbd, spend: GammaGamma | None) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     err = Console(stderr=True, soft_wrap=True)
-    try:
-        until = parse_rfc3339(args.until)
-    except TimestampError as exc:
-        err.print(f"[red]--until: {exc}[/red] (example: --until 1997-09-30T00:00:00Z)")
-        return 2
+    until: int = args.until
     if not args.file.is_file():
         err.print(f"[red]no such file: {args.file}[/red]")
         return 2

@@ -131,7 +131,10 @@ def expected(exc: BaseException) -> tuple[str, int] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     arguments = sys.argv[1:] if argv is None else list(argv)
-    args = parser_for(arguments).parse_args(arguments)
+    try:
+        args = parser_for(arguments).parse_args(arguments)
+    except SystemExit as exc:  # --help (0) or a usage error (2), printed by argparse
+        return int(exc.code or 0)
     console = Console(stderr=False)
     try:
         code: int = args.func(args, console)

@@ -13,20 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from segmentflow import bootstrap
+from segmentflow.cli._args import instant
 from segmentflow.config import Settings
 from segmentflow.engine.state import CustomerState
-from segmentflow.schemas.timefmt import TimestampError, parse_rfc3339
 from segmentflow.service.preview import CANDIDATE, Candidate, preview_history, preview_live
 from segmentflow.state.redis_store import RedisStore
-
-
-def instant(text: str) -> int:
-    """An argparse type: an RFC 3339 timestamp."""
-    try:
-        value: int = parse_rfc3339(text)
-    except TimestampError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc} (e.g. 2026-05-30T00:00:00Z)") from None
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

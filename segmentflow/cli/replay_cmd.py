@@ -10,15 +10,19 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from segmentflow.bootstrap import replay_file
+from segmentflow.cli._args import instant
 from segmentflow.cli.render import populations_table
 from segmentflow.config import Settings
-from segmentflow.schemas.timefmt import TimestampError, parse_rfc3339
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replay", help="run the engine over a JSONL file of events, in event time")
     p.add_argument("file", type=Path, help="JSONL events sorted by timestamp")
-    p.add_argument("--until", help="RFC 3339 instant: fire every time-driven change due up to it")
+    p.add_argument(
+        "--until",
+        type=instant,
+        help="RFC 3339 instant: fire every time-driven change due up to it",
+    )
     p.add_argument("--changes-out", type=Path, required=True, help="where to write change events")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)
@@ -26,13 +30,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace, console: Console) -> int:
     config = Settings().segment_config()
-    until = None
-    if args.until:
-        try:
-            until = parse_rfc3339(args.until)
-        except TimestampError as exc:
-            console.print(f"[red]--until: {exc}[/red]")
-            return 2
+    until: int | None = args.until
     if not args.file.is_file():
         console.print(f"[red]no such file: {args.file}[/red]")
         return 2
