@@ -33,7 +33,12 @@ from aiohttp import web
 from segmentflow.auth import bearer_middleware, token_matches, unauthorized
 from segmentflow.config import Settings
 from segmentflow.dashboard import members
-from segmentflow.dashboard.state import DashboardState, WorkerSample, parse_metrics
+from segmentflow.dashboard.state import (
+    DashboardState,
+    WorkerSample,
+    parse_config_walk,
+    parse_metrics,
+)
 from segmentflow.kafka_options import KafkaOptions
 from segmentflow.triggers import DEFAULT_DEADLETTER_TOPIC
 from segmentflow.triggers.backoff import Backoff
@@ -107,6 +112,7 @@ async def poll_worker(
                     response.raise_for_status()
                     text = (await response.read()).decode("utf-8", "replace")
                 sample.received, sample.deadlettered, sample.reasons = parse_metrics(text)
+                sample.config_walk = parse_config_walk(text)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.debug("metrics unavailable: %s", exc)
             state.add_sample(sample)

@@ -22,6 +22,8 @@ class WorkerSample:
     received: float | None = None
     deadlettered: float | None = None
     reasons: dict[str, float] = field(default_factory=dict)
+    #: the config re-evaluation's progress (:func:`parse_config_walk`; ``None``: not reported)
+    config_walk: dict[str, Any] | None = None
 
 
 def parse_metrics(text: str) -> tuple[float, float, dict[str, float]]:
@@ -49,6 +51,50 @@ def parse_metrics(text: str) -> tuple[float, float, dict[str, float]]:
                 reason = sample.labels.get("reason", "?")
                 reasons[reason] = reasons.get(reason, 0.0) + sample.value
     return received, deadlettered, reasons
+
+
+#: the worker's config re-evaluation metrics (CONTRACT §6) -> the dashboard's field names
+CONFIG_WALK_METRICS = {
+    "segmentflow_config_reevaluation_running": "running",
+    "segmentflow_config_reevaluation_pending_shards": "pending_shards",
+    "segmentflow_config_reevaluated_customers": "customers",
+    "segmentflow_config_reevaluation_changes": "changes",
+}
+
+
+def parse_config_walk(text: str) -> dict[str, Any] | None:
+    """The config re-evaluation's progress from the worker's Prometheus text: ``running``,
+    ``pending_shards`` (owned shards still on an older config), ``customers`` re-evaluated and
+    ``changes`` emitted; ``None`` when the worker does not report it.
+
+    Examples
+    --------
+    >>> parse_config_walk('# TYPE segmentflow_config_reevaluation_running gauge\\n'
+    ...                   'segmentflow_config_reevaluation_running 1.0\\n'
+    ...                   '# TYPE segmentflow_config_reevaluation_pending_shards gauge\\n'
+    ...                   'segmentflow_config_reevaluation_pending_shards 3.0\\n'
+    ...                   '# TYPE segmentflow_config_reevaluated_customers_total counter\\n'
+    ...                   'segmentflow_config_reevaluated_customers_total 1500.0\\n')
+    {'running': True, 'pending_shards': 3, 'customers': 1500, 'changes': 0}
+    >>> parse_config_walk('') is None
+    True
+    """
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        key = CONFIG_WALK_METRICS.get(family.name.removesuffix("_total"))
+        if key is None:
+            continue
+        for sample in family.samples:
+            if sample.name.removesuffix("_total") in CONFIG_WALK_METRICS:
+                found[key] = found.get(key, 0.0) + sample.value
+    if not found:
+        return None
+    return {
+        "running": bool(found.get("running", 0.0)),
+        "pending_shards": int(found.get("pending_shards", 0.0)),
+        "customers": int(found.get("customers", 0.0)),
+        "changes": int(found.get("changes", 0.0)),
+    }
 
 
 def _minute(at: float) -> int:
@@ -205,6 +251,7 @@ class DashboardState:
             by_stage = {stage: n for (m, stage), n in self.per_minute.items() if m == minute and n}
             per_minute.append({"minute": minute, "total": sum(by_stage.values()), **by_stage})
         customers = sum(latest.get("lifecycle", {}).values())
+        walk = self.samples[-1].config_walk if self.samples else None
         recent_rate = sum(1 for t, _, _ in self.flows if t >= now - 60)
         return {
             "now": now,
@@ -212,6 +259,7 @@ class DashboardState:
             "kafka": {"ok": self.kafka_ok, "error": self.kafka_error},
             "customers": customers,
             "populations": latest,
+            "config_walk": walk,
             "history": history,
             "flows": flows,
             "flow_window_s": self.window_s,

@@ -295,10 +295,22 @@
     document.getElementById("kpi-flow-rate").textContent = fmt(state.lifecycle_per_min);
   }
 
+  // ---- config re-evaluation (CONTRACT §6): shown while the worker walks its stored customers --
+  function renderConfigWalk(state) {
+    const box = document.getElementById("config-walk");
+    const walk = state.config_walk;
+    box.hidden = !(walk && walk.running);
+    if (!walk) return;
+    document.getElementById("config-walk-customers").textContent = fmt(walk.customers);
+    document.getElementById("config-walk-changes").textContent = fmt(walk.changes);
+    document.getElementById("config-walk-pending").textContent = fmt(walk.pending_shards);
+  }
+
   function render(state) {
     if (!state) return;
     window.__lastState = state;
     renderStatus(state);
+    renderConfigWalk(state);
     renderTabs(state);
     renderLineChart(state);
     renderSankey(state);

@@ -240,6 +240,7 @@ def test_dashboard_renders_live_data(redis_url: str, tmp_path: Path) -> None:
                     )
                     assert sum(reasons) == bad
                     assert page.text_content("#worker-status") == "worker ok"
+                    assert page.is_hidden("#config-walk")  # shown only while a walk runs (§6)
                     assert page.text_content("#kafka-status") == "kafka ok"
                     churned = sum(n for _, dst, n in links if dst == "churned")
                     assert churned > 0
