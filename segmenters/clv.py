@@ -38,6 +38,13 @@ CEL variables (at the evaluation instant; 0 for customers without an order): ``p
 ``expected_orders_90d``, ``clv_90d``. A refit emits a change, stamped with the refit moment
 (time-caused), for every customer whose value moved, and brings forward the due moment of those
 whose ``likely_lost`` instant came earlier.
+
+The refit population is this process's index (``replay``, one process) unless a shared
+population is wired (several workers: :mod:`segmentflow.service.clv_share` over
+:mod:`segmentflow.state.clv_population`, Redis in the worker): then every customer's summary is
+stored with its state and every worker adopts the same :class:`ClvFit` at each refit moment.
+The building blocks are pure: :meth:`Clv.fit_for` (rows -> the parameters in force from a
+moment), :meth:`Clv.adopt`, :meth:`Clv.moved_mask`.
 """
 
 from __future__ import annotations
@@ -91,10 +98,62 @@ class ClvParams(BaseModel):
     refit_every_days: int = Field(default=7, ge=0)
     #: fewer customers with an order than this: the refit keeps the current parameters
     refit_min_customers: int = Field(default=100, ge=2)
+    #: several workers: how long one at a refit moment waits for the others to reach it before
+    #: the refit goes on without them (wall seconds; see segmentflow.service.clv_share)
+    refit_wait_seconds: float = Field(default=60.0, gt=0)
 
 
 #: the parameters a refit sets
 FITTED = ("r", "alpha", "a", "b", "p", "q", "gamma")
+#: the values, coded 1.. in stored population rows (0: none given yet)
+VALUES = ("likely_lost", "high_value", "growing", "steady")
+CODE = {value: i + 1 for i, value in enumerate(VALUES)}
+
+
+@dataclass(frozen=True, slots=True)
+class ClvFit:
+    """The population parameters in force from refit moment ``at`` (also when that refit kept
+    the previous ones: ``refits`` counts the refits that changed them).
+
+    Examples
+    --------
+    >>> fit = ClvFit(7 * DAY_US, 3, 1, {"r": 0.25}, 40.0, 120)
+    >>> ClvFit.loads(fit.dumps()) == fit
+    True
+    """
+
+    at: int
+    #: the population version it was computed from (unchanged at the next moment: no refit)
+    population_version: int
+    refits: int
+    fitted: dict[str, float]
+    high_value_min: float
+    customers: int
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(
+            {
+                "at": self.at,
+                "population_version": self.population_version,
+                "refits": self.refits,
+                "fitted": self.fitted,
+                "high_value_min": self.high_value_min,
+                "customers": self.customers,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+
+    @classmethod
+    def loads(cls, data: bytes) -> ClvFit:
+        held = orjson.loads(data)
+        return cls(
+            int(held["at"]),
+            int(held["population_version"]),
+            int(held["refits"]),
+            {k: float(v) for k, v in held["fitted"].items()},
+            float(held["high_value_min"]),
+            int(held["customers"]),
+        )
 
 
 @dataclass(slots=True)
@@ -213,6 +272,13 @@ class Clv(Dimension, PopulationWork):
         self.fitted_version = -1
         self.refits = 0
         self._moved: list[tuple[str, Any]] = []
+        #: keep the population in this process (``False`` once a shared population is wired:
+        #: the rows live with the states, refits are scheduled from the first event)
+        self.local_index = True
+        #: customers whose order summary changed (order, merge, forget) since their state was
+        #: last committed (``None``: not tracked; a shared population counts them into its
+        #: version and drops the rows of those left without a summary, at each commit)
+        self.changed: set[str] | None = None
 
     def names(self) -> list[str]:
         return [self.kind]
@@ -277,6 +343,10 @@ class Clv(Dimension, PopulationWork):
             state.slices[self.kind] = ClvSlice(day, day, 0, event.amount, 0.0)
         else:
             self.slice(state).add(day, event.amount)
+        if self.changed is not None:
+            self.changed.add(state.customer_id)
+        if not self.local_index:
+            return
         s: ClvSlice = self.slice(state)
         self.population[state.customer_id] = (s.first_day, s.last_day, s.x, s.repeat_spend)
         self.version += 1
@@ -302,6 +372,10 @@ class Clv(Dimension, PopulationWork):
             else:
                 survivor.slices[self.kind] = ClvSlice(*theirs.dump())
         if self.kind in survivor.slices:
+            if self.changed is not None:
+                self.changed.add(survivor.customer_id)
+            if not self.local_index:
+                return
             s: ClvSlice = self.slice(survivor)
             self.population[survivor.customer_id] = (s.first_day, s.last_day, s.x, s.repeat_spend)
             self.version += 1
@@ -315,7 +389,8 @@ class Clv(Dimension, PopulationWork):
         return self._set(state, "likely_lost", at, emit)
 
     def _set(self, state: CustomerState, value: str, at: Moment, emit: Emit) -> list[Change]:
-        self.given[state.customer_id] = value
+        if self.local_index:
+            self.given[state.customer_id] = value
         if value == state.values.get(self.kind):
             return []
         return [emit(state, self.kind, value, at, self.reason(state, value, at.t))]
@@ -388,43 +463,89 @@ class Clv(Dimension, PopulationWork):
         return self.version
 
     def population_size(self) -> int:
-        return len(self.population)
+        return len(self.population) if self.local_index else 1
 
     def forget(self, customer_id: str) -> None:
+        if self.changed is not None:
+            self.changed.add(customer_id)
         self.population.pop(customer_id, None)
         self.given.pop(customer_id, None)
         self.version += 1
 
     def prepare_sweep(self, at: int) -> None:
-        """Refit the population at ``at`` (unless no order arrived since the last refit) and
-        find the customers it moves (:meth:`moved`)."""
+        """Refit this process's population at ``at`` (unless no order arrived since the last
+        refit) and find the customers it moves (:meth:`moved`)."""
         self._moved = []
-        if self.fitted_version == self.version:
-            return
-        self.fitted_version = self.version
         ids = sorted(self.population)
-        if len(ids) < self.cfg.refit_min_customers:
+        rows = np.array([self.population[cid] for cid in ids], dtype=np.float64).reshape(-1, 4)
+        fit = self.fit_for(rows, self.version, at)
+        refits, before = self.refits, self.adopt(fit)
+        if fit.refits == refits:
             return
-        rows = np.array([self.population[cid] for cid in ids], dtype=np.float64)
+        given = np.array([CODE.get(self.given.get(cid, ""), 0) for cid in ids], dtype=np.uint8)
+        mask = self.moved_mask(before, rows, given, at)
+        self._moved = [(ids[i], None) for i in np.flatnonzero(mask).tolist()]
+
+    def current_fit(self, at: int, population_version: int) -> ClvFit:
+        """The parameters in force now, as the record of a refit at ``at`` that kept them."""
+        fitted = {name: float(getattr(self.cfg, name)) for name in FITTED}
+        return ClvFit(at, population_version, self.refits, fitted, self.high_value_min, 0)
+
+    def fit_for(
+        self, rows: np.ndarray[Any, np.dtype[np.float64]], population_version: int, at: int
+    ) -> ClvFit:
+        """The parameters in force from ``at`` (pure): a refit to ``rows`` (first_day, last_day,
+        x, repeat_spend; customers whose first order is at or after ``at`` left out; order
+        irrelevant: sorted by value), or the current ones when the population version is the
+        one of the last refit, fewer than ``refit_min_customers`` ordered or the fit failed."""
+        keep = self.current_fit(at, population_version)
+        if population_version == self.fitted_version:
+            return keep
+        rows = rows[rows[:, 0] * DAY_US < at]
+        if len(rows) < self.cfg.refit_min_customers:
+            return keep
+        rows = rows[np.lexsort(rows.T[::-1])]
         cols = Columns.of(rows, at)
-        before = self.cfg
-        fitted = fit_population(cols, before)
+        fitted = fit_population(cols, self.cfg)
         if fitted is None:
-            return
-        self.cfg = fitted
-        self.refits += 1
-        old_lost = lost_instants(before, cols)
+            return keep
         new = population_figures(fitted, cols, self.horizon_weeks)
         alive = new.lost > at
+        threshold = self.high_value_min
         if alive.any():
-            self.high_value_min = top_share_threshold(new.clv[alive], fitted.high_value_top)
-        values = classify(new, at, self.high_value_min, fitted.growing_ratio)
-        earlier = new.lost < old_lost
-        self._moved = [
-            (cid, None)
-            for i, cid in enumerate(ids)
-            if values[i] != self.given.get(cid) or bool(earlier[i])
-        ]
+            threshold = top_share_threshold(new.clv[alive], fitted.high_value_top)
+        params = {name: float(getattr(fitted, name)) for name in FITTED}
+        return ClvFit(at, population_version, self.refits + 1, params, threshold, len(rows))
+
+    def adopt(self, fit: ClvFit) -> ClvParams:
+        """Use ``fit``'s parameters and threshold from now on; return the parameters before."""
+        before = self.cfg
+        self.cfg = self.cfg.model_copy(update=fit.fitted)
+        self.high_value_min = fit.high_value_min
+        self.refits = fit.refits
+        self.fitted_version = fit.population_version
+        return before
+
+    def moved_mask(
+        self,
+        before: ClvParams,
+        rows: np.ndarray[Any, np.dtype[np.float64]],
+        given: np.ndarray[Any, np.dtype[np.uint8]],
+        at: int,
+    ) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Which of ``rows`` a refit from ``before`` to the current parameters moves at ``at``:
+        their value differs from the one given (``given``: :data:`CODE`, 0 = none) or their
+        ``likely_lost`` instant came earlier."""
+        cols = Columns.of(rows, at)
+        new = population_figures(self.cfg, cols, self.horizon_weeks)
+        codes = classify_codes(new, at, self.high_value_min, self.cfg.growing_ratio)
+        earlier: np.ndarray[Any, np.dtype[np.bool_]] = new.lost < lost_instants(before, cols)
+        moved: np.ndarray[Any, np.dtype[np.bool_]] = (codes != given) | earlier
+        return moved
+
+    def set_moved(self, moved: list[tuple[str, Any]]) -> None:
+        """The customers the next :meth:`moved` returns (set by a shared population)."""
+        self._moved = moved
 
     def moved(self, include: Callable[[str], bool] | None) -> list[tuple[str, Any]]:
         if include is None:
@@ -564,6 +685,21 @@ def top_share_threshold(values: np.ndarray[Any, np.dtype[np.float64]], share: fl
     ordered = np.sort(values)[::-1]
     k = max(1, math.floor(len(ordered) * share + 1e-9))
     return float(ordered[k - 1])
+
+
+def classify_codes(
+    f: PopulationFigures, at: int, high_min: float, growing_ratio: float
+) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """:meth:`Clv.value` of every customer at ``at``, as :data:`CODE` numbers."""
+    lost = at >= f.lost
+    high = f.clv >= high_min
+    growing = f.expected_orders >= growing_ratio * f.past_rate
+    codes = np.select(
+        [lost, high, growing],
+        [CODE["likely_lost"], CODE["high_value"], CODE["growing"]],
+        CODE["steady"],
+    )
+    return codes.astype(np.uint8)
 
 
 def classify(f: PopulationFigures, at: int, high_min: float, growing_ratio: float) -> list[str]:

@@ -17,9 +17,12 @@ import redis
 
 from segmentflow.config import SegmentConfig, Settings
 from segmentflow.engine.engine import Engine
+from segmentflow.segmenters.clv import Clv
 from segmentflow.service import replay
+from segmentflow.service.clv_share import SharedClvRefit
 from segmentflow.service.processor import Processor
 from segmentflow.state.base import StateStore
+from segmentflow.state.members import RedisMembers
 from segmentflow.state.memory import MemoryStore
 from segmentflow.state.personas import PersonaModelStore
 from segmentflow.state.ranks import RankSync
@@ -53,6 +56,26 @@ def redis_store(settings: Settings, outbox: bool = False) -> RedisStore:
 def memory_store(outbox: bool = False) -> StateStore:
     """An in-process state store (``replay``, backtests)."""
     return MemoryStore(outbox=outbox)
+
+
+def member_reader(store: RedisStore) -> RedisMembers:
+    """The membership index of ``store`` (``segmentflow members``)."""
+    return RedisMembers(store.client, store.namespace)
+
+
+def outbox_backlog(settings: Settings) -> int | None:
+    """How many committed changes wait in the outbox of any shard, not yet published
+    (``segmentflow demo`` waits for none); ``None`` while Redis does not answer."""
+    try:
+        store = redis_store(settings)
+    except RedisUnavailable:
+        return None
+    try:
+        return sum(len(rows) for _, rows in store.outbox_pending())
+    except redis.RedisError:
+        return None
+    finally:
+        store.close()
 
 
 def replay_events(
@@ -111,7 +134,7 @@ class WorkerParts:
 def worker_parts(settings: Settings, config: SegmentConfig | None = None) -> WorkerParts:
     """Wire a worker's stores: the state store with its outbox; the rank sync attached to the
     engine's rank index (loads the population's metrics: one scan of ``ns:rfm``); the persona
-    store sharing the client."""
+    store sharing the client; the shared ``clv`` refit (:func:`share_clv`)."""
     config = config or settings.segment_config()
     store = redis_store(settings, outbox=True)
     proc = Processor(config, store)
@@ -122,4 +145,18 @@ def worker_parts(settings: Settings, config: SegmentConfig | None = None) -> Wor
     personas = None
     if proc.engine.persona is not None:
         personas = RedisPersonaStore(store.client, settings.namespace)
+    share_clv(proc, store, settings.input_partitions)
     return WorkerParts(proc, ranks, personas, store.client)
+
+
+def share_clv(proc: Processor, store: RedisStore, shards: int) -> SharedClvRefit | None:
+    """Share the ``clv`` refit through Redis (when the config has a refitting ``clv``): rows
+    written with the states, one fit per refit moment for all workers, the stored parameters
+    adopted at start (:mod:`segmentflow.service.clv_share`)."""
+    for dim in proc.engine.registry:
+        if isinstance(dim, Clv) and dim.sweep_every_us:
+            share = SharedClvRefit(dim, store.clv, store, shards)
+            share.attach()
+            proc.shares[dim.kind] = share
+            return share
+    return None

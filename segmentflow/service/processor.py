@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from segmentflow.config import SegmentConfig
 from segmentflow.engine.engine import Engine
@@ -27,6 +27,17 @@ from segmentflow.segmenters.dimension import PopulationWork
 from segmentflow.state.base import StateQuarantined, StateStore
 
 SWEPT = "rfm_swept"
+
+
+class PopulationShare(Protocol):
+    """A population dimension's refit shared with other workers (``Processor.shares``)."""
+
+    def population_version(self) -> object:
+        """Unchanged since the last refit: the next one is stepped over."""
+
+    def prepare_sweep(self, at: int) -> None:
+        """The refit at ``at`` (the dimension's :meth:`PopulationWork.moved` then gives the
+        owned customers it moves)."""
 
 
 def refit_meta(kind: str) -> str:
@@ -216,6 +227,9 @@ class Processor:
             self.next_refit[kind] = None if done is None else done + period
         #: kind -> (population version, owned shards) at its last refit
         self._refitted: dict[str, tuple[object, frozenset[int] | None]] = {}
+        #: kind -> the population shared with other workers (the bootstrap wires the ``clv``
+        #: one for a worker: :class:`segmentflow.service.clv_share.SharedClvRefit`)
+        self.shares: dict[str, PopulationShare] = {}
 
     def reconfigure(self, config: SegmentConfig, engine: Engine) -> None:
         """Run ``engine`` (built for ``config``; :func:`segmentflow.service.reload.engine_for`
@@ -521,14 +535,23 @@ class Processor:
         return changes
 
     def _refit_unchanged(self, kind: str, population: PopulationWork) -> bool:
-        return self._refitted.get(kind) == (population.population_version(), self._owned())
+        version = self._population_version(kind, population)
+        return self._refitted.get(kind) == (version, self._owned())
+
+    def _population_version(self, kind: str, population: PopulationWork) -> object:
+        share = self.shares.get(kind)
+        return population.population_version() if share is None else share.population_version()
 
     def sweep_population(self, kind: str, population: PopulationWork, at: int) -> list[Change]:
         """Refit population dimension ``kind`` at ``at`` (:meth:`PopulationWork.prepare_sweep`)
         and apply it to the customers it moved (loaded, changed and committed together)."""
-        self._refitted[kind] = (population.population_version(), self._owned())
-        population.prepare_sweep(at)
-        moved = population.moved(self.store.owns)
+        self._refitted[kind] = (self._population_version(kind, population), self._owned())
+        share = self.shares.get(kind)
+        if share is None:
+            population.prepare_sweep(at)
+        else:  # the shared refit, filtered to the owned shards by the stored homes
+            share.prepare_sweep(at)
+        moved = population.moved(self.store.owns if share is None else None)
         if not moved:
             return []
         states = self.store.load_many(cid for cid, _ in moved)

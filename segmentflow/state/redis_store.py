@@ -19,6 +19,8 @@ Keys (``ns`` = namespace):
   updates): the rank sync (:mod:`segmentflow.state.redis_ranks`), which this store drives in
   its round trips and transactions;
 - ``ns:persona:*``: the persona model store (:mod:`segmentflow.state.redis_personas`);
+- ``ns:clv:*``: the shared clv population (:mod:`segmentflow.state.redis_clv`): rows written
+  in the commit transaction of their states once attached;
 - ``ns:outbox:<shard>``: list of change events (CloudEvents JSON) committed with the state that
   caused them and not yet confirmed published (the transactional outbox);
 - ``ns:alias`` (hash merged-away id -> the id it was merged into) and ``ns:aliased:<id>`` (set
@@ -44,6 +46,7 @@ from segmentflow.schemas.changes import Change
 from segmentflow.segmenters.rfm import RankIndex
 from segmentflow.state import members as member_index
 from segmentflow.state.base import StateStore, population_deltas
+from segmentflow.state.redis_clv import RedisClvPopulation
 from segmentflow.state.redis_ranks import RedisRankSync
 
 SEP = "\x1f"
@@ -102,6 +105,8 @@ class RedisStore(StateStore):
         self.outbox = outbox
         #: the RFM rank sync this store drives (idle until :meth:`RedisRankSync.attach`)
         self.ranks = RedisRankSync(self.client, namespace)
+        #: the shared clv population (rows written with the states once attached)
+        self.clv = RedisClvPopulation(self.client, namespace)
         #: customers whose stored state could not be decoded at their last load, and how many
         #: distinct times that happened (``/metrics``)
         self._quarantined: set[str] = set()
@@ -304,6 +309,7 @@ class RedisStore(StateStore):
         if states:
             pipe.mset({self._state_key(cid): s.encode() for cid, s in states.items()})
             self.ranks.queue_commit(pipe, states)
+            self.clv.queue_commit(pipe, states)
         adds: dict[int, dict[str, int]] = {}
         removes: dict[int, list[str]] = {}
         for cid, state in states.items():
@@ -375,6 +381,7 @@ class RedisStore(StateStore):
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self._state_key(customer_id))
         self.ranks.queue_forget(pipe, customer_id)
+        self.clv.queue_forget(pipe, customer_id)
         pipe.zrem(self._due_key(self._shard_of(customer_id)), customer_id)
         pipe.execute()
         return state
@@ -405,6 +412,7 @@ class RedisStore(StateStore):
             pipe.hdel(self._alias_key, *merged)
         pipe.delete(self._aliased_key(customer_id), *map(self._aliased_key, merged))
         pipe.hdel(self.ranks.hash_key, customer_id)
+        self.clv.queue_forget(pipe, customer_id)
         pipe.hdel(self._quarantine_key, customer_id)
         member_index.queue_forget(pipe, self.client, self.namespace, customer_id)
         pipe.xadd(self.ranks.log_key, {customer_id: b""}, **self.ranks.log_trim())
