@@ -33,6 +33,7 @@ from typing import Any
 from segmentflow.engine.engine import DAY_US, Engine
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
+from segmentflow.schemas.decode import Event
 from segmentflow.segmenters.dimension import Moment
 
 #: ``cause.kind`` of a merge's changes
@@ -41,6 +42,26 @@ MERGE = "merge"
 MERGED_INTO = "merged_into"
 #: ``CustomerState.extra`` key of a survivor: the ids merged into it (transitively)
 MERGED = "merged"
+
+
+def merge_sources(event: Event) -> tuple[str, ...]:
+    """The ids ``event`` says are the same person as its customer (CONTRACT §2): an
+    ``alias``'s ``previous_id``, an ``anonymous_id`` that differs from ``customer_id``.
+
+    Examples
+    --------
+    >>> merge_sources(Event("e", "u", "page_view", 0, anonymous_id="anon"))
+    ('anon',)
+    >>> merge_sources(Event("e", "u", "page_view", 0, anonymous_id="u"))
+    ()
+    """
+    out: tuple[str, ...] = ()
+    if event.type == "alias" and event.previous_id and event.previous_id != event.customer_id:
+        out = (event.previous_id,)
+    anonymous = event.anonymous_id
+    if anonymous and anonymous != event.customer_id and anonymous not in out:
+        out = (*out, anonymous)
+    return out
 
 
 def _min(a: int | None, b: int | None) -> int | None:

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from segmentflow.config import SegmentConfig
 from segmentflow.engine.engine import Engine
-from segmentflow.engine.state import CustomerState
+from segmentflow.engine.identity import has_merged, merge, merge_sources
+from segmentflow.engine.state import CustomerState, event_id_hash
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.deadletter import dead_letter
 from segmentflow.schemas.decode import Event, Limits, Rejection, decode_message
@@ -358,12 +359,19 @@ class Processor:
         end = len(items)
         if due is not None:
             end = next((i for i, item in enumerate(items) if due <= item.event.ts), end)
-        states = self.store.load_many({item.event.customer_id: None for item in items[:end]})
+        # identity (CONTRACT §3): events of a merged-away id count for the id it resolves to
+        resolved = self._resolve(items[:end])
+        wanted = {resolved.get(i.event.customer_id, i.event.customer_id): None for i in items[:end]}
+        for item in items[:end]:
+            for named in merge_sources(item.event):
+                wanted[resolved.get(named, named)] = None
+        states = self.store.load_many(wanted)
         is_bad = self.store.is_quarantined
         quarantined = [i.event.customer_id for i in items[:end] if is_bad(i.event.customer_id)]
         if quarantined:  # the caller applies the events one by one: theirs are dead-lettered
             raise StateQuarantined(quarantined)
-        homes = self._claim_homes(items[:end], states)
+        homes = self._claim_homes(items[:end], states, resolved)
+        aliases: dict[str, str] = {}
         touched: dict[str, CustomerState] = {}
         changes: list[Change] = []
         counts: list[tuple[Counter[str], str]] = []
@@ -375,7 +383,7 @@ class Processor:
             if due is not None and due <= event.ts:
                 break
             done += 1
-            cid = event.customer_id
+            cid = resolved.get(event.customer_id, event.customer_id)
             state = states.get(cid)
             source = item.source
             if source is not None:
@@ -396,6 +404,8 @@ class Processor:
                 if self._redelivered(state, item) or _erased(state, item):
                     counts.append((self.counters.duplicates, item.topic))
                     continue
+            if merge_sources(event):  # merged before the event (CONTRACT §2 anonymous_id)
+                changes.extend(self._merge(state, event, states, resolved, touched, aliases))
             outcome = self.engine.apply(state, event)
             if source is not None:
                 self._mark_offset(state, source, item.offset)
@@ -416,7 +426,7 @@ class Processor:
                 counts.append((self.counters.late, item.topic))
             changes.extend(outcome.changes)
         if touched:
-            self._commit(touched, changes)
+            self._commit(touched, changes, aliases)
         for counter, topic in counts:
             counter[topic] += 1
         self.forwards.extend(forwards)
@@ -427,13 +437,17 @@ class Processor:
     # -- offsets as a hint, homes -------------------------------------------------------------
 
     def _claim_homes(
-        self, items: Sequence[Item], states: dict[str, CustomerState]
+        self,
+        items: Sequence[Item],
+        states: dict[str, CustomerState],
+        resolved: dict[str, str] | None = None,
     ) -> dict[str, int]:
         """Home partitions of the customers without state: the partition of their first event
         here, unless another worker claimed them first (one store round trip)."""
         wanted: dict[str, int] = {}
+        resolved = resolved or {}
         for item in items:
-            cid = item.event.customer_id
+            cid = resolved.get(item.event.customer_id, item.event.customer_id)
             if item.partition >= 0 and cid not in states and cid not in wanted:
                 wanted[cid] = item.partition
         return self.store.claim_homes(wanted) if wanted else {}
@@ -685,9 +699,63 @@ class Processor:
             self.counters.applied[other.topic] += 1
         return changes
 
-    def _commit(self, states: dict[str, CustomerState], changes: list[Change]) -> None:
-        self.store.commit(states, changes)
+    def _commit(
+        self,
+        states: dict[str, CustomerState],
+        changes: list[Change],
+        aliases: dict[str, str] | None = None,
+    ) -> None:
+        if aliases:
+            self.store.commit(states, changes, aliases)
+        else:
+            self.store.commit(states, changes)
         self._count(changes)
+
+    # -- identity merges (CONTRACT §3 "Identity", engine/identity.py) -------------------------
+
+    def _resolve(self, items: Sequence[Item]) -> dict[str, str]:
+        """Merged-away id -> the id it resolves to, for the customers and merge sources of
+        ``items`` (one store round trip per hop; none while the store has no alias)."""
+        ids: dict[str, None] = {}
+        for item in items:
+            ids[item.event.customer_id] = None
+            for source in merge_sources(item.event):
+                ids[source] = None
+        return self.store.resolve_aliases(ids)
+
+    def _merge(
+        self,
+        state: CustomerState,
+        event: Event,
+        states: dict[str, CustomerState],
+        resolved: dict[str, str],
+        touched: dict[str, CustomerState],
+        aliases: dict[str, str],
+    ) -> list[Change]:
+        """Merge the profiles ``event`` names (:func:`merge_sources`) into ``state`` before the
+        event is applied: once (a repeated event, an id already resolving to the survivor or
+        already merged into it changes nothing); a source without state only gets its alias."""
+        if self.engine.seen(state, event_id_hash(event.event_id)):
+            return []
+        survivor = state.customer_id
+        changes: list[Change] = []
+        for source in merge_sources(event):
+            gone = resolved.get(source, source)
+            if gone == survivor or has_merged(state, gone):
+                continue
+            if self.store.is_quarantined(gone):
+                raise StateQuarantined([gone])
+            merged = states.get(gone)
+            if merged is not None:
+                found, tomb = merge(self.engine, state, merged, event.ts, event.event_id)
+                states[gone] = touched[gone] = tomb
+                changes.extend(found)
+            aliases[gone] = survivor
+            for key, value in list(resolved.items()):
+                if value == gone:
+                    resolved[key] = survivor
+            resolved[gone] = survivor
+        return changes
 
     def _count(self, changes: list[Change]) -> None:
         for change in changes:

@@ -22,7 +22,7 @@ from segmentflow.engine.identity import (
 )
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.decode import Event
-from segmentflow.segmenters.clv import ClvSlice
+from segmentflow.segmenters.clv import Clv, ClvSlice
 from segmentflow.segmenters.interest import InterestSlice
 
 BASE = 20_000 * DAY_US
@@ -170,6 +170,7 @@ def test_builtin_slices_merge() -> None:
     assert isinstance(interest, InterestSlice) and set(interest.scores) == {"books", "toys"}
     assert isinstance(user.slices["clv"], ClvSlice)
     clv = engine.by_kind("clv")
-    assert "anon" not in clv.population and "user" in clv.population  # type: ignore[attr-defined]
+    assert isinstance(clv, Clv)
+    assert "anon" not in clv.population and "user" in clv.population
     dims = {c.dimension for c in changes if c.customer_id == "user"}
     assert "clv" in dims and "lifecycle" in dims
