@@ -22,16 +22,15 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 from rich.console import Console
 from rich.table import Table
 
+from segmentflow import bootstrap
 from segmentflow.cli.render import change_line, populations_table
 from segmentflow.cli.signals import STOP_SIGNALS, Stopped, stop_on_signals
 from segmentflow.devstack import DevStack
-from segmentflow.state.redis_store import RedisStore
 from segmentflow.streams.kafka_clients import consumer, producer
 from segmentflow.synthetic import generate
 
@@ -198,7 +197,7 @@ def _demo(stack: DevStack, args: argparse.Namespace, console: Console, started: 
     console.print(f"worker http://127.0.0.1:{stack.web_ports[0]}")
     per_dimension, final = _follow(stack, args, console, produced, deadline)
     console.print(f"... {sum(per_dimension.values()):,} changes in all: {dict(per_dimension)}")
-    store = RedisStore(settings.redis_url, settings.namespace)
+    store = bootstrap.redis_store(settings)
     console.print(populations_table(store.populations(), title="Segment populations"))
     store.close()
     console.print(_accounting_table(stack, final))
@@ -286,6 +285,10 @@ def _accounting(stack: DevStack, read: int) -> Accounting | None:
     except OSError:
         return None
 
+    outbox = bootstrap.outbox_backlog(stack.settings)
+    if outbox is None:  # Redis did not answer: ask again
+        return None
+
     def total(name: str) -> int:
         return int(_metric_sum(text, f"segmentflow_events_{name}_total"))
 
@@ -296,25 +299,9 @@ def _accounting(stack: DevStack, read: int) -> Accounting | None:
         duplicates=total("duplicates"),
         late=total("late"),
         emitted=int(_metric_sum(text, "segmentflow_changes_total")),
-        outbox=_outbox_len(stack),
+        outbox=outbox,
         read=read,
     )
-
-
-def _outbox_len(stack: DevStack) -> int:
-    import redis
-
-    client: Any = redis.Redis.from_url(stack.redis.url, socket_timeout=5)
-    try:
-        keys = list(client.scan_iter(match=f"{stack.namespace}:outbox:*", count=1000))
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.llen(key)
-        return int(sum(pipe.execute())) if keys else 0
-    except redis.RedisError:
-        return 0
-    finally:
-        client.close()
 
 
 def _health(stack: DevStack) -> str:

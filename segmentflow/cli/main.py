@@ -80,6 +80,7 @@ EXPECTED_ERRORS: dict[tuple[str, str], tuple[str, int]] = {
     ("segmentflow.service.replay", "ReplayError"): ("[red]replay:[/red]", 2),
     ("segmentflow.streams.kafka_clients", "BrokerUnavailable"): ("[red]error:[/red]", 3),
     ("segmentflow.bootstrap", "RedisUnavailable"): ("[red]error:[/red]", 3),
+    ("segmentflow.state.base", "StoreUnavailable"): ("[red]state store unavailable:[/red]", 3),
 }
 
 

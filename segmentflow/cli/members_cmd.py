@@ -12,7 +12,6 @@ from rich.console import Console
 from segmentflow import bootstrap
 from segmentflow.config import Settings
 from segmentflow.service.audience import write_export
-from segmentflow.state.members import RedisMembers
 
 
 def positive(text: str) -> int:
@@ -40,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace, console: Console) -> int:
     settings = Settings()
     store = bootstrap.redis_store(settings)
-    reader = RedisMembers(store.client, settings.namespace)
+    reader = bootstrap.member_reader(store)
     try:
         write_export(sys.stdout, reader, args.dimension, args.value, args.format, args.limit)
         sys.stdout.flush()

@@ -17,7 +17,7 @@ from segmentflow.cli._args import instant
 from segmentflow.config import Settings
 from segmentflow.engine.state import CustomerState
 from segmentflow.service.preview import CANDIDATE, Candidate, preview_history, preview_live
-from segmentflow.state.redis_store import RedisStore
+from segmentflow.state.base import StateStore
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,7 +56,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         finally:
             store.close()
         result["live"] = live.as_json()
-    daily = None if args.history is None else preview_history(candidate, args.history, args.until)
+    daily = None
+    if args.history is not None:
+        daily = preview_history(candidate, args.history, args.until, bootstrap.memory_store())
     if daily is not None:
         result["history"] = [{"day": day, "members": n} for day, n in daily]
     if args.json:
@@ -82,17 +84,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _states(store: RedisStore, batch: int = 1000) -> Iterator[CustomerState]:
-    """Every stored state, read ``batch`` at a time (SCAN + MGET)."""
-    ids: list[str] = []
-    for cid in store.iter_ids():
-        ids.append(cid)
-        if len(ids) >= batch:
-            yield from store.load_many(ids, sync_ranks=False).values()
-            ids = []
-    if ids:
-        yield from store.load_many(ids, sync_ranks=False).values()
+def _states(store: StateStore, batch: int = 1000) -> Iterator[CustomerState]:
+    """Every stored state, read a page of about ``batch`` ids at a time (Redis: SCAN + MGET)."""
+    cursor = 0
+    while True:
+        cursor, ids = store.scan_ids(cursor, batch)
+        if ids:
+            yield from store.load_many(ids).values()
+        if cursor == 0:
+            return
 
 
-def _latest_clock(store: RedisStore) -> int | None:
+def _latest_clock(store: StateStore) -> int | None:
     return max((s.clock for s in _states(store) if s.clock is not None), default=None)

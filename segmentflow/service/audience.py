@@ -11,9 +11,9 @@ from functools import lru_cache
 from typing import Any, Literal, TextIO
 
 import orjson
-import redis
 
 from segmentflow.schemas.timefmt import format_us
+from segmentflow.state.base import StoreUnavailable
 from segmentflow.state.members import (
     CursorError,
     Member,
@@ -97,7 +97,7 @@ def members_response(
         return 200, members_page(reader, dimension, value, query)
     except BadRequest as exc:
         return 400, {"error": str(exc)}
-    except redis.RedisError as exc:
+    except StoreUnavailable as exc:
         return 503, {"error": f"the state store cannot be read ({exc}); retry shortly"}
 
 

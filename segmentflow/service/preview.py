@@ -20,6 +20,7 @@ from segmentflow.schemas.changes import Change
 from segmentflow.schemas.timefmt import DAY_US, format_us
 from segmentflow.segmenters.features import variables
 from segmentflow.segmenters.rules import CompiledRule, RuleEvaluationError, Rules
+from segmentflow.state.base import StateStore
 
 #: name the candidate rule gets when none is given
 CANDIDATE = "preview"
@@ -127,11 +128,13 @@ def daily_population(changes: Iterable[Change], dimension: str) -> list[tuple[st
     return out
 
 
-def preview_history(candidate: Candidate, path: Path, until: int | None) -> list[tuple[str, int]]:
-    """Replay the history file with the candidate added; its daily population."""
+def preview_history(
+    candidate: Candidate, path: Path, until: int | None, store: StateStore
+) -> list[tuple[str, int]]:
+    """Replay the history file with the candidate added over ``store`` (an empty one, e.g.
+    :func:`segmentflow.bootstrap.memory_store`); its daily population."""
     from segmentflow.schemas.decode import Limits
     from segmentflow.service.replay import ReplayError, _events_from_lines, run
-    from segmentflow.state.memory import MemoryStore
 
     dimension = f"rule:{candidate.rule.name}"
     kept: list[Change] = []
@@ -139,7 +142,7 @@ def preview_history(candidate: Candidate, path: Path, until: int | None) -> list
     try:
         with path.open("rb") as source:
             events = _events_from_lines(source, limits, str(path))
-            run(events, candidate.config, until, lambda c: _keep(c, dimension, kept), MemoryStore())
+            run(events, candidate.config, until, lambda c: _keep(c, dimension, kept), store)
     except OSError as exc:
         raise ReplayError(f"cannot read {path}: {exc.strerror}") from None
     return daily_population(kept, dimension)

@@ -18,6 +18,11 @@ from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
 
 
+class StoreUnavailable(RuntimeError):
+    """The store's backend cannot be reached or read (e.g. Redis is down); the message is the
+    backend's reason. Readers above the store layer catch this, not the backend's errors."""
+
+
 class StateQuarantined(RuntimeError):
     """Stored states that cannot be decoded; their customers' events are dead-lettered until an
     operator repairs or deletes the state (the store logged and counted each)."""

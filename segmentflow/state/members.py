@@ -28,6 +28,7 @@ import orjson
 import redis
 
 from segmentflow.schemas.changes import Change
+from segmentflow.state.base import StoreUnavailable
 
 SEP = "\x1f"
 Segment = tuple[str, str]
@@ -134,7 +135,8 @@ class MemberReader(Protocol):
     """Pages of a segment's members."""
 
     def page(self, dimension: str, value: str, limit: int, after: Member | None) -> list[Member]:
-        """Up to ``limit`` members after ``after`` (from the first when ``None``), in order."""
+        """Up to ``limit`` members after ``after`` (from the first when ``None``), in order;
+        :class:`~segmentflow.state.base.StoreUnavailable` when the store cannot be read."""
         ...
 
 
@@ -285,10 +287,13 @@ class RedisMembers:
 
     def page(self, dimension: str, value: str, limit: int, after: Member | None) -> list[Member]:
         key = segment_key(self.namespace, dimension, value)
-        if after is None:
-            rows = self.client.zrange(key, 0, limit - 1, withscores=True)
-            return [Member(int(score), cid.decode()) for cid, score in rows]
-        flat = self._script(keys=[key], args=[after.since, after.customer_id.encode(), limit])
+        try:
+            if after is None:
+                rows = self.client.zrange(key, 0, limit - 1, withscores=True)
+                return [Member(int(score), cid.decode()) for cid, score in rows]
+            flat = self._script(keys=[key], args=[after.since, after.customer_id.encode(), limit])
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
         return [
             Member(int(float(score)), cid.decode())
             for cid, score in zip(flat[::2], flat[1::2], strict=True)
@@ -296,7 +301,10 @@ class RedisMembers:
 
     def count(self, dimension: str, value: str) -> int:
         """How many members the segment has."""
-        return int(self.client.zcard(segment_key(self.namespace, dimension, value)))
+        try:
+            return int(self.client.zcard(segment_key(self.namespace, dimension, value)))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
 
 def reader_for(store: object) -> MemberReader:

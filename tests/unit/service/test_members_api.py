@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 
 import orjson
 import pytest
@@ -14,7 +15,8 @@ from segmentflow.schemas.changes import Change
 from segmentflow.schemas.timefmt import format_us
 from segmentflow.service import audience
 from segmentflow.service.audience import export_lines, members_page, members_response
-from segmentflow.state.members import Member, MemberIndex
+from segmentflow.state.base import StoreUnavailable
+from segmentflow.state.members import Member, MemberIndex, RedisMembers
 
 T0 = 1_767_225_600_000_000
 
@@ -78,12 +80,31 @@ def test_unknown_segment_is_an_empty_list() -> None:
 
 class DownReader:
     def page(self, dimension: str, value: str, limit: int, after: Member | None) -> list[Member]:
-        raise redis.ConnectionError("Connection refused")
+        raise StoreUnavailable("Connection refused")
 
 
 def test_redis_down_is_503() -> None:
     status, body = members_response(DownReader(), "rfm", "loyal", {})
-    assert status == 503 and "retry" in body["error"]
+    assert (status, body) == (
+        503,
+        {"error": "the state store cannot be read (Connection refused); retry shortly"},
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_the_redis_reader_reports_an_outage_as_store_unavailable() -> None:
+    client: redis.Redis[bytes] = redis.Redis(port=closed_port(), socket_connect_timeout=5)
+    reader = RedisMembers(client, "ns")
+    status, body = members_response(reader, "rfm", "loyal", {})
+    assert status == 503 and "retry shortly" in body["error"]
+    with pytest.raises(StoreUnavailable):
+        reader.count("rfm", "loyal")
 
 
 def test_export_jsonl_csv_limit_and_chunks(monkeypatch: pytest.MonkeyPatch) -> None:

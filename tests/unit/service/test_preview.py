@@ -72,7 +72,7 @@ def test_history_preview_equals_a_replay_with_the_rule(tmp_path: Path) -> None:
     rule = config_from_dict({"rules": [{"name": "cand", "when": WHEN}]})
     run(evs, rule, until, changes.append, MemoryStore())
     candidate = Candidate(config_from_dict({}), "cand", WHEN)
-    daily = preview_history(candidate, history, until)
+    daily = preview_history(candidate, history, until, MemoryStore())
     assert daily == daily_population(changes, "rule:cand")
     assert len(daily) > 30 and max(n for _, n in daily) > 0
 
