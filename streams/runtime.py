@@ -198,6 +198,8 @@ class SegmentWorker:
         self.persona: PersonaSync | None = None
         #: re-evaluates stored customers after a config change (CONTRACT §6)
         self.config_walk = ConfigWalk(processor)
+        #: batches waiting for the lock (the walk then keeps to its short budget)
+        self.batches_waiting = 0
         if processor.engine.persona is not None and personas is not None:
             self.persona = PersonaSync(processor.engine, personas)
 
@@ -207,7 +209,9 @@ class SegmentWorker:
         """Take in one consumed batch (each record is acked once its effects are durable);
         apply whatever the watermark releases."""
         started = time.perf_counter()
+        self.batches_waiting += 1
         async with self.lock:
+            self.batches_waiting -= 1
             # fetched before a rebalance: every partition is read again from its committed
             # offset after it (by its new owner), so applying these here would race that
             mine = [d for d in batch if self._mine(d)]
@@ -378,21 +382,25 @@ class SegmentWorker:
         changes += await self._retry("redis", partial(self.processor.advance, now))
         return changes
 
-    async def _reevaluate(self, budget_seconds: float = 0.25) -> None:
+    async def _reevaluate(self, budget_seconds: float = 0.25, idle_seconds: float = 5.0) -> None:
         """Pages of the config re-evaluation walk (CONTRACT §6, :class:`ConfigWalk`) for about
-        ``budget_seconds`` of this tick, stamped with the watermark (before one is known, e.g.
-        an idle input after a restart: each customer's clock); not before partitions are
-        assigned (the walk covers the owned shards only)."""
+        ``budget_seconds`` of this tick, or ``idle_seconds`` while no event waits (none held for
+        the clock, no batch waiting for the lock; checked after every page, so a batch waits
+        one page at most), stamped with the watermark (before one is known, e.g. an idle input
+        after a restart: each customer's clock); not before partitions are assigned (the walk
+        covers the owned shards only). Each page runs in a thread: ``/health`` answers."""
         if not self.owned:
             return
         now = self.current_watermark() or 0
-        started = time.monotonic()
+        clock = self.config_walk.clock
+        started = clock()
         redis_failures = self.redis_failures
         while not await self._retry("redis", lambda: self.config_walk.done):
             changes = await self._retry("redis", partial(self.config_walk.step, now))
             self._committed(bool(changes), redis_failures)
             await self._publish()
-            if time.monotonic() - started > budget_seconds:
+            idle = not self.batches_waiting and not len(self.aligner)
+            if clock() - started > (idle_seconds if idle else budget_seconds):
                 break
             await asyncio.sleep(0)
 

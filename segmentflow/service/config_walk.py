@@ -15,7 +15,8 @@ taken to follow the running configuration: its fingerprints are recorded, nobody
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from segmentflow.engine.state import CustomerState
@@ -77,6 +78,8 @@ class ConfigWalk:
     ) -> None:
         self.processor = processor
         self.batch = batch
+        #: the clock the worker paces its pages by (a fake one in tests)
+        self.clock: Callable[[], float] = time.monotonic
         self.progress = WalkProgress()
         if progress is not None:
             self.progress.customers, self.progress.changes = progress.customers, progress.changes

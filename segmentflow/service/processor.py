@@ -237,7 +237,7 @@ class Processor:
         carries over what the running one holds) from now on: a SIGHUP reload (CONTRACT §6).
         Schedules whose period is unchanged go on; a changed one restarts from the store.
         The store is read before anything changes (a Redis error leaves the old config)."""
-        refits = [
+        refits: list[tuple[str, PopulationWork, int]] = [
             (dim.kind, dim, dim.sweep_every_us)
             for dim in engine.registry
             if isinstance(dim, PopulationWork) and dim.kind != "rfm" and dim.sweep_every_us
