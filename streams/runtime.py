@@ -45,7 +45,7 @@ from segmentflow.schemas.events import FORGET
 from segmentflow.schemas.timefmt import format_us
 from segmentflow.service.config_walk import ConfigWalk
 from segmentflow.service.processor import DeadLetter, InputRecord, Item, Processor
-from segmentflow.service.reload import engine_for, refusal
+from segmentflow.service.reload import engine_for, refusal, switch
 from segmentflow.state.base import StateQuarantined
 from segmentflow.state.personas import PersonaModelStore
 from segmentflow.state.ranks import RankSync
@@ -302,7 +302,7 @@ class SegmentWorker:
         async with self.lock:
             old = self.processor.engine
             engine = engine_for(config, old)
-            await self._retry("redis", partial(self.processor.reconfigure, config, engine))
+            await self._retry("redis", partial(switch, self.processor, config, engine))
             self.config = config
             self.watermark.allowed_lateness = config.allowed_lateness_us
             if self.persona is not None:

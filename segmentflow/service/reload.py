@@ -9,7 +9,10 @@ running one holds beyond the customer states, so a reload loses nothing a restar
 - the population of every other dimension whose kind and parameters are unchanged (e.g. the
   clv refit's per-customer figures and fitted parameters, through ``dump_population`` /
   ``load_population``); a dimension with changed parameters starts as after a restart;
-- the rule error counters (metrics never go backwards).
+- the rule error counters (metrics never go backwards);
+- the processor's shared population refits (:func:`switch`: the shared ``clv`` refit is
+  re-attached to the new ``clv`` dimension, adopting the stored parameters as a restart does;
+  dropped when the new config has no refitting ``clv``).
 
 :func:`refusal` names what a reload cannot do in place (turning RFM or personas on when the
 worker started without their stores): the worker then keeps its configuration and says to
@@ -20,6 +23,9 @@ from __future__ import annotations
 
 from segmentflow.config import SegmentConfig
 from segmentflow.engine.engine import PERSONA, RFM, Engine
+from segmentflow.segmenters.clv import Clv
+from segmentflow.service.clv_share import SharedClvRefit
+from segmentflow.service.processor import Processor
 
 
 def engine_for(config: SegmentConfig, old: Engine) -> Engine:
@@ -51,6 +57,19 @@ def engine_for(config: SegmentConfig, old: Engine) -> Engine:
         if data is not None:
             dim.load_population(data)
     return engine
+
+
+def switch(processor: Processor, config: SegmentConfig, engine: Engine) -> None:
+    """Run ``engine`` (from :func:`engine_for`) in ``processor`` and re-attach its shared
+    population refits to the new dimensions (reads the store: run it off the event loop)."""
+    processor.reconfigure(config, engine)
+    for kind, share in list(processor.shares.items()):
+        dim = next((d for d in engine.registry if d.kind == kind), None)
+        if isinstance(share, SharedClvRefit) and isinstance(dim, Clv) and dim.sweep_every_us:
+            share.dim = dim
+            share.attach()
+        else:
+            del processor.shares[kind]
 
 
 def refusal(config: SegmentConfig, rank_sync: bool, persona_store: bool) -> str | None:
