@@ -144,31 +144,43 @@ def final_changes(state: CustomerState, survivor_id: str, at: int, event_id: str
     return out
 
 
-def merge(
-    engine: Engine, survivor: CustomerState, merged: CustomerState, t: int, event_id: str
-) -> tuple[list[Change], CustomerState]:
-    """Merge ``merged`` into ``survivor`` (mutated) at the merging event's time ``t``.
+def leave(
+    engine: Engine, merged: CustomerState, survivor_id: str, t: int, event_id: str
+) -> tuple[list[Change], CustomerState, CustomerState | None]:
+    """The merged-away side of a merge at the merging event's time ``t``: ``merged`` is
+    advanced to ``t`` (its due time-driven changes fire) and emits its final ``null`` changes.
 
-    Returns the changes in order (both profiles' due time-driven changes up to ``t``, the
-    merged-away id's final ``null`` changes, the survivor's re-evaluation) and the tombstone
-    that replaces the merged-away state. A tombstone (forgotten or merged away before) or a
-    profile without events merges nothing and is returned as it is.
+    Returns the changes, the tombstone that replaces it, and the state to fold into the
+    survivor (:func:`absorb`; ``None`` for a tombstone or a profile without events, which is
+    then returned as its own "tombstone", unchanged). ``merged`` is left as exported (values
+    cleared, sequences bumped); the caller stores the tombstone instead.
     """
-    if survivor.customer_id == merged.customer_id:
-        raise ValueError(f"cannot merge {survivor.customer_id!r} into itself")
-    changes = engine.advance(merged, t) + engine.advance(survivor, t)
-    at = max(t, survivor.clock if survivor.clock is not None else t)
-    if merged.clock is not None:
-        at = max(at, merged.clock)
+    changes = engine.advance(merged, t)
     if merged.clock is None:  # no event ever applied, or a tombstone: kept as it is
-        return changes, merged
-    changes.extend(final_changes(merged, survivor.customer_id, at, event_id))
-    tomb = merged_tombstone(merged, survivor.customer_id)
-    merge_core(survivor, merged)
+        return changes, merged, None
+    at = max(t, merged.clock)
+    changes.extend(final_changes(merged, survivor_id, at, event_id))
+    return changes, merged_tombstone(merged, survivor_id), merged
+
+
+def absorb(
+    engine: Engine, survivor: CustomerState, exported: CustomerState, t: int, event_id: str
+) -> list[Change]:
+    """The survivor's side of a merge at the merging event's time ``t``: ``survivor`` is
+    advanced to ``t``, ``exported`` (:func:`leave`'s, possibly handed over by another worker)
+    folded in, and every dimension evaluated (``cause.kind`` ``merge``). ``exported`` must not
+    be used afterwards (its slices may be shared)."""
+    if survivor.customer_id == exported.customer_id:
+        raise ValueError(f"cannot merge {survivor.customer_id!r} into itself")
+    changes = engine.advance(survivor, t)
+    at = max(t, survivor.clock if survivor.clock is not None else t)
+    if exported.clock is not None:
+        at = max(at, exported.clock)
+    merge_core(survivor, exported)
     for dim in engine.registry:
-        dim.merge_slice(survivor, merged)
+        dim.merge_slice(survivor, exported)
     for population in engine.populations:  # the merged-away id leaves every population
-        population.forget(merged.customer_id)
+        population.forget(exported.customer_id)
     moment = Moment(at, event_id, None, MERGE)
     survivor.prune(at // DAY_US)
     found: list[Change] = []
@@ -177,4 +189,25 @@ def merge(
     changes.extend(dataclasses.replace(c, cause=MERGE) for c in found)
     survivor.clock = at
     survivor.next_due = engine._next_due(survivor)
+    return changes
+
+
+def merge(
+    engine: Engine, survivor: CustomerState, merged: CustomerState, t: int, event_id: str
+) -> tuple[list[Change], CustomerState]:
+    """Merge ``merged`` into ``survivor`` (mutated) at the merging event's time ``t``, both
+    sides in one process (:func:`leave` then :func:`absorb`).
+
+    Returns the changes in order (the merged-away profile's due time-driven changes up to ``t``
+    and its final ``null`` changes, then the survivor's due changes and re-evaluation) and the
+    tombstone that replaces the merged-away state. A tombstone (forgotten or merged away
+    before) or a profile without events merges nothing and is returned as it is.
+    """
+    if survivor.customer_id == merged.customer_id:
+        raise ValueError(f"cannot merge {survivor.customer_id!r} into itself")
+    if merged.clock is not None and survivor.clock is not None:
+        t = max(t, survivor.clock)  # the final changes are stamped with the merge's moment
+    changes, tomb, exported = leave(engine, merged, survivor.customer_id, t, event_id)
+    if exported is not None:
+        changes.extend(absorb(engine, survivor, exported, t, event_id))
     return changes, tomb

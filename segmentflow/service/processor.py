@@ -17,7 +17,14 @@ from typing import Any, Protocol
 
 from segmentflow.config import SegmentConfig
 from segmentflow.engine.engine import Engine
-from segmentflow.engine.identity import has_merged, merge, merge_sources
+from segmentflow.engine.identity import (
+    absorb,
+    has_merged,
+    is_merged_away,
+    leave,
+    merge,
+    merge_sources,
+)
 from segmentflow.engine.state import CustomerState, event_id_hash
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.deadletter import dead_letter
@@ -372,6 +379,7 @@ class Processor:
             raise StateQuarantined(quarantined)
         homes = self._claim_homes(items[:end], states, resolved)
         aliases: dict[str, str] = {}
+        handovers: dict[tuple[str, str, str], bytes | None] = {}
         touched: dict[str, CustomerState] = {}
         changes: list[Change] = []
         counts: list[tuple[Counter[str], str]] = []
@@ -391,7 +399,16 @@ class Processor:
             home = homes.get(cid) if state is None else state.home
             if source is not None and home is not None and home != item.partition:
                 # another partitioner put it here: its home partition's owner applies it
+                if merge_sources(event):  # or a merge request: hand over the ids homed here
+                    changes.extend(
+                        self._hand_over(item, cid, states, resolved, touched, aliases, handovers)
+                    )
                 forwards.append((item, home))
+                counts.append((self.counters.forwarded, item.topic))
+                continue
+            ask = self._remote_source(event, cid, states, resolved) if source else None
+            if ask is not None:  # a merged id another worker owns: ask it (notes/identity.md)
+                forwards.append((item, ask))
                 counts.append((self.counters.forwarded, item.topic))
                 continue
             if state is None:
@@ -405,7 +422,9 @@ class Processor:
                     counts.append((self.counters.duplicates, item.topic))
                     continue
             if merge_sources(event):  # merged before the event (CONTRACT §2 anonymous_id)
-                changes.extend(self._merge(state, event, states, resolved, touched, aliases))
+                changes.extend(
+                    self._merge(state, event, states, resolved, touched, aliases, handovers)
+                )
             outcome = self.engine.apply(state, event)
             if source is not None:
                 self._mark_offset(state, source, item.offset)
@@ -426,7 +445,7 @@ class Processor:
                 counts.append((self.counters.late, item.topic))
             changes.extend(outcome.changes)
         if touched:
-            self._commit(touched, changes, aliases)
+            self._commit(touched, changes, aliases, handovers)
         for counter, topic in counts:
             counter[topic] += 1
         self.forwards.extend(forwards)
@@ -704,9 +723,10 @@ class Processor:
         states: dict[str, CustomerState],
         changes: list[Change],
         aliases: dict[str, str] | None = None,
+        handovers: dict[tuple[str, str, str], bytes | None] | None = None,
     ) -> None:
-        if aliases:
-            self.store.commit(states, changes, aliases)
+        if aliases or handovers:
+            self.store.commit(states, changes, aliases, handovers)
         else:
             self.store.commit(states, changes)
         self._count(changes)
@@ -731,14 +751,21 @@ class Processor:
         resolved: dict[str, str],
         touched: dict[str, CustomerState],
         aliases: dict[str, str],
+        handovers: dict[tuple[str, str, str], bytes | None],
     ) -> list[Change]:
         """Merge the profiles ``event`` names (:func:`merge_sources`) into ``state`` before the
         event is applied: once (a repeated event, an id already resolving to the survivor or
-        already merged into it changes nothing); a source without state only gets its alias."""
+        already merged into it changes nothing); a source without state only gets its alias;
+        the states other workers handed over for this merge are absorbed and taken."""
         if self.engine.seen(state, event_id_hash(event.event_id)):
             return []
         survivor = state.customer_id
         changes: list[Change] = []
+        if any(resolved.get(n, n) == survivor for n in merge_sources(event)):
+            for gone, exported in sorted(self.store.handovers(survivor, event.event_id).items()):
+                handovers[(survivor, event.event_id, gone)] = None
+                if not has_merged(state, gone):
+                    changes.extend(absorb(self.engine, state, exported, event.ts, event.event_id))
         for source in merge_sources(event):
             gone = resolved.get(source, source)
             if gone == survivor or has_merged(state, gone):
@@ -751,6 +778,63 @@ class Processor:
                 states[gone] = touched[gone] = tomb
                 changes.extend(found)
             aliases[gone] = survivor
+            for key, value in list(resolved.items()):
+                if value == gone:
+                    resolved[key] = survivor
+            resolved[gone] = survivor
+        return changes
+
+    def _remote_source(
+        self,
+        event: Event,
+        survivor: str,
+        states: dict[str, CustomerState],
+        resolved: dict[str, str],
+    ) -> int | None:
+        """The home partition of a profile ``event`` merges that another worker owns (its
+        owner hands it over, :meth:`_hand_over`), or ``None`` when every one is local."""
+        for source in merge_sources(event):
+            gone = resolved.get(source, source)
+            merged = states.get(gone)
+            if gone == survivor or merged is None or merged.clock is None:
+                continue
+            if merged.home is not None and not self.store.owns(gone):
+                return merged.home
+        return None
+
+    def _hand_over(
+        self,
+        item: Item,
+        survivor: str,
+        states: dict[str, CustomerState],
+        resolved: dict[str, str],
+        touched: dict[str, CustomerState],
+        aliases: dict[str, str],
+        handovers: dict[tuple[str, str, str], bytes | None],
+    ) -> list[Change]:
+        """A merging event read on a partition that is not its customer's home: the profiles it
+        merges that are homed here leave (final ``null`` changes, tombstone, alias) and their
+        states are handed over to the survivor's owner, in this part's commit; the event is
+        then forwarded to the survivor's home, whose owner absorbs them (notes/identity.md)."""
+        event = item.event
+        changes: list[Change] = []
+        for source in merge_sources(event):
+            gone = resolved.get(source, source)
+            merged = states.get(gone)
+            if gone == survivor or merged is None or merged.home != item.partition:
+                continue
+            if is_merged_away(merged) or not self.store.owns(gone):
+                continue
+            if self.store.is_quarantined(gone):
+                raise StateQuarantined([gone])
+            found, tomb, exported = leave(self.engine, merged, survivor, event.ts, event.event_id)
+            changes.extend(found)
+            states[gone] = touched[gone] = tomb
+            aliases[gone] = survivor
+            if exported is not None:
+                handovers[(survivor, event.event_id, gone)] = exported.encode()
+                for population in self.engine.populations:
+                    population.forget(gone)
             for key, value in list(resolved.items()):
                 if value == gone:
                     resolved[key] = survivor

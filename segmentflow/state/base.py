@@ -77,10 +77,17 @@ class StateStore(ABC):
         states: Mapping[str, CustomerState],
         changes: Sequence[Change],
         aliases: Mapping[str, str] | None = None,
+        handovers: Mapping[tuple[str, str, str], bytes | None] | None = None,
     ) -> None:
         """Atomically write ``states``, their due moments, the population deltas of
-        ``changes`` and ``aliases`` (merged-away id -> the id it was merged into; CONTRACT §3
-        "Identity")."""
+        ``changes``, ``aliases`` (merged-away id -> the id it was merged into; CONTRACT §3
+        "Identity") and ``handovers`` ((survivor, merge id, merged-away id) -> the encoded
+        state handed over to the survivor's owner, or ``None``: taken, delete it)."""
+
+    def handovers(self, survivor: str, merge_id: str) -> dict[str, CustomerState]:
+        """The states handed over to ``survivor`` by the merge ``merge_id`` and not taken yet
+        (merged-away id -> state; notes/identity.md)."""
+        return {}
 
     def resolve_aliases(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """For each of ``customer_ids`` that was merged away, the profile it counts for now:

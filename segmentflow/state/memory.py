@@ -44,6 +44,8 @@ class MemoryStore(StateStore):
         #: merged-away id -> the id it was merged into, and the reverse (CONTRACT §3 Identity)
         self._alias: dict[str, str] = {}
         self._aliased: dict[str, set[str]] = {}
+        #: survivor -> (merge id, merged-away id) -> encoded state handed over
+        self._handovers: dict[str, dict[tuple[str, str], bytes]] = {}
 
     def get_meta(self, key: str) -> int | None:
         return self._meta.get(key)
@@ -69,7 +71,14 @@ class MemoryStore(StateStore):
         states: Mapping[str, CustomerState],
         changes: Sequence[Change],
         aliases: Mapping[str, str] | None = None,
+        handovers: Mapping[tuple[str, str, str], bytes | None] | None = None,
     ) -> None:
+        for (survivor_id, merge_id, gone), raw in (handovers or {}).items():
+            box = self._handovers.setdefault(survivor_id, {})
+            if raw is None:
+                box.pop((merge_id, gone), None)
+            else:
+                box[(merge_id, gone)] = raw
         for previous, survivor in (aliases or {}).items():
             self._unlink(previous)
             self._alias[previous] = survivor
@@ -100,6 +109,10 @@ class MemoryStore(StateStore):
                 out[cid] = target
         return out
 
+    def handovers(self, survivor: str, merge_id: str) -> dict[str, CustomerState]:
+        box = self._handovers.get(survivor, {})
+        return {g: CustomerState.decode(raw) for (m, g), raw in box.items() if m == merge_id}
+
     def _unlink(self, previous: str) -> None:
         old = self._alias.pop(previous, None)
         if old is not None:
@@ -107,6 +120,7 @@ class MemoryStore(StateStore):
 
     def erase(self, customer_id: str, tomb: CustomerState, changes: Sequence[Change]) -> None:
         self.commit({customer_id: tomb}, changes)
+        self._handovers.pop(customer_id, None)
         self._unlink(customer_id)
         pending = [customer_id]
         while pending:  # every alias resolving to it (a chain points through others)

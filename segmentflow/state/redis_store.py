@@ -26,7 +26,10 @@ Keys (``ns`` = namespace):
 - ``ns:alias`` (hash merged-away id -> the id it was merged into) and ``ns:aliased:<id>`` (set
   of the ids merged directly into ``<id>``): the alias map of identity merges (CONTRACT §3
   "Identity"), written in the commit's ``MULTI`` with the states of the merge; ``forget``
-  removes the aliases from the id and, through the sets, every alias resolving to it.
+  removes the aliases from the id and, through the sets, every alias resolving to it;
+- ``ns:handover:<survivor>``: hash ``<merge id>\x1f<merged-away id>`` -> the merged-away
+  profile's encoded state, written by its owner with its tombstone and taken (deleted) by the
+  survivor's owner in the commit that merges it (cross-worker merges, notes/identity.md).
 
 Every commit is one ``MULTI``/``EXEC`` round trip, so a crash never leaves half a batch: state,
 due moments, populations and the outbox move together.
@@ -260,12 +263,30 @@ class RedisStore(StateStore):
         states: Mapping[str, CustomerState],
         changes: Sequence[Change],
         aliases: Mapping[str, str] | None = None,
+        handovers: Mapping[tuple[str, str, str], bytes | None] | None = None,
     ) -> None:
         pipe = self.client.pipeline(transaction=True)
         self.add_to(pipe, states, changes)
         if aliases:
             self.queue_aliases(pipe, aliases, states)
+        for (survivor, merge_id, gone), raw in (handovers or {}).items():
+            key, field = self._handover_key(survivor), f"{merge_id}{SEP}{gone}"
+            if raw is None:
+                pipe.hdel(key, field)
+            else:
+                pipe.hset(key, field, raw)
         pipe.execute()
+
+    def _handover_key(self, survivor: str) -> str:
+        return f"{self.namespace}:handover:{survivor}"
+
+    def handovers(self, survivor: str, merge_id: str) -> dict[str, CustomerState]:
+        out: dict[str, CustomerState] = {}
+        for field, raw in self.client.hgetall(self._handover_key(survivor)).items():
+            mid, _, gone = field.decode().partition(SEP)
+            if mid == merge_id:
+                out[gone] = CustomerState.decode(raw)
+        return out
 
     @property
     def _alias_key(self) -> str:
@@ -411,6 +432,7 @@ class RedisStore(StateStore):
         if merged:
             pipe.hdel(self._alias_key, *merged)
         pipe.delete(self._aliased_key(customer_id), *map(self._aliased_key, merged))
+        pipe.delete(self._handover_key(customer_id))
         pipe.hdel(self.ranks.hash_key, customer_id)
         self.clv.queue_forget(pipe, customer_id)
         pipe.hdel(self._quarantine_key, customer_id)

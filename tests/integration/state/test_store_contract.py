@@ -391,3 +391,23 @@ def test_erase_drops_the_aliases_from_and_to_the_id(backend: Backend) -> None:
     assert s.resolve_aliases(["other"]) == {"other": "d"}  # an alias of another id stays
     s.commit({}, [], aliases={"c": "d"})  # a new merge after the forget is recorded again
     assert s.resolve_aliases(["c"]) == {"c": "d"}
+
+
+def test_handovers_are_kept_per_survivor_and_merge_until_taken(backend: Backend) -> None:
+    s = backend.store
+    anon = state("anon", 5, first_seen=1)
+    assert s.handovers("user", "m1") == {}
+    s.commit({"anon": state("anon")}, [], {"anon": "user"}, {("user", "m1", "anon"): anon.encode()})
+    assert s.handovers("user", "m1") == {"anon": anon}
+    assert s.handovers("user", "m2") == {} and s.handovers("other", "m1") == {}
+    if backend.reopen is not None:  # the survivor's owner is another process
+        assert backend.reopen().handovers("user", "m1") == {"anon": anon}
+    s.commit({"user": state("user")}, [], handovers={("user", "m1", "anon"): None})
+    assert s.handovers("user", "m1") == {}
+
+
+def test_erase_drops_the_handovers_to_the_id(backend: Backend) -> None:
+    s = backend.store
+    s.commit({}, [], handovers={("user", "m1", "anon"): state("anon", 5).encode()})
+    s.erase("user", state("user", None), [])
+    assert s.handovers("user", "m1") == {}

@@ -1,0 +1,145 @@
+"""Cross-worker identity merges over a real Redis (notes/identity.md): two processors, each
+owning one partition, play the hand-over as the workers do (a forwarded record is re-read on
+its target partition at a new offset). Every step repeated (a crash after its commit, before
+its ack: the record is read again) changes nothing; the outcome equals ``replay``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from segmentflow.bootstrap import replay_events
+from segmentflow.config import config_from_dict
+from segmentflow.schemas.changes import Change
+from segmentflow.schemas.timefmt import format_us
+from segmentflow.service.processor import InputRecord, Processor
+from segmentflow.state.redis_store import RedisStore
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_767_225_600_000_000
+HOUR = 3_600_000_000
+TOPIC = "website-events"
+CONFIG: dict[str, Any] = {
+    "persona": {"enabled": False},
+    "rules": [{"name": "viewer", "when": "product_views_30d >= 2"}],
+}
+
+
+class Side:
+    """One worker's processor, owning one partition, with its own offsets."""
+
+    def __init__(self, url: str, namespace: str, partition: int) -> None:
+        self.store = RedisStore(url, namespace, shards=2, outbox=True)
+        self.store.assign_partitions({partition})
+        self.processor = Processor(config_from_dict(CONFIG), self.store)
+        self.partition = partition
+        self.offset = 0
+        self.changes: list[Change] = []
+        self.last: InputRecord | None = None
+
+    def read(self, value: dict[str, Any]) -> list[InputRecord]:
+        """Read one record on the owned partition; return the records it forwards."""
+        raw = orjson.dumps(value)
+        rec = InputRecord(
+            TOPIC, "website", self.partition, self.offset, value["customer_id"].encode(), raw
+        )
+        self.offset += 1
+        self.last = rec
+        return self.again(rec)
+
+    def again(self, rec: InputRecord) -> list[InputRecord]:
+        """Read ``rec`` (again: a redelivery after a crash before its ack)."""
+        self.changes.extend(self.processor.process([rec]).changes)
+        return [r.record for r, _ in self.processor.take_forwards() if r.record is not None]
+
+
+@pytest.fixture
+def sides(redis_url: str, namespace: str) -> Iterator[tuple[Side, Side]]:
+    made = (Side(redis_url, namespace, 0), Side(redis_url, namespace, 1))
+    yield made
+    for side in made:
+        side.store.close()
+
+
+def ev(eid: str, cid: str, kind: str, hours: int, **extra: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {"url": "/"} if kind == "page_view" else {"product_id": "p"}
+    if kind == "identify":
+        props = {"traits": {"email": "a@b.c"}}
+    if kind == "alias":
+        props = {"previous_id": extra.pop("previous_id")}
+    return {
+        "event_id": eid,
+        "customer_id": cid,
+        "type": kind,
+        "timestamp": format_us(T0 + hours * HOUR),
+        "properties": props,
+        **extra,
+    }
+
+
+def _rows(changes: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
+    out: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+    for c in changes:
+        d = c["data"]
+        if d["dimension"] == "rfm":
+            continue
+        key = (d["customer_id"], d["dimension"])
+        out[key].append((c["id"], d["previous"], d["current"], c["time"], d["cause"], d["reason"]))
+    return dict(out)
+
+
+def _forward(side: Side, rec: InputRecord) -> InputRecord:
+    return InputRecord(rec.topic, rec.kind, side.partition, side.offset, rec.key, rec.value)
+
+
+def test_a_merge_across_workers_hands_the_state_over_once(sides: tuple[Side, Side]) -> None:
+    known, anonymous = sides  # the user's home is partition 0, the anonymous id's partition 1
+    history = [
+        ev("v1", "anon", "page_view", 0),
+        ev("v2", "anon", "product_view", 1),
+        ev("v3", "anon", "product_view", 2),
+    ]
+    for event in history:
+        assert anonymous.read(event) == []
+    assert known.read(ev("u0", "user", "page_view", 3)) == []
+    identify = ev("i1", "user", "identify", 4, anonymous_id="anon")
+    history += [ev("u0", "user", "page_view", 3), identify]
+
+    request = known.read(identify)  # the anonymous profile is the other worker's: ask it
+    assert len(request) == 1 and known.changes[-1].event_id == "u0"
+    assert known.last is not None and known.again(known.last) == request  # a redelivery
+    to_anon = _forward(anonymous, request[0])
+    anonymous.offset += 1
+    reply = anonymous.again(to_anon)  # it leaves: final nulls, tombstone, alias, hand-over
+    assert len(reply) == 1 and known.store.handovers("user", "i1").keys() == {"anon"}
+    assert anonymous.again(to_anon) == reply  # a redelivery: nothing more, forwarded again
+    to_user = _forward(known, reply[0])
+    known.offset += 1
+    known.again(to_user)  # absorbed, then the identify applied
+    known.again(to_user)  # a redelivered forward: a duplicate
+    second = _forward(known, reply[0])  # the repeated hand-over's forward, at a new offset
+    known.offset += 1
+    known.again(second)
+    assert known.store.handovers("user", "i1") == {}
+
+    late = ev("v4", "anon", "product_view", 5)  # keyed by the merged-away id
+    forwarded = anonymous.read(late)
+    assert len(forwarded) == 1
+    known.offset += 1
+    known.again(_forward(known, forwarded[0]))
+    history.append(late)
+
+    got = [c.to_cloudevent() for c in known.changes + anonymous.changes]
+    want = replay_events(history, config_from_dict(CONFIG), T0 + 5 * HOUR)
+    assert _rows(got) == _rows(want)
+    user = known.store.get("user")
+    assert user is not None and user.totals[4] == 3  # product_views: 2 anonymous + 1 forwarded
+    assert known.store.resolve_aliases(["anon"]) == {"anon": "user"}
+    final = [c for c in anonymous.changes if c.customer_id == "anon" and c.current is None]
+    assert {c.dimension for c in final} == {"lifecycle", "rule:viewer"}
+    assert all(c.reason == {"merged_into": "user"} and c.cause == "merge" for c in final)
