@@ -1,0 +1,140 @@
+"""Identity merges across two workers (real Tansu broker, real Redis, worker processes): each
+anonymous id and its user live on partitions owned by different workers. Anonymous views, then
+``identify(user, anonymous_id)``, then an order and a late event keyed by the anonymous id: the
+change topic equals ``replay`` (merges included) and every event is applied once
+(notes/identity.md)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from support.metrics import fetch_text
+from support.streams import (
+    ChangeReader,
+    Event,
+    compare,
+    expected_changes,
+    metric_sum,
+    produce_kafka_python,
+    worker_clock,
+    write_config,
+)
+
+from segmentflow.devstack import DevStack
+from segmentflow.state.redis_store import RedisStore, kafka_partition
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """\
+rfm: {enabled: false}
+persona: {enabled: false}
+rules:
+  - name: viewer
+    when: 'product_views_30d >= 2'
+"""
+START = (datetime.now(UTC) - timedelta(days=3)).replace(microsecond=0)
+
+
+def _event(n: int, cid: str, kind: str, minutes: int, **extra: Any) -> Event:
+    props: dict[str, Any] = {
+        "page_view": {"url": "/"},
+        "product_view": {"product_id": "p1"},
+        "identify": {"traits": {"email": f"{cid}@example.com"}},
+        "order_completed": {"order_id": f"o{n}", "revenue": 30, "currency": "EUR"},
+    }[kind]
+    body = {
+        "event_id": f"{cid}-{n}",
+        "customer_id": cid,
+        "type": kind,
+        "timestamp": (START + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "properties": props,
+        **extra,
+    }
+    topic = "purchase" if kind == "order_completed" else "website"
+    return Event(topic, cid.encode(), orjson.dumps(body), body)
+
+
+def _wait_applied(stack: DevStack, count: int, reader: ChangeReader) -> list[str]:
+    """Wait until the workers applied ``count`` events (progress-based, generous limit)."""
+    deadline = time.monotonic() + 180
+    texts: list[str] = []
+    while time.monotonic() < deadline:
+        reader.poll(0.5)
+        texts = [fetch_text(stack, i) for i in range(2)]
+        applied = sum(metric_sum(t, "segmentflow_events_applied_total") for t in texts)
+        if applied >= count:
+            break
+    return texts
+
+
+def test_merges_across_two_workers_equal_replay(tmp_path: Path, redis_url: str) -> None:
+    config = write_config(tmp_path, CONFIG)
+    with DevStack(workers=0, config=str(config), redis_url=redis_url) as stack:
+        reader = ChangeReader(stack.settings)
+        stack.start_worker()
+        stack.start_worker()
+        stack.wait_healthy(90)
+        website = stack.settings.topic_website_events
+        deadline = time.monotonic() + 120
+        owner: dict[int, int] = {}
+        while time.monotonic() < deadline and len(owner) < stack.partitions:
+            for index in range(2):
+                _, owned = worker_clock(fetch_text(stack, index))
+                owner.update({p: index for t, p in owned if t == website})
+            time.sleep(0.5)
+        assert len(owner) == stack.partitions and set(owner.values()) == {0, 1}
+        pairs = []
+        for n in range(200):
+            user, anon = f"user-{n}", f"anon-{n}"
+            pu, pa = (
+                kafka_partition(user, stack.partitions),
+                kafka_partition(anon, stack.partitions),
+            )
+            if owner[pu] != owner[pa]:
+                pairs.append((user, anon))
+            if len(pairs) == 4:
+                break
+        anonymous = [
+            _event(k, anon, kind, 10 * i + k)
+            for i, (_, anon) in enumerate(pairs)
+            for k, kind in enumerate(["page_view", "product_view", "product_view"])
+        ]
+        produce_kafka_python(stack.settings, anonymous)
+        _wait_applied(stack, len(anonymous), reader)
+        identified = [
+            _event(9, user, "identify", 100 + i, anonymous_id=anon)
+            for i, (user, anon) in enumerate(pairs)
+        ]
+        produce_kafka_python(stack.settings, identified)
+        _wait_applied(stack, len(anonymous) + len(identified), reader)
+        later = [_event(20, user, "order_completed", 200 + i) for i, (user, _) in enumerate(pairs)]
+        later += [_event(30, anon, "product_view", 210 + i) for i, (_, anon) in enumerate(pairs)]
+        produce_kafka_python(stack.settings, later)
+        events = anonymous + identified + later
+        texts = _wait_applied(stack, len(events), reader)
+        expected = expected_changes(events, config)
+        reader.wait_complete(expected, timeout=30)
+        reader.close()
+        forwarded = sum(metric_sum(t, "segmentflow_events_forwarded_total") for t in texts)
+        applied = sum(metric_sum(t, "segmentflow_events_applied_total") for t in texts)
+        store = RedisStore(redis_url, stack.settings.namespace)
+        aliases = store.resolve_aliases([anon for _, anon in pairs])
+        users = store.load_many([user for user, _ in pairs])
+        store.close()
+    outcome = compare(reader.values, expected)
+    print(
+        f"\n[identity two workers] pairs={len(pairs)} events={len(events)} "
+        f"changes={len(expected)} delivered={outcome.deliveries} forwarded={forwarded}"
+    )
+    assert not outcome.problems, "\n".join(outcome.problems)
+    assert applied == len(events)
+    assert forwarded >= 3 * len(pairs)  # request, hand-over reply, the late anonymous event
+    assert aliases == {anon: user for user, anon in pairs}
+    assert all(s.totals[4] == 3 for s in users.values()) and len(users) == len(pairs)
+    merged = [orjson.loads(v) for v in reader.values]
+    assert any(c["data"]["cause"]["kind"] == "merge" for c in merged)
