@@ -55,6 +55,8 @@ def merge_sources(event: Event) -> tuple[str, ...]:
     >>> merge_sources(Event("e", "u", "page_view", 0, anonymous_id="u"))
     ()
     """
+    if event.anonymous_id is None and event.previous_id is None:  # the common case
+        return ()
     out: tuple[str, ...] = ()
     if event.type == "alias" and event.previous_id and event.previous_id != event.customer_id:
         out = (event.previous_id,)

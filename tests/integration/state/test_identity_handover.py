@@ -90,7 +90,9 @@ def _rows(changes: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[Any
             continue
         key = (d["customer_id"], d["dimension"])
         out[key].append((c["id"], d["previous"], d["current"], c["time"], d["cause"], d["reason"]))
-    return dict(out)
+    return {
+        key: sorted(rows, key=lambda r: int(r[0].rsplit("/", 1)[1])) for key, rows in out.items()
+    }
 
 
 def _forward(side: Side, rec: InputRecord) -> InputRecord:
@@ -143,3 +145,31 @@ def test_a_merge_across_workers_hands_the_state_over_once(sides: tuple[Side, Sid
     final = [c for c in anonymous.changes if c.customer_id == "anon" and c.current is None]
     assert {c.dimension for c in final} == {"lifecycle", "rule:viewer"}
     assert all(c.reason == {"merged_into": "user"} and c.cause == "merge" for c in final)
+
+
+def test_a_rebalance_between_the_steps_moves_the_work_with_the_partition(
+    sides: tuple[Side, Side],
+) -> None:
+    known, anonymous = sides
+    history = [ev("v1", "anon", "product_view", 0), ev("v2", "anon", "product_view", 1)]
+    for event in history:
+        anonymous.read(event)
+    alias = ev("x1", "user", "alias", 2, previous_id="anon")  # the user's first event
+    history.append(alias)
+    [request] = known.read(alias)
+    # the anonymous id's owner dies before reading the request: its partition moves to the
+    # known id's worker, which now owns both and reads the request there
+    anonymous.store.revoke_partitions()
+    known.store.assign_partitions({0, 1})
+    known.partition = 1
+    [reply] = known.again(_forward(known, request))
+    known.partition = 0
+    assert reply.partition == 1 and known.store.handovers("user", "x1").keys() == {"anon"}
+    known.offset += 1
+    assert known.again(_forward(known, reply)) == []
+    assert known.store.handovers("user", "x1") == {}
+    got = [c.to_cloudevent() for c in known.changes + anonymous.changes]
+    want = replay_events(history, config_from_dict(CONFIG), T0 + 2 * HOUR)
+    assert _rows(got) == _rows(want)
+    user = known.store.get("user")
+    assert user is not None and user.totals[4] == 2 and user.home == 0
