@@ -23,6 +23,7 @@ from segmentflow.service.clv_share import SharedClvRefit
 from segmentflow.service.processor import Processor
 from segmentflow.state.base import StateStore
 from segmentflow.state.members import RedisMembers
+from segmentflow.state.members_rebuild import RebuildReport
 from segmentflow.state.memory import MemoryStore
 from segmentflow.state.personas import PersonaModelStore
 from segmentflow.state.ranks import RankSync
@@ -61,6 +62,16 @@ def memory_store(outbox: bool = False) -> StateStore:
 def member_reader(store: RedisStore) -> RedisMembers:
     """The membership index of ``store`` (``segmentflow members``)."""
     return RedisMembers(store.client, store.namespace)
+
+
+def rebuild_members(
+    store: RedisStore, progress: Callable[[RebuildReport], None] | None = None
+) -> RebuildReport:
+    """Rebuild ``store``'s membership index from its states (``segmentflow members --rebuild``;
+    see :mod:`segmentflow.state.members_rebuild`)."""
+    from segmentflow.state import members_rebuild
+
+    return members_rebuild.rebuild_members(store, progress=progress)
 
 
 def outbox_backlog(settings: Settings) -> int | None:

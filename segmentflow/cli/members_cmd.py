@@ -1,5 +1,7 @@
 """``segmentflow members DIMENSION VALUE [--format jsonl|csv] [--limit N]`` (CONTRACT §5): the
-customers currently in a segment, one per line, streamed from Redis page by page."""
+customers currently in a segment, one per line, streamed from Redis page by page.
+``segmentflow members --rebuild`` rebuilds the membership index from the stored states (for
+state stored before the index existed; safe next to running workers)."""
 
 from __future__ import annotations
 
@@ -27,10 +29,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the customers currently in a segment (an audience), one per line",
         description="Stream the customers in segment DIMENSION=VALUE with the time each entered "
         "(e.g. `segmentflow members lifecycle at_risk --format csv > at_risk.csv`; rule "
-        "segments: `segmentflow members rule:NAME in`).",
+        "segments: `segmentflow members rule:NAME in`). `segmentflow members --rebuild` "
+        "rebuilds the index from the stored states (state written before the index existed).",
     )
-    p.add_argument("dimension", help="lifecycle, rfm, persona or rule:<name>")
-    p.add_argument("value", help="the segment's value (rule segments: in)")
+    p.add_argument("dimension", nargs="?", help="lifecycle, rfm, persona or rule:<name>")
+    p.add_argument("value", nargs="?", help="the segment's value (rule segments: in)")
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rebuild the membership index from the stored states, then exit",
+    )
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="default jsonl")
     p.add_argument("--limit", type=positive, default=None, help="at most N members")
     p.set_defaults(func=run)
@@ -38,6 +46,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace, console: Console) -> int:
     settings = Settings()
+    if args.rebuild:
+        return rebuild(settings, console)
+    if args.dimension is None or args.value is None:
+        console.print("give DIMENSION and VALUE (e.g. `segmentflow members lifecycle at_risk`)")
+        return 2
     store = bootstrap.redis_store(settings)
     reader = bootstrap.member_reader(store)
     try:
@@ -53,4 +66,18 @@ def run(args: argparse.Namespace, console: Console) -> int:
             f"nobody is in segment {args.dimension} {args.value!r}{hint}", highlight=False
         )
     store.close()
+    return 0
+
+
+def rebuild(settings: Settings, console: Console) -> int:
+    """``--rebuild``: the index made exact from the states; a summary on stderr."""
+    store = bootstrap.redis_store(settings)
+    err = Console(stderr=True)
+    report = bootstrap.rebuild_members(store)
+    store.close()
+    err.print(
+        f"members index rebuilt: {report.customers} customers, {report.added} memberships "
+        f"added, {report.removed} removed ({report.retried} pages read again after a commit)",
+        highlight=False,
+    )
     return 0

@@ -1,0 +1,143 @@
+"""Rebuild the membership index from the stored states (``segmentflow members --rebuild``).
+
+The index (:mod:`segmentflow.state.members`) is written by every commit from the changes it
+holds, so it only misses what was stored before it existed (state written by an older version,
+or keys restored without their ``ns:m:*`` sets). The rebuild makes it exact again, safely next
+to running workers:
+
+1. every stored customer is added to the segments its values say (``ZADD NX``: a member already
+   indexed keeps its ``since``; a missing one gets the customer's clock, the time of its latest
+   event or evaluation, since the time it entered was never stored);
+2. every indexed member whose state no longer holds that value (or has no state) is removed.
+
+Each page of customers is read under ``WATCH`` of their state keys and written in one
+``MULTI``: a worker committing one of them meanwhile makes the page start again, so the rebuild
+never re-adds a member that a concurrent commit just removed (or the reverse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from segmentflow.engine.state import CustomerState
+from segmentflow.state.members import SEP, indexed, segment_key
+from segmentflow.state.redis_store import RedisStore
+
+
+@dataclass(slots=True)
+class RebuildReport:
+    """What a rebuild did."""
+
+    customers: int = 0
+    added: int = 0
+    removed: int = 0
+    #: pages read again because a worker committed one of their customers meanwhile
+    retried: int = 0
+
+
+def _segments(state: CustomerState | None) -> dict[str, str]:
+    """dimension -> indexed value of a state (what the index should list it under)."""
+    if state is None:
+        return {}
+    out = {}
+    for dim, value in state.values.items():
+        member = indexed(dim, value)
+        if member is not None:
+            out[dim] = member
+    return out
+
+
+def _pages(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    page: list[str] = []
+    for item in items:
+        page.append(item)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+Write = Callable[[Any, dict[str, CustomerState]], None]
+
+
+def _watched(store: RedisStore, ids: list[str], write: Write) -> tuple[int, int]:
+    """Queue ``write``'s commands for the states of ``ids`` in one MULTI under WATCH of their
+    keys, again until no commit interfered; (sum of the replies: members added or removed,
+    retries)."""
+    keys = [store._state_key(cid) for cid in ids]
+    retries = 0
+    with store.client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(*keys)
+                states = store.load_many(ids, sync_ranks=False)
+                pipe.multi()
+                write(pipe, states)
+                return sum(int(n) for n in pipe.execute()), retries
+            except redis.WatchError:
+                retries += 1
+
+
+def rebuild_members(
+    store: RedisStore, page: int = 500, progress: Callable[[RebuildReport], None] | None = None
+) -> RebuildReport:
+    """Make ``store``'s membership index list exactly the segments its states hold."""
+    ns = store.namespace
+    report = RebuildReport()
+
+    def add(pipe: Any, states: dict[str, CustomerState]) -> None:
+        for cid, state in states.items():
+            for dim, value in _segments(state).items():
+                pipe.zadd(segment_key(ns, dim, value), {cid: state.clock or 0}, nx=True)
+
+    for ids in _pages(store.iter_ids(), page):
+        added, retries = _watched(store, ids, add)
+        report.customers += len(ids)
+        report.added += added
+        report.retried += retries
+        if progress is not None:
+            progress(report)
+
+    for dim, value in _known(store):
+        key = segment_key(ns, dim, value)
+        members = (m.decode() for m, _ in store.client.zscan_iter(key, count=page))
+        for ids in _pages(members, page):
+
+            def remove(
+                pipe: Any,
+                states: dict[str, CustomerState],
+                ids: list[str] = ids,
+                dim: str = dim,
+                value: str = value,
+                key: str = key,
+            ) -> None:
+                gone = [
+                    cid
+                    for cid in ids
+                    if _segments(states.get(cid)).get(dim) != value
+                    and not (cid not in states and store.is_quarantined(cid))  # unreadable: kept
+                ]
+                if gone:
+                    pipe.zrem(key, *gone)
+
+            removed, retries = _watched(store, ids, remove)
+            report.removed += removed
+            report.retried += retries
+        if progress is not None:
+            progress(report)
+    return report
+
+
+def _known(store: RedisStore) -> list[tuple[str, str]]:
+    """Every segment with an index key (from the keys themselves: ``ns:m:*``)."""
+    prefix = f"{store.namespace}:m:"
+    out = []
+    for key in store.client.scan_iter(match=f"{prefix}*", count=1000):
+        dim, _, value = key.decode()[len(prefix) :].partition(SEP)
+        out.append((dim, value))
+    return sorted(out)
