@@ -7,6 +7,7 @@ change topic equals ``replay`` (merges included) and every event is applied once
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from support.streams import (
 )
 
 from segmentflow.devstack import DevStack
+from segmentflow.engine.identity import has_merged
 from segmentflow.state.redis_store import RedisStore, kafka_partition
 
 pytestmark = pytest.mark.integration
@@ -72,9 +74,32 @@ def _wait_applied(stack: DevStack, count: int, reader: ChangeReader) -> list[str
     return texts
 
 
-def test_merges_across_two_workers_equal_replay(tmp_path: Path, redis_url: str) -> None:
+def _merged(redis_url: str, namespace: str, pairs: list[tuple[str, str]], views: int) -> bool:
+    """Whether every user's stored state has merged its anonymous id and counts ``views``."""
+    store = RedisStore(redis_url, namespace)
+    try:
+        users = store.load_many([user for user, _ in pairs])
+    finally:
+        store.close()
+    return len(users) == len(pairs) and all(
+        has_merged(users[user], anon) and users[user].totals[4] == views for user, anon in pairs
+    )
+
+
+def _wait(check: Callable[[], bool], reader: ChangeReader, limit: float = 180) -> None:
+    """Wait until ``check()`` holds (generous overall limit; the assertions then say what)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and not check():
+        reader.poll(0.5)
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["clean", "sigkill"])
+def test_merges_across_two_workers_equal_replay(
+    tmp_path: Path, redis_url: str, crash: bool
+) -> None:
     config = write_config(tmp_path, CONFIG)
     with DevStack(workers=0, config=str(config), redis_url=redis_url) as stack:
+        namespace = stack.settings.namespace
         reader = ChangeReader(stack.settings)
         stack.start_worker()
         stack.start_worker()
@@ -111,30 +136,38 @@ def test_merges_across_two_workers_equal_replay(tmp_path: Path, redis_url: str) 
             for i, (user, anon) in enumerate(pairs)
         ]
         produce_kafka_python(stack.settings, identified)
-        _wait_applied(stack, len(anonymous) + len(identified), reader)
+        if crash:  # one worker dies somewhere in the hand-overs; a new one takes its partitions
+            time.sleep(0.3)
+            stack.kill_worker(1)
+            stack.start_worker()
+            stack.wait_healthy(90)
+        _wait(lambda: _merged(redis_url, namespace, pairs, 2), reader)
         later = [_event(20, user, "order_completed", 200 + i) for i, (user, _) in enumerate(pairs)]
         later += [_event(30, anon, "product_view", 210 + i) for i, (_, anon) in enumerate(pairs)]
         produce_kafka_python(stack.settings, later)
         events = anonymous + identified + later
-        texts = _wait_applied(stack, len(events), reader)
+        _wait(lambda: _merged(redis_url, namespace, pairs, 3), reader)
         expected = expected_changes(events, config)
         reader.wait_complete(expected, timeout=30)
         reader.close()
+        texts = [fetch_text(stack, i) for i in range(2)]
         forwarded = sum(metric_sum(t, "segmentflow_events_forwarded_total") for t in texts)
         applied = sum(metric_sum(t, "segmentflow_events_applied_total") for t in texts)
-        store = RedisStore(redis_url, stack.settings.namespace)
+        store = RedisStore(redis_url, namespace)
         aliases = store.resolve_aliases([anon for _, anon in pairs])
-        users = store.load_many([user for user, _ in pairs])
         store.close()
+        merged_all = _merged(redis_url, namespace, pairs, 3)
     outcome = compare(reader.values, expected)
     print(
-        f"\n[identity two workers] pairs={len(pairs)} events={len(events)} "
-        f"changes={len(expected)} delivered={outcome.deliveries} forwarded={forwarded}"
+        f"\n[identity two workers, {'sigkill' if crash else 'clean'}] pairs={len(pairs)} "
+        f"events={len(events)} changes={len(expected)} delivered={outcome.deliveries} "
+        f"duplicates={outcome.duplicates} forwarded={forwarded} applied={applied}"
     )
     assert not outcome.problems, "\n".join(outcome.problems)
-    assert applied == len(events)
-    assert forwarded >= 3 * len(pairs)  # request, hand-over reply, the late anonymous event
+    assert merged_all, "every user merged its anonymous id once and counts its 3 views"
     assert aliases == {anon: user for user, anon in pairs}
-    assert all(s.totals[4] == 3 for s in users.values()) and len(users) == len(pairs)
+    if not crash:  # a killed worker's counters die with it
+        assert applied == len(events)
+        assert forwarded >= 3 * len(pairs)  # request, hand-over reply, the late anonymous event
     merged = [orjson.loads(v) for v in reader.values]
     assert any(c["data"]["cause"]["kind"] == "merge" for c in merged)
