@@ -110,6 +110,11 @@ VALUES = ("likely_lost", "high_value", "growing", "steady")
 CODE = {value: i + 1 for i, value in enumerate(VALUES)}
 
 
+def _number(value: float) -> float | str:
+    """A float for JSON: non-finite ones as text (``float()`` reads them back)."""
+    return value if math.isfinite(value) else repr(value)
+
+
 @dataclass(frozen=True, slots=True)
 class ClvFit:
     """The population parameters in force from refit moment ``at`` (also when that refit kept
@@ -120,6 +125,8 @@ class ClvFit:
     >>> fit = ClvFit(7 * DAY_US, 3, 1, {"r": 0.25}, 40.0, 120)
     >>> ClvFit.loads(fit.dumps()) == fit
     True
+    >>> ClvFit.loads(ClvFit(0, 0, 0, {}, math.inf, 0).dumps()).high_value_min
+    inf
     """
 
     at: int
@@ -136,8 +143,8 @@ class ClvFit:
                 "at": self.at,
                 "population_version": self.population_version,
                 "refits": self.refits,
-                "fitted": self.fitted,
-                "high_value_min": self.high_value_min,
+                "fitted": {k: _number(v) for k, v in self.fitted.items()},
+                "high_value_min": _number(self.high_value_min),
                 "customers": self.customers,
             },
             option=orjson.OPT_SORT_KEYS,

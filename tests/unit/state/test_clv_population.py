@@ -5,6 +5,7 @@ the shared path gives what the in-process refit of ``replay`` gives."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,8 +33,14 @@ class SharingStore(MemoryStore):
         super().__init__()
         self.population = population
 
-    def commit(self, states: Mapping[str, CustomerState], changes: Sequence[Change]) -> None:
-        super().commit(states, changes)
+    def commit(
+        self,
+        states: Mapping[str, CustomerState],
+        changes: Sequence[Change],
+        *more: Any,
+        **named: Any,
+    ) -> None:
+        super().commit(states, changes, *more, **named)
         self.population.commit(states)
 
 
