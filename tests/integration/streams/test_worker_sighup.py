@@ -29,8 +29,8 @@ pytestmark = pytest.mark.integration
 
 #: overall limit of one wait (a loaded machine is slow; each wait ends once its condition holds)
 LIMIT_S = 240.0
-BASE = "rfm: {enabled: false}\npersona: {enabled: false}\n"
-WITH_RULE = BASE + "rules:\n  - name: big\n    when: 'revenue >= 150.0'\n"
+EXACT = "rfm: {enabled: false}\npersona: {enabled: false}\n"
+RULE = "rules:\n  - name: big\n    when: 'revenue >= 150.0'\n"
 
 
 def _wait(condition: Callable[[], bool], what: str, limit: float = LIMIT_S) -> None:
@@ -46,11 +46,13 @@ def _big(reader: ChangeReader) -> list[dict[str, Any]]:
     return [d for d in changes if d["dimension"] == "rule:big"]
 
 
+@pytest.mark.parametrize("base", [EXACT, ""], ids=["rfm-personas-off", "defaults"])
 def test_sighup_fills_a_new_rule_and_a_broken_file_keeps_the_old_config(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, base: str
 ) -> None:
+    """With the defaults, RFM (its rank sync) and personas (their model store) are on."""
     config = tmp_path / "segmentflow.yaml"
-    config.write_text(BASE)
+    config.write_text(base)
     events = purchases(40, seed=21, days=200)
     with DevStack(workers=1, config=str(config), redis_url=redis_url) as stack:
         produce_kafka_python(stack.settings, events)
@@ -62,7 +64,7 @@ def test_sighup_fills_a_new_rule_and_a_broken_file_keeps_the_old_config(
         reader = ChangeReader(stack.settings)
         worker = stack.workers[0]
 
-        config.write_text(WITH_RULE)
+        config.write_text(base + RULE)
         os.kill(worker.pid, signal.SIGHUP)
         expected = [
             c["data"]
