@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from segmentflow.config import SegmentConfig
 from segmentflow.engine.engine import Engine
 from segmentflow.engine.identity import (
+    MERGED,
+    MERGED_INTO,
     absorb,
     has_merged,
     is_merged_away,
@@ -684,7 +686,21 @@ class Processor:
         for population in self.engine.populations:  # RFM's rank index, ...
             population.forget(customer_id)
         self._count(changes)
+        if state is not None and state.extra.get(MERGED):
+            self._unlink_merged(customer_id, state.extra[MERGED])
         return changes
+
+    def _unlink_merged(self, customer_id: str, merged_ids: Sequence[str]) -> None:
+        """After a forget: the tombstones of the ids merged into the customer keep their
+        sequence numbers (a change id is never reused) but no longer name it."""
+        states = self.store.load_many(merged_ids)
+        unlinked = {
+            gone: CustomerState(gone, seqs=dict(s.seqs), home=s.home)
+            for gone, s in states.items()
+            if is_merged_away(s) and s.extra.get(MERGED_INTO) == customer_id
+        }
+        if unlinked:
+            self.store.commit(unlinked, [])
 
     def erase(self, item: Item, held: Sequence[Item] = ()) -> list[Change] | None:
         """Apply a ``forget`` command read from Kafka, with the customer's events read before
