@@ -43,12 +43,13 @@ START = (datetime.now(UTC) - timedelta(days=3)).replace(microsecond=0)
 
 
 def _event(n: int, cid: str, kind: str, minutes: int, **extra: Any) -> Event:
-    props: dict[str, Any] = {
+    table: dict[str, dict[str, Any]] = {
         "page_view": {"url": "/"},
         "product_view": {"product_id": "p1"},
         "identify": {"traits": {"email": f"{cid}@example.com"}},
         "order_completed": {"order_id": f"o{n}", "revenue": 30, "currency": "EUR"},
-    }[kind]
+    }
+    props = table[kind]
     body = {
         "event_id": f"{cid}-{n}",
         "customer_id": cid,
