@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +143,68 @@ class RankIndex:
         self._revenue[slot] = revenue
         for values, value in zip(self._lists, metrics, strict=True):
             values.add(value)
+
+    def load(
+        self,
+        ids: Sequence[str],
+        metrics: Sequence[Metrics],
+        given: Sequence[Scores | None] | None = None,
+    ) -> None:
+        """Add many customers at once: the same as ``update(ids[i], metrics[i])`` (then
+        ``record(ids[i], given[i])`` where scores are given) for each ``i`` in order (a repeated
+        customer keeps its first position, its last metrics and its last scores given), but an
+        empty index is built in bulk: the arrays filled at once and each sorted list made from
+        one sorted array, instead of one sorted-list insert per value.
+
+        Examples
+        --------
+        >>> ranks = RankIndex()
+        >>> ranks.load(["a", "b"], [(10, 1, 5.0), (20, 3, 50.0)], [(1, 1, 1), None])
+        >>> ranks.scores("b"), ranks.recorded("a"), ranks.recorded("b")
+        ((3, 3, 3), (1, 1, 1), None)
+        >>> ranks.sweep()
+        [('b', (3, 3, 3))]
+        """
+        if given is None:
+            given = [None] * len(ids)
+        if self._ids:  # not empty (or slots to reuse): one by one
+            for cid, values, scores in zip(ids, metrics, given, strict=True):
+                self.update(cid, values)
+                if scores is not None:
+                    self.record(cid, scores)
+            return
+        if len(set(ids)) != len(ids):  # repeats (a SCAN may return a key twice)
+            chosen: dict[str, tuple[Metrics, Scores | None]] = {}
+            for cid, values, scores in zip(ids, metrics, given, strict=True):
+                if scores is None and cid in chosen:
+                    scores = chosen[cid][1]
+                chosen[cid] = (values, scores)
+            ids = list(chosen)
+            metrics = [values for values, _ in chosen.values()]
+            given = [scores for _, scores in chosen.values()]
+        n = len(ids)
+        if not n:
+            return
+        while len(self._alive) < n:
+            self._grow()
+        self._ids = list(ids)
+        self._slots = dict(zip(ids, zip(range(n), metrics, strict=True), strict=True))
+        lasts, counts, revenues = zip(*metrics, strict=True)
+        last = np.array(lasts, dtype=np.int64)
+        orders = np.array(counts, dtype=np.int64)
+        revenue = np.array(revenues, dtype=np.float64)
+        self._last[:n], self._orders[:n], self._revenue[:n] = last, orders, revenue
+        self._alive[:n] = True
+        self._order[:n] = np.arange(n)
+        self._sequence = n
+        given_at = [i for i, scores in enumerate(given) if scores is not None]
+        if given_at:
+            known = [scores for scores in given if scores is not None]
+            self._recorded[given_at] = np.array(known, dtype=np.int8)
+        # each list from its column sorted once (already sorted input sorts in linear time)
+        r, f, m = (SortedList(np.sort(column).tolist()) for column in (last, orders, revenue))
+        self._lists = (r, f, m)
+        self.version += n
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -315,8 +377,9 @@ class RfmSlice(StateSlice):
         return cls(list(data) if data else None)
 
 
-def _scores_of(state: CustomerState) -> list[int] | None:
-    """The recorded scores without creating a slice (CEL reads every customer)."""
+def given_scores(state: CustomerState) -> list[int] | None:
+    """The (R, F, M) scores ``state`` was last given (its RFM slice), without creating a slice
+    (CEL reads every customer; the rank sync stores them with the metrics)."""
     held = state.slices.get(Rfm.kind)
     if held is None:
         legacy: list[int] | None = state.extra.get(_LEGACY)
@@ -329,7 +392,7 @@ def _scores_of(state: CustomerState) -> list[int] | None:
 
 def _score_getter(index: int) -> Getter:
     def get(state: CustomerState, _today: int) -> int | None:
-        scores = _scores_of(state)
+        scores = given_scores(state)
         return None if scores is None else int(scores[index])
 
     return get
@@ -417,7 +480,7 @@ class Rfm(Dimension, PopulationWork):
     def explain(
         self, state: CustomerState, name: str, value: str | None, t: int, env: Mapping[str, Any]
     ) -> dict[str, Any] | None:
-        scores = _scores_of(state)
+        scores = given_scores(state)
         return None if scores is None else dict(zip("rfm", scores, strict=True))
 
     # -- population ---------------------------------------------------------------------------

@@ -2,10 +2,15 @@
 ``ns:rfm:log`` (a stream of metric updates).
 
 Every worker keeps an exact local :class:`RankIndex` of the whole population, loaded from the
-hash at start (:meth:`RedisRankSync.attach`) and kept current by reading the stream with each
-batch. The :class:`~segmentflow.state.redis_store.RedisStore` drives it: its loads queue the
-stream read (:meth:`RedisRankSync.queue_read`) in their round trip, and its commits queue the
-metric writes (:meth:`RedisRankSync.queue_commit`) in their transaction.
+hash at start (:meth:`RedisRankSync.attach`, in bulk) and kept current by reading the stream
+with each batch. Each entry also holds the scores the customer was last given (its state's RFM
+slice, committed in the same transaction), so a restarted worker's index knows who was given
+what: its first sweep moves only the customers whose scores really changed, as an
+uninterrupted worker's would, and other workers' customers are not re-walked at every sweep.
+
+The :class:`~segmentflow.state.redis_store.RedisStore` drives it: its loads queue the stream
+read (:meth:`RedisRankSync.queue_read`) in their round trip, and its commits queue the metric
+writes (:meth:`RedisRankSync.queue_commit`) in their transaction.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import orjson
 import redis
 
 from segmentflow.engine.state import CustomerState, T
-from segmentflow.segmenters.rfm import Metrics, RankIndex
+from segmentflow.segmenters.rfm import Metrics, RankIndex, Scores, given_scores
 from segmentflow.state.ranks import RankSync
 
 #: how long ``rfm:log`` keeps an entry (ms of Redis server time)
@@ -64,12 +69,33 @@ class RedisRankSync(RankSync):
     def attach(self, ranks: RankIndex) -> None:
         last = self.client.xrevrange(self.log_key, count=1)
         self._log_id = last[0][0].decode() if last else "0-0"
+        reload = len(ranks) > 0
         stored: set[str] = set()
-        for cid, packed in self.client.hscan_iter(self.hash_key, count=5000):
-            stored.add(cid.decode("utf-8", "replace"))
-            self._update(ranks, cid, packed)
-        for gone in [cid for cid in ranks.customers() if cid not in stored]:  # on a reload
-            ranks.update(gone, None)
+        ids: list[str] = []
+        metrics: list[Metrics] = []
+        given: list[Scores | None] = []
+        homes = self.homes
+        for cid, packed in self.client.hscan_iter(self.hash_key, count=10_000):
+            customer = cid.decode("utf-8", "replace")
+            if reload:
+                stored.add(customer)
+            try:
+                values, home, scores = unpack_entry(packed)
+            except Exception as exc:
+                self._unreadable(cid, exc)
+                continue
+            if home is not None:
+                homes[customer] = home
+            if values is None:  # a deletion marker
+                ranks.update(customer, None)
+                continue
+            ids.append(customer)
+            metrics.append(values)
+            given.append(scores)
+        if reload:
+            for gone in [cid for cid in ranks.customers() if cid not in stored]:
+                ranks.update(gone, None)
+        ranks.load(ids, metrics, given)  # in bulk at start (one by one on a reload)
         self.ranks = ranks
         self._read_at = time.monotonic()
 
@@ -108,19 +134,26 @@ class RedisRankSync(RankSync):
         pipe.hdel(self.hash_key, customer_id)
         pipe.xadd(self.log_key, {customer_id: b""}, **self.log_trim())
 
+    def _unreadable(self, cid: bytes, exc: Exception) -> None:
+        """Count and log an entry that cannot be read: it is skipped (the customer's next
+        commit rewrites it from its state)."""
+        self._corrupt += 1
+        log.error("RFM metrics of %r unreadable (%s): skipped", cid[:64], exc)
+
     def _update(self, ranks: RankIndex, cid: bytes, packed: bytes) -> None:
-        """Apply one packed metric; one that cannot be read is skipped and counted (the
-        customer's next commit rewrites it from its state)."""
+        """Apply one packed entry: the metrics, the home, and the scores last given where it
+        has them."""
         try:
-            metrics, home = unpack_metrics(packed)
+            metrics, home, given = unpack_entry(packed)
         except Exception as exc:
-            self._corrupt += 1
-            log.error("RFM metrics of %r unreadable (%s): skipped", cid[:64], exc)
+            self._unreadable(cid, exc)
             return
         customer = cid.decode("utf-8", "replace")
-        ranks.update(customer, metrics)
         if home is not None:
             self.homes[customer] = home
+        ranks.update(customer, metrics)
+        if given is not None:
+            ranks.record(customer, given)
 
     def log_trim(self) -> dict[str, Any]:
         """Trim ``rfm:log`` to about :data:`RANK_LOG_RETENTION_MS` before the newest entry this
@@ -132,18 +165,59 @@ class RedisRankSync(RankSync):
         return {"minid": newest_ms - RANK_LOG_RETENTION_MS, "approximate": True}
 
 
+#: the stored code ``100 r + 10 f + m`` of every valid score triple
+_GIVEN: dict[int, Scores] = {
+    100 * r + 10 * f + m: (r, f, m) for r in range(1, 6) for f in range(1, 6) for m in range(1, 6)
+}
+
+
 def pack_metrics(state: CustomerState) -> bytes:
-    """A customer's RFM metrics and home as stored in ``ns:rfm`` (JSON array)."""
+    """A customer's RFM metrics, home and (once it has them) the scores it was last given, as
+    stored in ``ns:rfm`` (JSON array; the scores as one number ``100 r + 10 f + m``)."""
     revenue = state.totals[T["revenue"]]
     if not math.isfinite(revenue):  # JSON would store null: refuse rather than poison readers
         raise ValueError(f"customer {state.customer_id[:64]!r}: revenue is not finite")
-    return orjson.dumps([state.last_order, int(state.totals[T["orders"]]), revenue, state.home])
+    packed = [state.last_order, int(state.totals[T["orders"]]), revenue, state.home]
+    given = given_scores(state)
+    if given is not None:
+        r, f, m = given
+        packed.append(100 * r + 10 * f + m)
+    return orjson.dumps(packed)
+
+
+def unpack_entry(packed: bytes) -> tuple[Metrics | None, int | None, Scores | None]:
+    """The metrics in ``packed`` (``None`` for the empty deletion marker), the customer's home
+    partition (``None`` in entries written before homes) and the scores last given (``None``
+    in entries written before scores were stored, or before the first); raises for bytes that
+    are no metrics (e.g. a null written by an older version).
+
+    Examples
+    --------
+    >>> unpack_entry(b"[1700000000000000, 2, 30.5, 3, 425]")
+    ((1700000000000000, 2, 30.5), 3, (4, 2, 5))
+    >>> unpack_entry(b"[1700000000000000, 2, 30.5, null, 425]")
+    ((1700000000000000, 2, 30.5), None, (4, 2, 5))
+    >>> unpack_entry(b"[1700000000000000, 2, 30.5, 3]")
+    ((1700000000000000, 2, 30.5), 3, None)
+    >>> unpack_entry(b"")
+    (None, None, None)
+    """
+    if not packed:
+        return None, None, None
+    values = orjson.loads(packed)
+    last, orders, revenue = values[:3]
+    metrics = (int(last), int(orders), float(revenue))
+    if not math.isfinite(metrics[2]):
+        raise ValueError("revenue is not finite")
+    size = len(values)
+    home = values[3] if size > 3 and isinstance(values[3], int) else None
+    # an unknown code gives no scores (the next sweep re-scores the customer)
+    given = _GIVEN.get(values[4]) if size > 4 and isinstance(values[4], int) else None
+    return metrics, home, given
 
 
 def unpack_metrics(packed: bytes) -> tuple[Metrics | None, int | None]:
-    """The metrics in ``packed`` (``None`` for the empty deletion marker) and the customer's
-    home partition (``None`` in entries written before homes); raises for bytes that are no
-    metrics (e.g. a null written by an older version).
+    """The metrics and home in ``packed`` (see :func:`unpack_entry`).
 
     Examples
     --------
@@ -152,11 +226,5 @@ def unpack_metrics(packed: bytes) -> tuple[Metrics | None, int | None]:
     >>> unpack_metrics(b"")
     (None, None)
     """
-    if not packed:
-        return None, None
-    last, orders, revenue, *rest = orjson.loads(packed)
-    metrics = (int(last), int(orders), float(revenue))
-    if not math.isfinite(metrics[2]):
-        raise ValueError("revenue is not finite")
-    home = rest[0] if rest and isinstance(rest[0], int) else None
+    metrics, home, _ = unpack_entry(packed)
     return metrics, home

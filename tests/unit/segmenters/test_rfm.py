@@ -187,6 +187,59 @@ def test_rank_index_matches_the_definition_after_random_operations(
             assert counted == [r, f, m]
 
 
+_scores = st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5))
+
+
+def _state(ranks: RankIndex) -> tuple[Any, ...]:
+    ids = list(ranks.customers())
+    return (
+        ids,
+        [ranks.get(c) for c in ids],
+        [ranks.scores(c) for c in ids],
+        [ranks.recorded(c) for c in ids],
+        ranks.thresholds() if ids else None,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    entries=st.lists(st.tuples(_ids, _metrics, st.none() | _scores), max_size=60),
+    ops=_ops,
+    capacity=st.sampled_from([1, 2, 1024]),
+)
+def test_bulk_load_equals_one_update_and_record_at_a_time(
+    entries: list[tuple[str, tuple[int, int, float], tuple[int, int, int] | None]],
+    ops: list[tuple[str, str | None, tuple[int, int, float] | None]],
+    capacity: int,
+) -> None:
+    """``RankIndex.load`` (the rank sync's attach) builds the same index as ``update`` and
+    ``record`` per entry (repeats included), and the index keeps working after it."""
+    bulk, single = RankIndex(capacity), RankIndex(capacity)
+    bulk.load([e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries])
+    for cid, metrics, given_scores in entries:
+        single.update(cid, metrics)
+        if given_scores is not None:
+            single.record(cid, given_scores)
+    assert _state(bulk) == _state(single)
+    assert bulk.sweep() == single.sweep()
+    for op, who, value in ops:
+        for ranks in (bulk, single):
+            if op == "update":
+                assert who is not None
+                ranks.update(who, value)
+            elif op == "delete":
+                assert who is not None
+                ranks.update(who, None)
+            elif op == "record" and who is not None and ranks.get(who) is not None:
+                ranks.record(who, (1, 2, 3))
+        if op == "sweep":
+            assert bulk.sweep() == single.sweep()
+        assert _state(bulk) == _state(single)
+    for ranks in (bulk, single):  # on a filled index: one by one
+        ranks.load([e[0] for e in entries[:5]], [e[1] for e in entries[:5]])
+    assert _state(bulk) == _state(single) and bulk.sweep() == single.sweep()
+
+
 def test_sweep_with_nothing_changed_reuses_its_scores_and_include_filters() -> None:
     ranks = RankIndex()
     for i in range(10):

@@ -1,0 +1,161 @@
+"""A worker's RFM rank index at start (issue 13): loading ``ns:rfm`` into the index
+(``RedisRankSync.attach``) and the first population sweep after a restart, before and after
+bulk loading and stored scores, measured in the same run on the same hash.
+
+For each size, ``ns:rfm`` is filled with CDNOW-like metrics (last order within 18 months, 1-10
+orders, lognormal revenue) and the scores each customer was given (what a worker's commits
+store). Then, on a fresh index each:
+
+- **before**: the previous attach, one ``RankIndex.update`` (three sorted-list inserts) per
+  entry, no scores, so the first sweep finds every customer moved (each would be loaded,
+  re-scored and committed by the processor);
+- **after**: ``RedisRankSync.attach``: entries read in pages, the index built in bulk
+  (``RankIndex.load``: arrays filled at once, each sorted list from one sorted array) with the
+  stored scores, so the first sweep moves nobody (as in an uninterrupted worker);
+- **scan only**: HSCAN and decoding without any index (the floor both share).
+
+A private redis-server (or ``--redis-url``) and a private namespace (deleted at the end)::
+
+    .venv/bin/python benchmarks/rank_attach.py [--customers 100000 1000000] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from segmentflow.embedded import EmbeddedRedis
+from segmentflow.segmenters.rfm import Metrics, RankIndex
+from segmentflow.state.redis_ranks import RedisRankSync, unpack_metrics
+
+DAY_US = 86_400_000_000
+END_US = 1_751_328_000_000_000  # 2025-07-01
+
+
+def fill(client: redis.Redis[bytes], key: str, customers: int, seed: int) -> None:
+    """``customers`` entries in ``key`` as a worker's commits write them (with scores)."""
+    rng = random.Random(seed)
+    metrics: dict[str, Metrics] = {}
+    for n in range(customers):
+        orders = rng.choice([1, 1, 1, 1, 1, 2, 2, 3, 4, 5, 7, 10])
+        last = END_US - rng.randrange(540) * DAY_US - rng.randrange(86_400) * 1_000_000
+        metrics[f"cust-{n:07d}"] = (last, orders, round(orders * rng.lognormvariate(3.3, 0.8), 2))
+    ranks = RankIndex()
+    ranks.load(list(metrics), list(metrics.values()))
+    given = dict(ranks.sweep())
+    pipe = client.pipeline(transaction=False)
+    for i, (cid, (last, orders, revenue)) in enumerate(metrics.items()):
+        r, f, m = given[cid]
+        pipe.hset(key, cid, orjson.dumps([last, orders, revenue, i % 12, 100 * r + 10 * f + m]))
+        if i % 10_000 == 9_999:
+            pipe.execute()
+    pipe.execute()
+
+
+def before(client: redis.Redis[bytes], key: str) -> tuple[float, RankIndex]:
+    """The attach before bulk loading: one update per entry (no scores stored then)."""
+    ranks, homes = RankIndex(), {}
+    began = time.perf_counter()
+    for cid, packed in client.hscan_iter(key, count=5000):
+        metrics, home = unpack_metrics(packed)
+        customer = cid.decode("utf-8", "replace")
+        ranks.update(customer, metrics)
+        if home is not None:
+            homes[customer] = home
+    return time.perf_counter() - began, ranks
+
+
+def after(client: redis.Redis[bytes], namespace: str) -> tuple[float, RankIndex]:
+    ranks = RankIndex()
+    began = time.perf_counter()
+    RedisRankSync(client, namespace).attach(ranks)
+    return time.perf_counter() - began, ranks
+
+
+def scan_only(client: redis.Redis[bytes], key: str) -> float:
+    began = time.perf_counter()
+    for cid, packed in client.hscan_iter(key, count=10_000):
+        cid.decode("utf-8", "replace")
+        unpack_metrics(packed)
+    return time.perf_counter() - began
+
+
+def first_sweep(ranks: RankIndex) -> tuple[float, int]:
+    gc.collect()
+    began = time.perf_counter()
+    moved = ranks.sweep()
+    return time.perf_counter() - began, len(moved)
+
+
+def measure(client: redis.Redis[bytes], namespace: str, customers: int) -> dict[str, Any]:
+    key = f"{namespace}:rfm"
+    client.delete(key)
+    fill(client, key, customers, seed=customers)
+    out: dict[str, Any] = {"customers": customers}
+    gc.collect()
+    out["scan_only_s"] = scan_only(client, key)
+    gc.collect()
+    out["before_attach_s"], old = before(client, key)
+    out["before_sweep_s"], out["before_sweep_moved"] = first_sweep(old)
+    del old
+    gc.collect()
+    out["after_attach_s"], new = after(client, namespace)
+    out["after_sweep_s"], out["after_sweep_moved"] = first_sweep(new)
+    assert len(new) == customers
+    del new
+    out["attach_ratio"] = out["before_attach_s"] / out["after_attach_s"]
+    client.delete(key)
+    print(json.dumps(out), file=sys.stderr, flush=True)
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| customers | attach before | attach after | ratio | scan+decode only | "
+        "first sweep before (moved) | first sweep after (moved) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['customers']:,} | {r['before_attach_s']:.2f} s | {r['after_attach_s']:.2f} s "
+            f"| {r['attach_ratio']:.1f}x | {r['scan_only_s']:.2f} s | "
+            f"{r['before_sweep_s']:.2f} s ({r['before_sweep_moved']:,}) | "
+            f"{r['after_sweep_s']:.3f} s ({r['after_sweep_moved']:,}) |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--customers", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--redis-url", default=None, help="reuse this Redis (default: a private one)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    namespace = f"bench-ranks-{uuid.uuid4().hex[:8]}"
+    with EmbeddedRedis(args.redis_url) as server:
+        client: redis.Redis[bytes] = redis.Redis.from_url(server.url)
+        try:
+            rows = [measure(client, namespace, n) for n in args.customers]
+        finally:
+            keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+            if keys:
+                client.delete(*keys)
+            client.close()
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
