@@ -57,16 +57,19 @@ def wait_applied(
     stack: DevStack, workers: int, applied: int, reader: ChangeReader, timeout: float = 150
 ) -> dict[str, float]:
     """Wait until the workers together applied ``applied`` events and no change arrived for 3 s
-    (progress-based: gives up only after ``timeout`` s); return the summed counters."""
-    deadline = time.monotonic() + timeout
+    (progress-based: gives up only after ``timeout`` s in which neither a counter moved nor a
+    change arrived); return the summed counters."""
+    moved = time.monotonic()
     sums: dict[str, float] = {}
-    while time.monotonic() < deadline:
+    while time.monotonic() - max(moved, reader.last_new) < timeout:
         reader.poll(0.5)
         texts = [worker_metrics(stack, i) for i in range(workers)]
-        sums = {
+        now = {
             name: sum(metric_sum(t, f"segmentflow_events_{name}_total") for t in texts)
             for name in ("received", "applied", "deadlettered", "duplicates", "forwarded")
         }
+        if now != sums:
+            sums, moved = now, time.monotonic()
         if sums["applied"] >= applied and time.monotonic() - reader.last_new > 3:
             break
     return sums

@@ -193,7 +193,10 @@ class ChangeReader:
         """Read until every expected id arrived and nothing new came for ``quiet`` s; gives up
         only when nothing new arrived for ``timeout`` s (the checks then fail)."""
         want = {c["id"] for c in expected}
-        while time.monotonic() - self.last_new < timeout:
+        # the stall limit counts from this call at the earliest: a reader created long before
+        # (e.g. before a fault phase) has an old `last_new` and must still read
+        begun = time.monotonic()
+        while time.monotonic() - max(self.last_new, begun) < timeout:
             self.poll(0.5)
             if progress is not None:
                 progress()
