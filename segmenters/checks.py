@@ -14,7 +14,8 @@ nothing and late ones keep change times and sequences in order; state slices sur
 encode/decode; a restart from encoded state equals an uninterrupted run; ``replay`` equals the
 worker's path (a :class:`~segmentflow.service.processor.Processor` fed Kafka records in
 batches, advanced to each batch's watermark); time-driven changes fire at exactly their due
-moment, not a microsecond early.
+moment, not a microsecond early; an identity merge ends the merged-away id's values, keeps the
+merged state decodable and is idempotent.
 """
 
 from __future__ import annotations
@@ -360,6 +361,55 @@ def check_due_at_exact_moment(case: Case, tmp_path: Path) -> None:
         assert driven, f"{case.kind}: time-driven but no time-driven change occurred"
 
 
+def check_merge_leaves_and_repeats_harmlessly(case: Case, tmp_path: Path) -> None:
+    """An identity merge half way (``alias``: the busiest customer merged into the second
+    busiest): the merged-away id ends each of the dimension's values with ``null`` and emits
+    nothing after; the merged state (with its :meth:`~Dimension.merge_slice`) round-trips
+    encode/decode; a repeated alias later changes exactly what an alias naming nobody does."""
+    counts: dict[str, int] = {}
+    for e in case.events:
+        counts[str(e["customer_id"])] = counts.get(str(e["customer_id"]), 0) + 1
+    busiest = sorted(counts, key=lambda c: (-counts[c], c))[:2]
+    if len(busiest) < 2:
+        return
+    gone, survivor = busiest
+    rows = [dict(e) for e in case.events]
+    half, late = rows[len(rows) // 2], rows[(3 * len(rows)) // 4]
+
+    def alias(eid: str, at: Mapping[str, Any], previous: str) -> dict[str, Any]:
+        return {
+            "event_id": eid,
+            "customer_id": survivor,
+            "type": "alias",
+            "timestamp": at["timestamp"],
+            "properties": {"previous_id": previous},
+        }
+
+    def run_with(repeat_previous: str) -> tuple[list[Change], Processor]:
+        events = list(rows)
+        events.insert(events.index(half) + 1, alias("check-merge-1", half, gone))
+        events.insert(events.index(late) + 1, alias("check-merge-2", late, repeat_previous))
+        return replay(Case(case.kind, case.config, events, case.until, case.pythonpath))
+
+    changes, processor = run_with(gone)
+    dim = _dimension(processor, case.kind)
+    names = set(dim.names())
+    merged_at = next((i for i, c in enumerate(changes) if c.event_id == "check-merge-1"), None)
+    if merged_at is not None:
+        after = [c for c in changes[merged_at:] if c.customer_id == gone and c.dimension in names]
+        assert all(c.current is None for c in after), f"{gone}: a value after its merge"
+        assert all(c.reason == {"merged_into": survivor} for c in after), "reason of a final null"
+        assert len({c.dimension for c in after}) == len(after), "two final changes per dimension"
+    state = processor.store.get(survivor)
+    assert state is not None
+    assert CustomerState.decode(state.encode()) == state, "the merged state does not round-trip"
+    held = state.slices.get(dim.kind)
+    if held is not None and dim.slice_type is not None:
+        assert isinstance(held, dim.slice_type), f"merged slice {type(held)}"
+    repeated, _ = run_with(survivor)  # the second alias names the survivor itself: no merge
+    assert digest(changes) == digest(repeated), "a repeated alias changed something"
+
+
 CHECKS: tuple[Callable[[Case, Path], None], ...] = (
     check_emits_declared_names,
     check_deterministic_across_processes,
@@ -369,6 +419,7 @@ CHECKS: tuple[Callable[[Case, Path], None], ...] = (
     check_restart_equals_uninterrupted,
     check_replay_equals_processor_batches,
     check_due_at_exact_moment,
+    check_merge_leaves_and_repeats_harmlessly,
 )
 
 
