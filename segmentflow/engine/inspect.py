@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from segmentflow.engine.engine import Engine
+from segmentflow.engine.identity import MERGED, MERGED_INTO
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.timefmt import format_us
 from segmentflow.segmenters.features import GETTERS, variables
@@ -44,7 +45,7 @@ def describe(state: CustomerState, engine: Engine) -> dict[str, Any]:
             dims[name] = entry
     for name, value in state.values.items():  # a dimension no longer configured
         dims.setdefault(name, {"value": value, "sequence": state.seqs.get(name, 0)})
-    return {
+    out: dict[str, Any] = {
         "customer_id": state.customer_id,
         "clock": _time(state.clock),
         "next_due": _time(state.next_due),
@@ -55,3 +56,8 @@ def describe(state: CustomerState, engine: Engine) -> dict[str, Any]:
         "dimensions": dict(sorted(dims.items())),
         "variables": {k: v for k, v in env.items() if k in GETTERS},
     }
+    if MERGED_INTO in state.extra:  # identity merges, only when there was one
+        out["merged_into"] = state.extra[MERGED_INTO]
+    if state.extra.get(MERGED):
+        out["merged"] = list(state.extra[MERGED])
+    return out

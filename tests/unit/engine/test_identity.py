@@ -174,3 +174,15 @@ def test_builtin_slices_merge() -> None:
     assert "anon" not in clv.population and "user" in clv.population
     dims = {c.dimension for c in changes if c.customer_id == "user"}
     assert "clv" in dims and "lifecycle" in dims
+
+
+def test_inspect_names_the_merge_on_both_sides() -> None:
+    from segmentflow.engine.inspect import describe
+
+    engine = Engine(config_from_dict(CONFIG))
+    anon, user = engine.new_state("anon"), engine.new_state("user")
+    engine.apply(anon, _event("anon", 0, "product_view", BASE))
+    _, tomb = merge(engine, user, anon, BASE + 1, "m")
+    assert describe(tomb, engine)["merged_into"] == "user"
+    assert describe(user, engine)["merged"] == ["anon"]
+    assert "merged" not in describe(engine.new_state("x"), engine)
