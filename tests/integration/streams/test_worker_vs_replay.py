@@ -37,24 +37,26 @@ rules:
 """
 
 
-def _read_all(stack: DevStack, topic: str, expect: int, timeout: float) -> list[Any]:
+def _read_all(stack: DevStack, expect: dict[str, int], timeout: float) -> dict[str, list[Any]]:
+    """Every message of the topics of ``expect`` (one consumer): read until each has its
+    expected count and nothing new came for 3 s (late repeats are seen too)."""
     kafka = consumer(
         stack.settings,
-        topic,
+        *expect,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=1000,
     )
-    out: list[Any] = []
+    out: dict[str, list[Any]] = {topic: [] for topic in expect}
     deadline = time.monotonic() + LIMIT_S
     quiet_since = time.monotonic()
     # progress-based: gives up only after ``timeout`` s without a new message (or LIMIT_S)
     while time.monotonic() < deadline and time.monotonic() - quiet_since < timeout:
-        before = len(out)
-        out.extend(orjson.loads(m.value) for m in kafka)
-        if len(out) > before:
+        for m in kafka:
+            out[m.topic].append(orjson.loads(m.value))
             quiet_since = time.monotonic()
-        if len(out) >= expect and time.monotonic() - quiet_since > 3:
+        done = all(len(out[topic]) >= n for topic, n in expect.items())
+        if done and time.monotonic() - quiet_since > 3:
             break
     kafka.close()
     return out
@@ -82,16 +84,7 @@ def test_backlog_catch_up_equals_replay(tmp_path: Path, redis_url: str) -> None:
         kafka.close()
         # the backlog is all there before the worker starts: it must catch up in event time
         stack.start_worker()
-        stack.wait_healthy(60)
-        deadline = time.monotonic() + LIMIT_S
-        seen, moved = -1.0, time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - moved < 60:
-            received = _metric(stack, "segmentflow_events_received_total")
-            if received >= len(messages):
-                break
-            if received > seen:  # progress: keep waiting
-                seen, moved = received, time.monotonic()
-            time.sleep(0.5)
+        # the reference, while the worker starts
         last = max(m.event["timestamp"] for m in messages if m.event is not None)
         expected = [
             c
@@ -103,8 +96,20 @@ def test_backlog_catch_up_equals_replay(tmp_path: Path, redis_url: str) -> None:
                 and c["data"]["cause"]["kind"] == "time"
             )
         ]
-        changes = _read_all(stack, stack.settings.topic_segment_changes, len(expected), 60)
-        letters = _read_all(stack, stack.settings.topic_segmentflow_deadletter, len(bad), 30)
+        stack.wait_healthy(60)
+        deadline = time.monotonic() + LIMIT_S
+        seen, moved = -1.0, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - moved < 60:
+            received = _metric(stack, "segmentflow_events_received_total")
+            if received >= len(messages):
+                break
+            if received > seen:  # progress: keep waiting
+                seen, moved = received, time.monotonic()
+            time.sleep(0.5)
+        changes_topic = stack.settings.topic_segment_changes
+        letters_topic = stack.settings.topic_segmentflow_deadletter
+        read = _read_all(stack, {changes_topic: len(expected), letters_topic: len(bad)}, 60)
+        changes, letters = read[changes_topic], read[letters_topic]
         received = _metric(stack, "segmentflow_events_received_total")
         applied = _metric(stack, "segmentflow_events_applied_total")
         dead = _metric(stack, "segmentflow_events_deadlettered_total")
