@@ -11,6 +11,9 @@ are recorded. The worker calls :meth:`step` under its lock between batches, so t
 on. Meta keys: ``config:<scope>:<key>`` with scope ``all`` (no shard assignment) or ``s<n>``.
 A shard without recorded fingerprints (a new store, or one written before they existed) is
 taken to follow the running configuration: its fingerprints are recorded, nobody is walked.
+A cursor is resumed only by a walk for the same configuration (``target``); a walk for another
+one (a SIGHUP reload during a walk) starts again and, since the shard's state then mixes
+configurations, re-evaluates every dimension and rule (``full``, until that walk ends).
 """
 
 from __future__ import annotations
