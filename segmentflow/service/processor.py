@@ -369,14 +369,13 @@ class Processor:
         if due is not None:
             end = next((i for i, item in enumerate(items) if due <= item.event.ts), end)
         # identity (CONTRACT §3): events of a merged-away id count for the id it resolves to
-        resolved = self._resolve(items[:end])
-        wanted = {resolved.get(i.event.customer_id, i.event.customer_id): None for i in items[:end]}
-        for item in items[:end]:
-            for named in merge_sources(item.event):
-                wanted[resolved.get(named, named)] = None
-        states = self.store.load_many(wanted)
+        states, resolved = self.store.load_resolved(self._part_ids(items[:end]))
         is_bad = self.store.is_quarantined
-        quarantined = [i.event.customer_id for i in items[:end] if is_bad(i.event.customer_id)]
+        quarantined = [
+            cid
+            for i in items[:end]
+            if is_bad(cid := resolved.get(i.event.customer_id, i.event.customer_id))
+        ]
         if quarantined:  # the caller applies the events one by one: theirs are dead-lettered
             raise StateQuarantined(quarantined)
         homes = self._claim_homes(items[:end], states, resolved)
@@ -749,15 +748,16 @@ class Processor:
 
     # -- identity merges (CONTRACT §3 "Identity", engine/identity.py) -------------------------
 
-    def _resolve(self, items: Sequence[Item]) -> dict[str, str]:
-        """Merged-away id -> the id it resolves to, for the customers and merge sources of
-        ``items`` (one store round trip per hop; none while the store has no alias)."""
+    @staticmethod
+    def _part_ids(items: Sequence[Item]) -> dict[str, None]:
+        """The customers and merge sources of ``items``, in order (loaded with their aliases:
+        :meth:`StateStore.load_resolved`)."""
         ids: dict[str, None] = {}
         for item in items:
             ids[item.event.customer_id] = None
             for source in merge_sources(item.event):
                 ids[source] = None
-        return self.store.resolve_aliases(ids)
+        return ids
 
     def _merge(
         self,

@@ -89,6 +89,16 @@ class StateStore(ABC):
         (merged-away id -> state; notes/identity.md)."""
         return {}
 
+    def load_resolved(
+        self, customer_ids: Iterable[str]
+    ) -> tuple[dict[str, CustomerState], dict[str, str]]:
+        """The alias resolution of ``customer_ids`` (:meth:`resolve_aliases`) and the stored
+        states of the ids they resolve to (an id without alias resolves to itself); the result
+        may hold the merged-away ids' states too. Backends may share round trips."""
+        ids = list(dict.fromkeys(customer_ids))
+        resolved = self.resolve_aliases(ids)
+        return self.load_many(dict.fromkeys(resolved.get(c, c) for c in ids)), resolved
+
     def resolve_aliases(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """For each of ``customer_ids`` that was merged away, the profile it counts for now:
         the end of its chain of aliases (merges chain: ``a -> b``, ``b -> c`` resolves ``a`` to

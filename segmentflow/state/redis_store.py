@@ -199,20 +199,46 @@ class RedisStore(StateStore):
         """The stored states (see :class:`StateStore`); with ``sync_ranks`` also apply the RFM
         updates other workers logged since the last load (only the processor's loads do: it
         may run in a worker thread, and the rank index is not shared across threads)."""
-        ids = list(customer_ids)
+        return self._load(list(customer_ids), sync_ranks)[0]
+
+    def load_resolved(
+        self, customer_ids: Iterable[str]
+    ) -> tuple[dict[str, CustomerState], dict[str, str]]:
+        """As :meth:`StateStore.load_resolved`, the first alias hop in the same round trip as
+        the states (a second one only when some id was merged away)."""
+        ids = list(dict.fromkeys(customer_ids))
+        states, first = self._load(ids, True, aliases=True)
+        if not first:
+            return states, {}
+        further = self.resolve_aliases(dict.fromkeys(first.values()))  # merges chain
+        resolved = {cid: further.get(target, target) for cid, target in first.items()}
+        missing = [t for t in dict.fromkeys(resolved.values()) if t not in states]
+        if missing:
+            states.update(self.load_many(missing))
+        return states, resolved
+
+    def _load(
+        self, ids: list[str], sync_ranks: bool, aliases: bool = False
+    ) -> tuple[dict[str, CustomerState], dict[str, str]]:
+        """States of ``ids`` and, with ``aliases``, the ids they were merged into (first hop)."""
         syncing = sync_ranks and self.ranks.ranks is not None
         if not ids and not syncing:
-            return {}
+            return {}, {}
         pipe = self.client.pipeline(transaction=False)
         if ids:
             pipe.mget([self._state_key(cid) for cid in ids])
+            if aliases:
+                pipe.hmget(self._alias_key, ids)
         if syncing:
             self.ranks.queue_read(pipe)
         replies = pipe.execute()
         if syncing:
             self.ranks.apply_read(replies[-1])
         if not ids:
-            return {}
+            return {}, {}
+        into: dict[str, str] = {}
+        if aliases:
+            into = {c: t.decode() for c, t in zip(ids, replies[1], strict=True) if t is not None}
         states: dict[str, CustomerState] = {}
         for cid, value in zip(ids, replies[0], strict=True):
             if value:
@@ -223,7 +249,7 @@ class RedisStore(StateStore):
                     self._quarantine(cid, f"{exc.__class__.__name__}: {exc}"[:300])
                     continue
             self._quarantined.discard(cid)  # readable (again): e.g. repaired by an operator
-        return states
+        return states, into
 
     def get(self, customer_id: str) -> CustomerState | None:
         """One customer's state, without touching the rank index (views and tools call this

@@ -411,3 +411,12 @@ def test_erase_drops_the_handovers_to_the_id(backend: Backend) -> None:
     s.commit({}, [], handovers={("user", "m1", "anon"): state("anon", 5).encode()})
     s.erase("user", state("user", None), [])
     assert s.handovers("user", "m1") == {}
+
+
+def test_load_resolved_loads_the_ids_the_customers_resolve_to(backend: Backend) -> None:
+    s = backend.store
+    assert s.load_resolved([]) == ({}, {})
+    s.commit({"c": state("c", 7), "z": state("z")}, [], aliases={"a": "b", "b": "c"})
+    states, resolved = s.load_resolved(["a", "z", "nobody"])
+    assert resolved == {"a": "c"}
+    assert states["c"] == state("c", 7) and states["z"] == state("z") and "nobody" not in states
