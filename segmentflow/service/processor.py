@@ -778,10 +778,14 @@ class Processor:
         survivor = state.customer_id
         changes: list[Change] = []
         if any(resolved.get(n, n) == survivor for n in merge_sources(event)):
-            for gone, exported in sorted(self.store.handovers(survivor, event.event_id).items()):
-                handovers[(survivor, event.event_id, gone)] = None
-                if not has_merged(state, gone):
-                    changes.extend(absorb(self.engine, state, exported, event.ts, event.event_id))
+            # handed over to the event's customer (which may have been merged on since)
+            for to in dict.fromkeys((survivor, event.customer_id)):
+                for gone, exported in sorted(self.store.handovers(to, event.event_id).items()):
+                    handovers[(to, event.event_id, gone)] = None
+                    if gone != survivor and not has_merged(state, gone):
+                        changes.extend(
+                            absorb(self.engine, state, exported, event.ts, event.event_id)
+                        )
         for source in merge_sources(event):
             gone = resolved.get(source, source)
             if gone == survivor or has_merged(state, gone):
