@@ -166,7 +166,14 @@ def share_clv(proc: Processor, store: RedisStore, shards: int) -> SharedClvRefit
     adopted at start (:mod:`segmentflow.service.clv_share`)."""
     for dim in proc.engine.registry:
         if isinstance(dim, Clv) and dim.sweep_every_us:
-            share = SharedClvRefit(dim, store.clv, store, shards)
+            kind = dim.kind
+
+            def current(kind: str = kind) -> Clv:  # the engine's clv, also after a reload
+                found = proc.engine.by_kind(kind)
+                assert isinstance(found, Clv)
+                return found
+
+            share = SharedClvRefit(current, store.clv, store, shards)
             share.attach()
             proc.shares[dim.kind] = share
             return share

@@ -39,7 +39,9 @@ class SharedClvRefit:
     Parameters
     ----------
     dim
-        The engine's ``clv`` dimension.
+        The engine's ``clv`` dimension, or a callable giving the current one (a config reload
+        builds a new engine: the share moves to its ``clv`` at the next call, carrying over the
+        parameters in force and the summaries changed since the last commit).
     population
         The shared population store.
     store
@@ -55,7 +57,7 @@ class SharedClvRefit:
 
     def __init__(
         self,
-        dim: Clv,
+        dim: Clv | Callable[[], Clv],
         population: ClvPopulationStore,
         store: StateStore,
         shards: int,
@@ -65,11 +67,12 @@ class SharedClvRefit:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.dim = dim
+        self._dim_of: Callable[[], Clv] = (lambda: dim) if isinstance(dim, Clv) else dim
+        self._attached: Clv | None = None
         self.population = population
         self.store = store
         self.shards = shards
-        self.wait_seconds = dim.cfg.refit_wait_seconds if wait_seconds is None else wait_seconds
+        self.wait_seconds = wait_seconds
         self.lock_seconds = lock_seconds
         self.poll_seconds = poll_seconds
         self.clock = clock
@@ -81,19 +84,38 @@ class SharedClvRefit:
     def attach(self) -> ClvFit | None:
         """Start sharing: commits write rows, the in-process index stays empty, and the latest
         stored record (if any) is adopted (a restart resumes with the stored parameters)."""
-        self.dim.local_index = False
-        self.dim.population.clear()
-        self.dim.given.clear()
-        self.population.attach(self.dim)
+        dim = self._attached = self._dim_of()
+        self._share(dim)
         latest = self.population.latest_fit()
         if latest is not None:
-            self.dim.adopt(latest)
+            dim.adopt(latest)
         return latest
+
+    def _share(self, dim: Clv) -> None:
+        dim.local_index = False
+        dim.population.clear()
+        dim.given.clear()
+        self.population.attach(dim)
+
+    @property
+    def dim(self) -> Clv:
+        """The engine's current ``clv`` (re-attached after a config reload)."""
+        current = self._dim_of()
+        old = self._attached
+        if current is not old:
+            self._attached = current
+            self._share(current)
+            if old is not None:
+                current.adopt(old.current_fit(0, old.fitted_version))
+                if old.changed and current.changed is not None:
+                    current.changed |= old.changed
+        return current
 
     def population_version(self) -> object:
         """Never the same twice: every refit moment goes through the barrier (a worker that
         stepped over one would hold the others back and miss the record)."""
         self._calls += 1
+        self.dim  # noqa: B018 - attaches a reloaded engine's clv at the next tick
         return self._calls
 
     def _owned(self) -> list[int]:
@@ -104,12 +126,14 @@ class SharedClvRefit:
         """The record for ``at`` (waiting, or fitting it under the lock) and the rows read if
         this worker fitted it."""
         self.population.mark_ready(at, self._owned())
+        dim = self.dim
+        limit = dim.cfg.refit_wait_seconds if self.wait_seconds is None else self.wait_seconds
         started = self.clock()
         while True:
             fit = self.population.fit_at(at)
             if fit is not None:
                 return fit, None
-            waited = self.clock() - started >= self.wait_seconds
+            waited = self.clock() - started >= limit
             if waited or self.population.all_ready(at, self.shards):
                 token = self.population.try_lock(at, self.lock_seconds)
                 if token is not None:
@@ -118,7 +142,7 @@ class SharedClvRefit:
                         if fit is not None:
                             return fit, None
                         rows = self.population.read()
-                        fit = self.dim.fit_for(rows.summary(), rows.version, at)
+                        fit = dim.fit_for(rows.summary(), rows.version, at)
                         stored = self.population.publish(fit)
                         self.fitted += stored == fit
                         return stored, rows

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from segmentflow.engine.engine import Engine
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Limits
@@ -184,3 +185,27 @@ def test_the_shared_refit_gives_what_replay_gives() -> None:
     assert changes_digest(got) == changes_digest(expected)
     assert len(pop.fits) == (case.until // WEEK_US) - min(pop.fits) // WEEK_US + 1
     assert all(at % (7 * DAY_US) == 0 for at in pop.fits)
+
+
+def test_a_reloaded_engines_clv_is_shared_with_the_parameters_in_force() -> None:
+    pop, _ = filled()
+    config = builtin_case("clv").segment_config()
+    processor = Processor(config, SharingStore(pop), check_key=False)
+
+    def current() -> Clv:
+        found = processor.engine.by_kind("clv")
+        assert isinstance(found, Clv)
+        return found
+
+    share = SharedClvRefit(current, pop, processor.store, 1)
+    share.attach()
+    share.prepare_sweep(AT)
+    old = current()
+    assert old.refits == 1 and old.changed is not None
+    old.changed.add("pending")
+    processor.engine = Engine(config)  # what a config reload does
+    new = current()
+    assert new is not old and new.local_index
+    share.population_version()  # the next tick
+    assert not new.local_index and pop.dim is new and new.changed == {"pending"}
+    assert new.cfg == old.cfg and new.refits == 1 and new.high_value_min == old.high_value_min
