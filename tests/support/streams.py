@@ -153,11 +153,38 @@ def produce_confluent(
     return n
 
 
+#: overall limit for a topic's partitions to appear in the broker's metadata (a busy machine)
+METADATA_LIMIT_S = 60.0
+
+
+def assigned_consumer(settings: Settings, *topics: str, **extra: Any) -> Any:
+    """A group-less ``KafkaConsumer`` assigned every partition of ``topics`` explicitly.
+
+    Subscribed by name, a group-less consumer assigns itself the partitions of the first
+    metadata answer that lists them and otherwise only at the next refresh (5 min later): a
+    reader that read nothing at all while the workers published everything. Here the
+    partitions are looked up (retried) and assigned before the first poll."""
+    from kafka import TopicPartition
+
+    kafka = consumer(settings, **extra)
+    wanted: list[Any] = []
+    deadline = time.monotonic() + METADATA_LIMIT_S
+    for topic in topics:
+        while not (partitions := kafka.partitions_for_topic(topic)):
+            if time.monotonic() > deadline:
+                kafka.close()
+                raise AssertionError(f"no partitions of {topic} in {METADATA_LIMIT_S} s")
+            time.sleep(0.2)
+        wanted += [TopicPartition(topic, p) for p in sorted(partitions)]
+    kafka.assign(wanted)
+    return kafka
+
+
 class ChangeReader:
     """Reads a topic from its beginning, keeping values and headers (repeats included)."""
 
     def __init__(self, settings: Settings, topic: str | None = None) -> None:
-        self.kafka = consumer(
+        self.kafka = assigned_consumer(
             settings,
             topic or settings.topic_segment_changes,
             auto_offset_reset="earliest",
@@ -217,7 +244,9 @@ def partitions_of(
 ) -> dict[str, int]:
     """Where each customer's messages of ``topic`` really are: {customer_id: partition}, read
     back from the broker (``count`` messages; whatever partitioner the producer used)."""
-    kafka = consumer(settings, topic, auto_offset_reset="earliest", enable_auto_commit=False)
+    kafka = assigned_consumer(
+        settings, topic, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     out: dict[str, int] = {}
     seen = 0
     last = time.monotonic()

@@ -16,10 +16,11 @@ from segmentflow.bootstrap import replay_events
 from segmentflow.config import Settings, load_config
 from segmentflow.devstack import DevStack
 from segmentflow.schemas.timefmt import parse_rfc3339
-from segmentflow.streams.kafka_clients import consumer, producer
+from segmentflow.streams.kafka_clients import producer
 from segmentflow.synthetic import GeneratedMessage
 from support.changes import compare
 from support.metrics import FETCH_LIMIT_S, fetch
+from support.streams import assigned_consumer
 
 #: rfm and persona are off (their values depend on the whole population and an online model,
 #: so they agree with replay only statistically); lifecycle and two rule segments (one
@@ -65,7 +66,7 @@ class TopicReader:
     the set of change ids seen."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        self.kafka = consumer(
+        self.kafka = assigned_consumer(
             settings,
             topic,
             auto_offset_reset="earliest",

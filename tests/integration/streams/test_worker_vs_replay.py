@@ -14,12 +14,13 @@ from typing import Any
 import orjson
 import pytest
 from support.metrics import fetch
+from support.streams import assigned_consumer
 
 from segmentflow.bootstrap import replay_events
 from segmentflow.config import load_config
 from segmentflow.devstack import DevStack
 from segmentflow.schemas.timefmt import parse_rfc3339
-from segmentflow.streams.kafka_clients import consumer, producer
+from segmentflow.streams.kafka_clients import producer
 from segmentflow.synthetic import generate
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ rules:
 def _read_all(stack: DevStack, expect: dict[str, int], timeout: float) -> dict[str, list[Any]]:
     """Every message of the topics of ``expect`` (one consumer): read until each has its
     expected count and nothing new came for 3 s (late repeats are seen too)."""
-    kafka = consumer(
+    kafka = assigned_consumer(
         stack.settings,
         *expect,
         auto_offset_reset="earliest",
