@@ -1,6 +1,7 @@
-"""A worker's RFM rank index at start (issue 13): loading ``ns:rfm`` into the index
-(``RedisRankSync.attach``) and the first population sweep after a restart, before and after
-bulk loading and stored scores, measured in the same run on the same hash.
+"""A worker's RFM rank index (issue 13): loading ``ns:rfm`` into it at start
+(``RedisRankSync.attach``), the first population sweep after a restart and a sweep of a worker
+that owns part of the population, before and after bulk loading and stored scores, measured in
+the same run on the same hash.
 
 For each size, ``ns:rfm`` is filled with CDNOW-like metrics (last order within 18 months, 1-10
 orders, lognormal revenue) and the scores each customer was given (what a worker's commits
@@ -12,7 +13,11 @@ store). Then, on a fresh index each:
 - **after**: ``RedisRankSync.attach``: entries read in pages, the index built in bulk
   (``RankIndex.load``: arrays filled at once, each sorted list from one sorted array) with the
   stored scores, so the first sweep moves nobody (as in an uninterrupted worker);
-- **scan only**: HSCAN and decoding without any index (the floor both share).
+- **scan only**: HSCAN and decoding without any index (the floor both share);
+- **changed sweep on a worker owning 6 of 12 shards**, after one metric change: before, the
+  other workers' customers were never recorded locally, so every sweep with a change walked
+  all of them through ``store.owns``; now their scores come with their metrics, so it walks
+  the customers whose scores moved.
 
 A private redis-server (or ``--redis-url``) and a private namespace (deleted at the end)::
 
@@ -28,6 +33,7 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +41,9 @@ import orjson
 import redis
 
 from segmentflow.embedded import EmbeddedRedis
-from segmentflow.segmenters.rfm import Metrics, RankIndex
-from segmentflow.state.redis_ranks import RedisRankSync, unpack_metrics
+from segmentflow.segmenters.rfm import Metrics, RankIndex, Scores
+from segmentflow.state.redis_ranks import unpack_metrics
+from segmentflow.state.redis_store import RedisStore
 
 DAY_US = 86_400_000_000
 END_US = 1_751_328_000_000_000  # 2025-07-01
@@ -75,10 +82,11 @@ def before(client: redis.Redis[bytes], key: str) -> tuple[float, RankIndex]:
     return time.perf_counter() - began, ranks
 
 
-def after(client: redis.Redis[bytes], namespace: str) -> tuple[float, RankIndex]:
+def after(store: RedisStore) -> tuple[float, RankIndex]:
+    """The attach now (``RedisStore.attach_ranks``: bulk, with the stored scores)."""
     ranks = RankIndex()
     began = time.perf_counter()
-    RedisRankSync(client, namespace).attach(ranks)
+    store.attach_ranks(ranks)
     return time.perf_counter() - began, ranks
 
 
@@ -90,11 +98,30 @@ def scan_only(client: redis.Redis[bytes], key: str) -> float:
     return time.perf_counter() - began
 
 
-def first_sweep(ranks: RankIndex) -> tuple[float, int]:
+def first_sweep(ranks: RankIndex) -> tuple[float, list[tuple[str, Scores]]]:
     gc.collect()
     began = time.perf_counter()
     moved = ranks.sweep()
-    return time.perf_counter() - began, len(moved)
+    return time.perf_counter() - began, moved
+
+
+def changed_sweep(ranks: RankIndex, owns: Callable[[str], bool]) -> tuple[float, int]:
+    """One more order for one customer, then a sweep filtered by ``owns``: seconds and how
+    many customers it walked (``owns`` calls)."""
+    first = next(iter(ranks.customers()))
+    last, orders, revenue = ranks.get(first) or (0, 0, 0.0)
+    ranks.update(first, (last, orders + 1, revenue + 1.0))
+    walked = 0
+
+    def counting(cid: str) -> bool:
+        nonlocal walked
+        walked += 1
+        return owns(cid)
+
+    gc.collect()
+    began = time.perf_counter()
+    ranks.sweep(counting)
+    return time.perf_counter() - began, walked
 
 
 def measure(client: redis.Redis[bytes], namespace: str, customers: int) -> dict[str, Any]:
@@ -106,14 +133,25 @@ def measure(client: redis.Redis[bytes], namespace: str, customers: int) -> dict[
     out["scan_only_s"] = scan_only(client, key)
     gc.collect()
     out["before_attach_s"], old = before(client, key)
-    out["before_sweep_s"], out["before_sweep_moved"] = first_sweep(old)
-    del old
+    out["before_sweep_s"], moved = first_sweep(old)
+    out["before_sweep_moved"] = len(moved)
+    # a worker owning half of the 12 shards (homes from the entries)
+    store = RedisStore(client, namespace, shards=12)
+    store.assign_partitions(range(6))
     gc.collect()
-    out["after_attach_s"], new = after(client, namespace)
-    out["after_sweep_s"], out["after_sweep_moved"] = first_sweep(new)
+    out["after_attach_s"], new = after(store)
+    out["after_sweep_s"], moved_now = first_sweep(new)
+    out["after_sweep_moved"] = len(moved_now)
     assert len(new) == customers
-    del new
     out["attach_ratio"] = out["before_attach_s"] / out["after_attach_s"]
+    # the old index in its steady state: the worker recorded what it gave its own customers;
+    # the others' were never recorded, so every changed sweep walks them
+    for cid, scores in moved:
+        if store.owns(cid):
+            old.record(cid, scores)
+    out["before_changed_sweep_s"], out["before_changed_walked"] = changed_sweep(old, store.owns)
+    out["after_changed_sweep_s"], out["after_changed_walked"] = changed_sweep(new, store.owns)
+    del old, new, moved
     client.delete(key)
     print(json.dumps(out), file=sys.stderr, flush=True)
     return out
@@ -122,15 +160,18 @@ def measure(client: redis.Redis[bytes], namespace: str, customers: int) -> dict[
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| customers | attach before | attach after | ratio | scan+decode only | "
-        "first sweep before (moved) | first sweep after (moved) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "first sweep before (moved) | first sweep after (moved) | "
+        "changed sweep, owning 6 of 12 shards: before (walked) | after (walked) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['customers']:,} | {r['before_attach_s']:.2f} s | {r['after_attach_s']:.2f} s "
             f"| {r['attach_ratio']:.1f}x | {r['scan_only_s']:.2f} s | "
             f"{r['before_sweep_s']:.2f} s ({r['before_sweep_moved']:,}) | "
-            f"{r['after_sweep_s']:.3f} s ({r['after_sweep_moved']:,}) |"
+            f"{r['after_sweep_s']:.3f} s ({r['after_sweep_moved']:,}) | "
+            f"{r['before_changed_sweep_s']:.3f} s ({r['before_changed_walked']:,}) | "
+            f"{r['after_changed_sweep_s']:.3f} s ({r['after_changed_walked']:,}) |"
         )
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -173,7 +174,8 @@ class RankIndex:
                 if scores is not None:
                     self.record(cid, scores)
             return
-        if len(set(ids)) != len(ids):  # repeats (a SCAN may return a key twice)
+        slots = dict(zip(ids, zip(range(len(ids)), metrics, strict=True), strict=True))
+        if len(slots) != len(ids):  # repeats (a SCAN may return a key twice)
             chosen: dict[str, tuple[Metrics, Scores | None]] = {}
             for cid, values, scores in zip(ids, metrics, given, strict=True):
                 if scores is None and cid in chosen:
@@ -182,25 +184,26 @@ class RankIndex:
             ids = list(chosen)
             metrics = [values for values, _ in chosen.values()]
             given = [scores for _, scores in chosen.values()]
+            slots = dict(zip(ids, zip(range(len(ids)), metrics, strict=True), strict=True))
         n = len(ids)
         if not n:
             return
         while len(self._alive) < n:
             self._grow()
         self._ids = list(ids)
-        self._slots = dict(zip(ids, zip(range(n), metrics, strict=True), strict=True))
-        lasts, counts, revenues = zip(*metrics, strict=True)
-        last = np.array(lasts, dtype=np.int64)
-        orders = np.array(counts, dtype=np.int64)
-        revenue = np.array(revenues, dtype=np.float64)
+        self._slots = slots
+        last = np.fromiter((m[0] for m in metrics), dtype=np.int64, count=n)
+        orders = np.fromiter((m[1] for m in metrics), dtype=np.int64, count=n)
+        revenue = np.fromiter((m[2] for m in metrics), dtype=np.float64, count=n)
         self._last[:n], self._orders[:n], self._revenue[:n] = last, orders, revenue
         self._alive[:n] = True
         self._order[:n] = np.arange(n)
         self._sequence = n
         given_at = [i for i, scores in enumerate(given) if scores is not None]
         if given_at:
-            known = [scores for scores in given if scores is not None]
-            self._recorded[given_at] = np.array(known, dtype=np.int8)
+            known = chain.from_iterable(scores for scores in given if scores is not None)
+            flat = np.fromiter(known, dtype=np.int8, count=3 * len(given_at))
+            self._recorded[given_at] = flat.reshape(-1, 3)
         # each list from its column sorted once (already sorted input sorts in linear time)
         r, f, m = (SortedList(np.sort(column).tolist()) for column in (last, orders, revenue))
         self._lists = (r, f, m)
