@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from support.fakes import FakeKafka
 from segmentflow.config import SegmentConfig, Settings, config_from_dict
 from segmentflow.service.processor import InputRecord, Processor
 from segmentflow.state.memory import MemoryStore
+from segmentflow.streams import hangup
 from segmentflow.streams.hangup import Hangup, reload_config
 from segmentflow.streams.metrics import registry_for, render
 from segmentflow.streams.runtime import SegmentWorker, deliveries
@@ -136,26 +139,37 @@ def test_sighups_during_a_reload_fold_into_one_more(
     path = tmp_path / "segmentflow.yaml"
     path.write_text(BIG_YAML)
     w, _, _ = running(BASE)
-    hangup = Hangup(w, Settings(config=str(path)))
+    hup = Hangup(w, Settings(config=str(path)))
     reload = w.reload
     calls: list[int] = []
 
     async def reload_and_signal(config: SegmentConfig) -> str | None:
         calls.append(1)
         if len(calls) == 1:  # two more SIGHUPs while the first reload runs
-            hangup.signal()
-            hangup.signal()
+            hup.signal()
+            hup.signal()
         return await reload(config)
 
     monkeypatch.setattr(w, "reload", reload_and_signal)
 
     async def signals() -> None:
-        hangup.signal()
-        hangup.signal()  # before the reload read the file: the same reload covers it
-        assert hangup.task is not None
-        while not hangup.task.done():
+        hup.signal()
+        hup.signal()  # before the reload read the file: the same reload covers it
+        assert hup.task is not None
+        while not hup.task.done():
             await asyncio.sleep(0)
 
     asyncio.run(signals())
-    assert hangup.applied == 2 and hangup.refused == 0 and len(calls) == 2
+    assert hup.applied == 2 and hup.refused == 0 and len(calls) == 2
     assert [r.name for r in w.processor.engine.rules] == ["big"]
+
+
+def test_a_sighup_during_start_up_is_noted_not_fatal() -> None:
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        hangup.catch_early()
+        os.kill(os.getpid(), signal.SIGHUP)  # default action: the process would end
+        assert hangup._early["hup"] is True
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        hangup._early["hup"] = False
