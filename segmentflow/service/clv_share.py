@@ -111,6 +111,13 @@ class SharedClvRefit:
                     current.changed |= old.changed
         return current
 
+    @dim.setter
+    def dim(self, value: Clv) -> None:
+        """Share ``value`` from now on (a reload: :func:`segmentflow.service.reload.switch`
+        then calls :meth:`attach`, which adopts the latest stored record)."""
+        self._dim_of = lambda: value
+        self._attached = None
+
     def population_version(self) -> object:
         """Never the same twice: every refit moment goes through the barrier (a worker that
         stepped over one would hold the others back and miss the record)."""
