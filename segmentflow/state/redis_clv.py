@@ -9,7 +9,7 @@ Keys (``ns`` = namespace):
 - ``ns:clv:version``: the population version (``INCRBY`` in the same transaction: committed
   customers whose summary changed: an order, a merge; forgets);
 - ``ns:clv:fits``: hash refit moment -> :class:`~segmentflow.segmenters.clv.ClvFit` JSON (the
-  first published for a moment wins: ``HSETNX``; about 60 bytes a week of event time, kept);
+  first published for a moment wins: ``HSETNX``; about 300 bytes a week of event time, kept);
 - ``ns:clv:ready``: hash shard -> the latest refit moment its owner reached (the barrier);
 - ``ns:clv:lock``: the refit lock (``SET NX PX``; its holder fits; expires if it dies).
 """
