@@ -517,6 +517,8 @@ class Clv(Dimension, PopulationWork):
         if fitted is None:
             return keep
         new = population_figures(fitted, cols, self.horizon_weeks)
+        if not new.finite():
+            return keep  # extreme parameters (a tiny population): no usable figures
         alive = new.lost > at
         threshold = self.high_value_min
         if alive.any():
@@ -640,6 +642,12 @@ class PopulationFigures:
     clv: np.ndarray[Any, np.dtype[np.float64]]
     past_rate: np.ndarray[Any, np.dtype[np.float64]]
     lost: np.ndarray[Any, np.dtype[np.float64]]
+
+    def finite(self) -> bool:
+        """Whether every P(alive), expected order count and value is a finite number."""
+        return all(
+            bool(np.isfinite(a).all()) for a in (self.p_alive, self.expected_orders, self.clv)
+        )
 
 
 def fit_population(cols: Columns, current: ClvParams) -> ClvParams | None:

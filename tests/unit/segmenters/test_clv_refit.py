@@ -89,6 +89,21 @@ def test_too_small_a_population_keeps_the_parameters() -> None:
     assert dim.refits == 0 and dim.cfg == dim.params
 
 
+def test_a_fit_without_finite_figures_keeps_the_parameters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # extreme parameters (seen on tiny populations): expected orders overflow to NaN
+    import segmentflow.segmenters.clv as clv_module
+
+    extreme = ClvParams().model_copy(update={"r": 1e-300, "alpha": 1e300, "a": 1.0, "b": 1e300})
+    monkeypatch.setattr(clv_module, "fit_population", lambda cols, current: extreme)
+    dim = Clv(ClvParams(refit_min_customers=10))
+    dim.population = sampled(200)
+    dim.version = 1
+    dim.prepare_sweep(AT)
+    assert dim.refits == 0 and dim.cfg == dim.params
+
+
 def test_on_sweep_revalues_and_brings_the_due_moment_forward() -> None:
     dim = Clv(ClvParams())
     state = CustomerState("c", slices={"clv": ClvSlice(0, 70, 3, 20.0, 60.0)})
