@@ -670,9 +670,10 @@ def fit_population(cols: Columns, current: ClvParams) -> ClvParams | None:
 def lost_instants(c: ClvParams, cols: Columns) -> np.ndarray[Any, np.dtype[np.float64]]:
     """:meth:`Clv.lost_at` for every customer (``inf`` without a repeat purchase)."""
     x = np.maximum(cols.x, 1.0)
-    k = (1 / c.lost_below - 1) * (c.b + x - 1) / c.a
-    T = (c.alpha + cols.t_x) * np.power(k, 1 / (c.r + x)) - c.alpha
-    lost = cols.first_day * DAY_US + np.maximum(np.floor(T * WEEK_US) + 1, 0)
+    with np.errstate(over="ignore"):  # extreme parameters: an instant beyond any time (inf)
+        k = (1 / c.lost_below - 1) * (c.b + x - 1) / c.a
+        T = (c.alpha + cols.t_x) * np.power(k, 1 / (c.r + x)) - c.alpha
+        lost = cols.first_day * DAY_US + np.maximum(np.floor(T * WEEK_US) + 1, 0)
     return np.where(cols.x > 0, lost, np.inf)
 
 
