@@ -14,8 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -87,13 +86,6 @@ def cli(stack: DevStack, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def clis(stack: DevStack, *commands: Sequence[str]) -> list[subprocess.CompletedProcess[str]]:
-    """Run ``segmentflow`` commands as processes at the same time (each start costs seconds
-    of imports); their results in order."""
-    with ThreadPoolExecutor(len(commands)) as pool:
-        return list(pool.map(lambda args: cli(stack, *args), commands))
-
-
 def get(stack: DevStack, path: str) -> tuple[int, Any]:
     try:
         return 200, orjson.loads(stack.get(path))
@@ -142,24 +134,15 @@ def test_members_cli_and_endpoint(tmp_path: Path, redis_url: str) -> None:
         wanted = CUSTOMERS + 2 * len(buyers)  # prospect for all; new + buyers in per buyer
         changes.wait_until(lambda: len(changes.values) >= wanted, 90, "first changes")
 
-        # the CLI export equals the change stream and the populations (the CLI runs, each
-        # costing seconds of start-up, at once: nothing changes until they are done)
-        by_cli = [("lifecycle", "prospect"), ("rule:buyers", "in")]
-        *exports, as_csv, nobody = clis(
-            stack,
-            *(("members", dim, value) for dim, value in by_cli),
-            ("members", "lifecycle", "prospect", "--format", "csv", "--limit", "5"),
-            ("members", "lifecycle", "nosuchvalue"),
-        )
+        # the CLI export equals the change stream and the populations
         expected = current(changes)
         _, populations = get(stack, "/segments")
         assert {(d, v): n for d, vs in populations.items() for v, n in vs.items()} == {
             seg: len(m) for seg, m in expected.items()
         }
-        assert set(by_cli) <= set(expected)
         for (dim, value), members in expected.items():
-            if (dim, value) in by_cli:
-                jsonl = exports[by_cli.index((dim, value))]
+            if (dim, value) in {("lifecycle", "prospect"), ("rule:buyers", "in")}:
+                jsonl = cli(stack, "members", dim, value)  # (each CLI start costs seconds)
                 assert jsonl.returncode == 0, jsonl.stderr
                 rows = [orjson.loads(line) for line in jsonl.stdout.splitlines()]
             else:
@@ -171,10 +154,12 @@ def test_members_cli_and_endpoint(tmp_path: Path, redis_url: str) -> None:
             assert order_key == sorted(order_key)
         prospects = expected[("lifecycle", "prospect")]
         assert len(prospects) == CUSTOMERS - len(buyers)
+        as_csv = cli(stack, "members", "lifecycle", "prospect", "--format", "csv", "--limit", "5")
         assert as_csv.returncode == 0, as_csv.stderr
         table = list(csv.reader(io.StringIO(as_csv.stdout)))
         assert table[0] == ["customer_id", "since"] and len(table) == 6
         assert all(prospects[cid] == since for cid, since in table[1:])
+        nobody = cli(stack, "members", "lifecycle", "nosuchvalue")
         assert nobody.returncode == 0 and nobody.stdout == ""
         assert "nobody is in segment lifecycle 'nosuchvalue'" in nobody.stderr
         assert "lifecycle prospect" in nobody.stderr
@@ -237,16 +222,14 @@ def test_members_cli_and_endpoint(tmp_path: Path, redis_url: str) -> None:
         )
 
         # the dashboard links each segment to its member list: a CSV through the worker's pages
-        with ThreadPoolExecutor(1) as pool:
-            # the export to compare with runs while the dashboard starts
-            now = pool.submit(cli, stack, "members", "lifecycle", "prospect", "--format", "csv")
-            with dashboard(stack) as base:
-                with urllib.request.urlopen(f"{base}/members/lifecycle/prospect", timeout=60) as r:
-                    assert r.headers["Content-Type"].startswith("text/csv")
-                    assert r.read().decode() == now.result().stdout
-                with urllib.request.urlopen(f"{base}/api/members/rule%3Abuyers/in?limit=2") as r:
-                    body = orjson.loads(r.read())
-                    assert len(body["members"]) == 2 and body["next_cursor"]
+        now = cli(stack, "members", "lifecycle", "prospect", "--format", "csv")
+        with dashboard(stack) as base:
+            with urllib.request.urlopen(f"{base}/members/lifecycle/prospect", timeout=60) as r:
+                assert r.headers["Content-Type"].startswith("text/csv")
+                assert r.read().decode() == now.stdout
+            with urllib.request.urlopen(f"{base}/api/members/rule%3Abuyers/in?limit=2") as r:
+                body = orjson.loads(r.read())
+                assert len(body["members"]) == 2 and body["next_cursor"]
         changes.close()
 
 
