@@ -110,7 +110,7 @@ def test_two_producers_two_partitioners_one_owner(tmp_path: Path, redis_url: str
     records arrive on two partition numbers; one worker owns each, the other forwards."""
     started = time.monotonic()
     config = write_config(tmp_path)
-    events = mixed(150, seed=77)  # ~11k events; ~3/4 of the customers have two partitions
+    events = mixed(150, seed=77)  # ~12k events; most customers get two partition numbers
     with Stack(workers=0, config=str(config), redis_url=redis_url) as stack:
         produce_kafka_python(stack.settings, [e for e in events if e.kind != "purchase"])
         produce_librdkafka(
