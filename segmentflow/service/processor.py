@@ -37,6 +37,12 @@ from segmentflow.segmenters.dimension import PopulationWork
 from segmentflow.state.base import StateQuarantined, StateStore
 
 SWEPT = "rfm_swept"
+#: ``extra`` key of a survivor whose merging event went to another worker as a merge request:
+#: ``{"id": event id, "to": the partition it went to, "n": events forwarded behind it}``
+MERGE_PENDING = "merge_pending"
+#: forwards behind a pending merge before the mark is dropped (its merging event lost on the
+#: other side, e.g. dead-lettered): the events then apply as a late merge (notes/identity.md)
+PENDING_FORWARDS = 64
 
 
 class PopulationShare(Protocol):
@@ -407,8 +413,27 @@ class Processor:
                 forwards.append((item, home))
                 counts.append((self.counters.forwarded, item.topic))
                 continue
+            pending = None if state is None or source is None else state.extra.get(MERGE_PENDING)
+            if pending is not None and pending["id"] != event.event_id:
+                assert state is not None
+                touched[cid] = state
+                if pending["n"] < PENDING_FORWARDS:  # behind the merging event, in order
+                    pending["n"] += 1
+                    forwards.append((item, pending["to"]))
+                    counts.append((self.counters.forwarded, item.topic))
+                    continue
+                del state.extra[MERGE_PENDING]  # its merging event was lost: a late merge
+                pending = None
             ask = self._remote_source(event, cid, states, resolved) if source else None
             if ask is not None:  # a merged id another worker owns: ask it (notes/identity.md)
+                if state is None:
+                    state = states[cid] = self.engine.new_state(cid)
+                    state.home = home
+                touched[cid] = state  # the mark commits before the request is forwarded
+                mark = state.extra.get(MERGE_PENDING)
+                if mark is None or mark["id"] != event.event_id:
+                    mark = {"id": event.event_id, "to": ask, "n": 0}
+                state.extra[MERGE_PENDING] = {**mark, "to": ask}
                 forwards.append((item, ask))
                 counts.append((self.counters.forwarded, item.topic))
                 continue
@@ -416,6 +441,8 @@ class Processor:
                 state = states[cid] = self.engine.new_state(cid)
                 state.home = home
             touched[cid] = state
+            if pending is not None:  # the merging event is back: applied, or a duplicate
+                del state.extra[MERGE_PENDING]
             if source is not None:
                 if state.home is None:
                     state.home = item.partition
