@@ -38,7 +38,8 @@ from segmentflow.state.base import StateQuarantined, StateStore
 
 SWEPT = "rfm_swept"
 #: ``extra`` key of a survivor whose merging event went to another worker as a merge request:
-#: ``{"id": event id, "to": the partition it went to, "n": events forwarded behind it}``
+#: ``{"id": event id, "ts": its time, "to": the partition it went to, "n": events forwarded
+#: behind it}``; the survivor's events at or after ``ts`` wait behind it (notes/identity.md)
 MERGE_PENDING = "merge_pending"
 #: forwards behind a pending merge before the mark is dropped (its merging event lost on the
 #: other side, e.g. dead-lettered): the events then apply as a late merge (notes/identity.md)
@@ -414,7 +415,11 @@ class Processor:
                 counts.append((self.counters.forwarded, item.topic))
                 continue
             pending = None if state is None or source is None else state.extra.get(MERGE_PENDING)
-            if pending is not None and pending["id"] != event.event_id:
+            if pending is not None and pending["id"] == event.event_id:
+                pass  # the merging event itself: below (asked again, or back and applied)
+            elif pending is not None and event.ts < pending["ts"]:
+                pending = None  # older than the merging event: applied before it, as in replay
+            elif pending is not None:
                 assert state is not None
                 touched[cid] = state
                 if pending["n"] < PENDING_FORWARDS:  # behind the merging event, in order
@@ -432,7 +437,7 @@ class Processor:
                 touched[cid] = state  # the mark commits before the request is forwarded
                 mark = state.extra.get(MERGE_PENDING)
                 if mark is None or mark["id"] != event.event_id:
-                    mark = {"id": event.event_id, "to": ask, "n": 0}
+                    mark = {"id": event.event_id, "ts": event.ts, "to": ask, "n": 0}
                 state.extra[MERGE_PENDING] = {**mark, "to": ask}
                 forwards.append((item, ask))
                 counts.append((self.counters.forwarded, item.topic))
