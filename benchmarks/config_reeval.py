@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             del memory
             store.assign_partitions([0])
             assert ConfigWalk(Processor(old_cfg, store, check_key=False)).done  # adopts
-            client.delete(f"{ns}:outbox:0")  # the replay's changes: not measured
+            client.delete(store.keys.outbox(0))  # the replay's changes: not measured
             ids = [f"c{i:07d}" for i in range(args.customers)]
             states: list[CustomerState] = []  # a copy for the pure part, loaded before the walk
             for i in range(0, len(ids) if not (args.no_pure or args.copies > 1) else 0, 1000):
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["compare"] = compare(store, rows, args.customers)
                 print("compare:", orjson.dumps(results["compare"]).decode(), flush=True)
             if args.tick:
-                client.delete(f"{ns}:outbox:0")  # the walk's changes (published by nobody)
+                client.delete(store.keys.outbox(0))  # the walk's changes (published by nobody)
                 results["tick"] = by_ticks(store, args.busy_seconds)
                 print("tick:", orjson.dumps(results["tick"]).decode(), flush=True)
             if args.no_pure:

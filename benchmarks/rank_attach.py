@@ -42,6 +42,7 @@ import redis
 
 from segmentflow.embedded import EmbeddedRedis
 from segmentflow.segmenters.rfm import Metrics, RankIndex, Scores
+from segmentflow.state.keys import Keys
 from segmentflow.state.redis_ranks import unpack_metrics
 from segmentflow.state.redis_store import RedisStore
 
@@ -125,7 +126,7 @@ def changed_sweep(ranks: RankIndex, owns: Callable[[str], bool]) -> tuple[float,
 
 
 def measure(client: redis.Redis[bytes], namespace: str, customers: int) -> dict[str, Any]:
-    key = f"{namespace}:rfm"
+    key = Keys(namespace).rfm
     client.delete(key)
     fill(client, key, customers, seed=customers)
     out: dict[str, Any] = {"customers": customers}

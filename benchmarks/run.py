@@ -145,7 +145,9 @@ def _run_processor(records: list[Any], config: Any, store: Any, batch: int = 200
 
 
 def _drop(client: Any, namespace: str) -> None:
-    keys = list(client.scan_iter(match=f"{namespace}:*", count=5000))
+    from segmentflow.state.keys import Keys
+
+    keys = list(client.scan_iter(match=Keys(namespace).everything, count=5000))
     for i in range(0, len(keys), 5000):
         client.delete(*keys[i : i + 5000])
 
@@ -168,14 +170,15 @@ def _memory(client: Any, namespace: str, templates: list[Any], customers: int) -
             store.commit(chunk, [])
             chunk = {}
     sample = [f"m-{n:07d}" for n in range(0, customers, max(1, customers // 2000))]
+    keys = store.keys
     pipe = client.pipeline(transaction=False)
     for cid in sample:
-        pipe.memory_usage(f"{namespace}:s:{cid}", samples=0)
+        pipe.memory_usage(keys.state(cid), samples=0)
     state_bytes = statistics.mean(int(v or 0) for v in pipe.execute())
-    due = sum(int(client.memory_usage(f"{namespace}:due:{s}", samples=0) or 0) for s in range(4))
-    rfm_hash = int(client.memory_usage(f"{namespace}:rfm", samples=0) or 0)
-    rfm_log = int(client.memory_usage(f"{namespace}:rfm:log", samples=0) or 0)
-    raw = statistics.mean(len(client.get(f"{namespace}:s:{cid}") or b"") for cid in sample[:200])
+    due = sum(int(client.memory_usage(keys.due(s), samples=0) or 0) for s in range(4))
+    rfm_hash = int(client.memory_usage(keys.rfm, samples=0) or 0)
+    rfm_log = int(client.memory_usage(keys.rfm_log, samples=0) or 0)
+    raw = statistics.mean(len(client.get(keys.state(cid)) or b"") for cid in sample[:200])
     per = {
         "state_key": state_bytes,
         "due_share": due / customers,

@@ -222,8 +222,11 @@ class DevStack(Managed):
         try:
             import redis
 
+            from segmentflow.state.keys import Keys
+
             client = redis.Redis.from_url(self.redis.url)
-            keys = list(client.scan_iter(match=f"{self.namespace}:*", count=1000))
+            everything = Keys(self.namespace).everything
+            keys = list(client.scan_iter(match=everything, count=1000))
             for start in range(0, len(keys), 1000):
                 client.delete(*keys[start : start + 1000])
             client.close()

@@ -56,18 +56,13 @@ def request(customer_id: str, request_id: str) -> bytes:
 def applied(settings: Settings, customer_id: str, request_id: str) -> CustomerState | None:
     """The customer's stored state once the forget ``request_id`` has been applied (its
     tombstone, or a new profile begun after it), else ``None``."""
-    client = bootstrap.redis_client(settings)
+    store = bootstrap.redis_store(settings)
     try:
-        raw = client.get(f"{settings.namespace}:s:{customer_id}")
+        # None for unreadable bytes too: the worker dead-letters the request (corrupt_state)
+        state = store.peek(customer_id)
     finally:
-        client.close()
-    if not raw:
-        return None
-    try:
-        state = CustomerState.decode(raw)
-    except Exception:  # quarantined: the worker dead-letters the request (corrupt_state)
-        return None
-    return state if state.extra.get(FORGOTTEN) == request_id else None
+        store.close()
+    return state if state is not None and state.extra.get(FORGOTTEN) == request_id else None
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

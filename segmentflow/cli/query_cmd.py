@@ -60,8 +60,7 @@ def run_segments(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(populations, indent=2))
     else:
         console.print(populations_table(populations))
-        raw = store.client.hgetall(f"{store.namespace}:meta")
-        walk = status_from_meta({k.decode(): int(v) for k, v in raw.items()})
+        walk = status_from_meta(store.meta_items())
         if walk["running"]:  # CONTRACT §6: a changed config is being applied to stored state
             console.print(
                 f"config change: re-evaluating stored customers, {walk['customers']} done, "

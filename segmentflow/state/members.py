@@ -29,8 +29,8 @@ import redis
 
 from segmentflow.schemas.changes import Change
 from segmentflow.state.base import StoreUnavailable
+from segmentflow.state.keys import SEP, Keys
 
-SEP = "\x1f"
 Segment = tuple[str, str]
 
 
@@ -219,26 +219,26 @@ def segment_key(namespace: str, dimension: str, value: str) -> str:
     >>> segment_key("sf", "lifecycle", "active")
     'sf:m:lifecycle\\x1factive'
     """
-    return f"{namespace}:m:{dimension}{SEP}{value}"
+    return Keys(namespace).segment(dimension, value)
 
 
-def queue_changes(pipe: Any, namespace: str, changes: Sequence[Change]) -> None:
+def queue_changes(pipe: Any, keys: Keys, changes: Sequence[Change]) -> None:
     """Queue the index writes of ``changes`` on the commit's ``MULTI`` pipeline."""
     if not changes:
         return
     ops = member_ops(changes)
     for (dim, value), gone in ops.removes.items():
-        pipe.zrem(segment_key(namespace, dim, value), *gone)
+        pipe.zrem(keys.segment(dim, value), *gone)
     for (dim, value), entered in ops.adds.items():
-        pipe.zadd(segment_key(namespace, dim, value), entered)
+        pipe.zadd(keys.segment(dim, value), entered)
 
 
-def queue_forget(pipe: Any, client: redis.Redis[bytes], namespace: str, customer_id: str) -> None:
+def queue_forget(pipe: Any, client: redis.Redis[bytes], keys: Keys, customer_id: str) -> None:
     """Queue the removal of a customer from every segment ever populated (the fields of
     ``ns:pop``), on an erase's pipeline: no trace stays even in an index that drifted."""
-    for field in client.hkeys(f"{namespace}:pop"):
+    for field in client.hkeys(keys.pop):
         dim, _, value = field.decode().partition(SEP)
-        pipe.zrem(segment_key(namespace, dim, value), customer_id)
+        pipe.zrem(keys.segment(dim, value), customer_id)
 
 
 # the first rank whose (score, member) comes after the cursor (member bytes compared one by
@@ -283,10 +283,11 @@ class RedisMembers:
     def __init__(self, client: redis.Redis[bytes], namespace: str) -> None:
         self.client = client
         self.namespace = namespace
+        self.keys = Keys(namespace)
         self._script = client.register_script(_PAGE_LUA)
 
     def page(self, dimension: str, value: str, limit: int, after: Member | None) -> list[Member]:
-        key = segment_key(self.namespace, dimension, value)
+        key = self.keys.segment(dimension, value)
         try:
             if after is None:
                 rows = self.client.zrange(key, 0, limit - 1, withscores=True)
@@ -302,7 +303,7 @@ class RedisMembers:
     def count(self, dimension: str, value: str) -> int:
         """How many members the segment has."""
         try:
-            return int(self.client.zcard(segment_key(self.namespace, dimension, value)))
+            return int(self.client.zcard(self.keys.segment(dimension, value)))
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 

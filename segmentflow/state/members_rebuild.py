@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from segmentflow.engine.state import CustomerState
-from segmentflow.state.members import SEP, indexed, segment_key
+from segmentflow.state.members import indexed
 from segmentflow.state.redis_store import RedisStore
 
 
@@ -69,7 +69,7 @@ def _watched(store: RedisStore, ids: list[str], write: Write) -> tuple[int, int]
     """Queue ``write``'s commands for the states of ``ids`` in one MULTI under WATCH of their
     keys, again until no commit interfered; (sum of the replies: members added or removed,
     retries)."""
-    keys = [store._state_key(cid) for cid in ids]
+    keys = [store.keys.state(cid) for cid in ids]
     retries = 0
     with store.client.pipeline() as pipe:
         while True:
@@ -87,13 +87,13 @@ def rebuild_members(
     store: RedisStore, page: int = 500, progress: Callable[[RebuildReport], None] | None = None
 ) -> RebuildReport:
     """Make ``store``'s membership index list exactly the segments its states hold."""
-    ns = store.namespace
+    keys = store.keys
     report = RebuildReport()
 
     def add(pipe: Any, states: dict[str, CustomerState]) -> None:
         for cid, state in states.items():
             for dim, value in _segments(state).items():
-                pipe.zadd(segment_key(ns, dim, value), {cid: state.clock or 0}, nx=True)
+                pipe.zadd(keys.segment(dim, value), {cid: state.clock or 0}, nx=True)
 
     for ids in _pages(store.iter_ids(), page):
         added, retries = _watched(store, ids, add)
@@ -104,7 +104,7 @@ def rebuild_members(
             progress(report)
 
     for dim, value in _known(store):
-        key = segment_key(ns, dim, value)
+        key = keys.segment(dim, value)
         members = (m.decode() for m, _ in store.client.zscan_iter(key, count=page))
         for ids in _pages(members, page):
 
@@ -135,9 +135,8 @@ def rebuild_members(
 
 def _known(store: RedisStore) -> list[tuple[str, str]]:
     """Every segment with an index key (from the keys themselves: ``ns:m:*``)."""
-    prefix = f"{store.namespace}:m:"
-    out = []
-    for key in store.client.scan_iter(match=f"{prefix}*", count=1000):
-        dim, _, value = key.decode()[len(prefix) :].partition(SEP)
-        out.append((dim, value))
-    return sorted(out)
+    keys = store.keys
+    return sorted(
+        keys.segment_of(key)
+        for key in store.client.scan_iter(match=keys.segment_prefix + "*", count=1000)
+    )

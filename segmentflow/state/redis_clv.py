@@ -32,6 +32,7 @@ from segmentflow.state.clv_population import (
     row_of,
     take_changed,
 )
+from segmentflow.state.keys import Keys
 
 #: hash buckets of the rows (a refit reads them all in one pipelined round trip)
 BUCKETS = 64
@@ -63,13 +64,11 @@ class RedisClvPopulation(ClvPopulationStore):
     def __init__(self, client: redis.Redis[bytes], namespace: str = "segmentflow") -> None:
         self.client = client
         self.namespace = namespace
+        self.keys = Keys(namespace)
         self.dim: Clv | None = None
 
-    def _key(self, name: str) -> str:
-        return f"{self.namespace}:clv:{name}"
-
     def rows_key(self, bucket: int) -> str:
-        return self._key(f"rows:{bucket}")
+        return self.keys.clv_rows(bucket)
 
     def attach(self, dim: Clv) -> None:
         self.dim = dim
@@ -92,17 +91,17 @@ class RedisClvPopulation(ClvPopulationStore):
         for cid in changed - written:  # merged away or forgotten: no summary any more
             pipe.hdel(self.rows_key(bucket_of(cid)), cid)
         if changed:
-            pipe.incrby(self._key("version"), len(changed))
+            pipe.incrby(self.keys.clv_version, len(changed))
 
     def queue_forget(self, pipe: Any, customer_id: str) -> None:
         """Queue the removal of a customer's row (a forget changes the population)."""
         if self.dim is None:
             return
         pipe.hdel(self.rows_key(bucket_of(customer_id)), customer_id)
-        pipe.incrby(self._key("version"), 1)
+        pipe.incrby(self.keys.clv_version, 1)
 
     def read(self) -> PopulationRows:
-        version = int(self.client.get(self._key("version")) or 0)
+        version = int(self.client.get(self.keys.clv_version) or 0)
         pipe = self.client.pipeline(transaction=False)
         for bucket in range(BUCKETS):
             pipe.hgetall(self.rows_key(bucket))
@@ -117,32 +116,32 @@ class RedisClvPopulation(ClvPopulationStore):
         return PopulationRows(version, ids, rows)
 
     def fit_at(self, at: int) -> ClvFit | None:
-        data = self.client.hget(self._key("fits"), str(at))
+        data = self.client.hget(self.keys.clv_fits, str(at))
         return None if data is None else ClvFit.loads(data)
 
     def latest_fit(self) -> ClvFit | None:
-        moments = [int(m) for m in self.client.hkeys(self._key("fits"))]
+        moments = [int(m) for m in self.client.hkeys(self.keys.clv_fits)]
         return self.fit_at(max(moments)) if moments else None
 
     def publish(self, fit: ClvFit) -> ClvFit:
         pipe = self.client.pipeline(transaction=True)
-        pipe.hsetnx(self._key("fits"), str(fit.at), fit.dumps())
-        pipe.hget(self._key("fits"), str(fit.at))
+        pipe.hsetnx(self.keys.clv_fits, str(fit.at), fit.dumps())
+        pipe.hget(self.keys.clv_fits, str(fit.at))
         return ClvFit.loads(pipe.execute()[1])
 
     def mark_ready(self, at: int, shards: Iterable[int]) -> None:
         mapping = {str(shard): at for shard in shards}
         if mapping:
-            self.client.hset(self._key("ready"), mapping=mapping)  # type: ignore[arg-type]
+            self.client.hset(self.keys.clv_ready, mapping=mapping)  # type: ignore[arg-type]
 
     def all_ready(self, at: int, shards: int) -> bool:
-        marks = self.client.hmget(self._key("ready"), [str(s) for s in range(shards)])
+        marks = self.client.hmget(self.keys.clv_ready, [str(s) for s in range(shards)])
         return all(m is not None and int(m) >= at for m in marks)
 
     def try_lock(self, at: int, seconds: float) -> str | None:
         token = f"{at}:{uuid.uuid4().hex}"
-        taken = self.client.set(self._key("lock"), token, nx=True, px=max(1, int(seconds * 1000)))
+        taken = self.client.set(self.keys.clv_lock, token, nx=True, px=max(1, int(seconds * 1000)))
         return token if taken else None
 
     def unlock(self, token: str) -> None:
-        self.client.eval(_UNLOCK, 1, self._key("lock"), token)  # type: ignore[no-untyped-call]
+        self.client.eval(_UNLOCK, 1, self.keys.clv_lock, token)  # type: ignore[no-untyped-call]

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import orjson
 import redis
 
+from segmentflow.state.keys import Keys
 from segmentflow.state.personas import PersonaModelStore
 
 
@@ -25,32 +26,29 @@ class RedisPersonaStore(PersonaModelStore):
     def __init__(self, client: redis.Redis[bytes], namespace: str = "segmentflow") -> None:
         self.client = client
         self.namespace = namespace
-
-    @property
-    def _samples_key(self) -> str:
-        return f"{self.namespace}:persona:samples"
+        self.keys = Keys(namespace)
 
     def push_samples(self, vectors: Sequence[Mapping[str, float]], cap: int = 50_000) -> None:
         if not vectors:
             return
         pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(self._samples_key, *(orjson.dumps(v) for v in vectors))
-        pipe.ltrim(self._samples_key, -cap, -1)
+        pipe.rpush(self.keys.persona_samples, *(orjson.dumps(v) for v in vectors))
+        pipe.ltrim(self.keys.persona_samples, -cap, -1)
         pipe.execute()
 
     def take_samples(self, count: int) -> list[dict[str, float]]:
-        rows = self.client.lpop(self._samples_key, count) or []
+        rows = self.client.lpop(self.keys.persona_samples, count) or []
         return [orjson.loads(row) for row in rows]
 
     def save_model(self, data: bytes, version: int) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.set(f"{self.namespace}:persona:model", data)
-        pipe.set(f"{self.namespace}:persona:version", version)
+        pipe.set(self.keys.persona_model, data)
+        pipe.set(self.keys.persona_version, version)
         pipe.execute()
 
     def model_version(self) -> int:
-        return int(self.client.get(f"{self.namespace}:persona:version") or 0)
+        return int(self.client.get(self.keys.persona_version) or 0)
 
     def load_model(self) -> bytes | None:
-        data: bytes | None = self.client.get(f"{self.namespace}:persona:model")
+        data: bytes | None = self.client.get(self.keys.persona_model)
         return data

@@ -26,6 +26,7 @@ import redis
 
 from segmentflow.engine.state import CustomerState, T
 from segmentflow.segmenters.rfm import Metrics, RankIndex, Scores, given_scores
+from segmentflow.state.keys import Keys
 from segmentflow.state.ranks import RankSync
 
 #: how long ``rfm:log`` keeps an entry (ms of Redis server time)
@@ -47,6 +48,7 @@ class RedisRankSync(RankSync):
     def __init__(self, client: redis.Redis[bytes], namespace: str = "segmentflow") -> None:
         self.client = client
         self.namespace = namespace
+        self.keys = Keys(namespace)
         self.ranks: RankIndex | None = None
         #: home partition of the customers whose metrics were read (the store's shards)
         self.homes: dict[str, int] = {}
@@ -56,11 +58,11 @@ class RedisRankSync(RankSync):
 
     @property
     def hash_key(self) -> str:
-        return f"{self.namespace}:rfm"
+        return self.keys.rfm
 
     @property
     def log_key(self) -> str:
-        return f"{self.namespace}:rfm:log"
+        return self.keys.rfm_log
 
     @property
     def corrupt_metrics(self) -> int:

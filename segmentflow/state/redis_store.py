@@ -31,6 +31,8 @@ Keys (``ns`` = namespace):
   profile's encoded state, written by its owner with its tombstone and taken (deleted) by the
   survivor's owner in the commit that merges it (cross-worker merges, notes/identity.md).
 
+The names come from :class:`~segmentflow.state.keys.Keys` (one module for every key).
+
 Every commit is one ``MULTI``/``EXEC`` round trip, so a crash never leaves half a batch: state,
 due moments, populations and the outbox move together.
 """
@@ -49,6 +51,7 @@ from segmentflow.schemas.changes import Change
 from segmentflow.segmenters.rfm import RankIndex
 from segmentflow.state import members as member_index
 from segmentflow.state.base import StateStore, population_deltas
+from segmentflow.state.keys import Keys
 from segmentflow.state.redis_clv import RedisClvPopulation
 from segmentflow.state.redis_ranks import RedisRankSync
 
@@ -99,6 +102,8 @@ class RedisStore(StateStore):
         else:
             self.client = client_or_url
         self.namespace = namespace
+        #: the key names (state/keys.py)
+        self.keys = Keys(namespace)
         self.shards = shards
         self._legacy_shard = shard_of or (
             lambda cid: kafka_partition(cid, shards) if shards > 1 else 0
@@ -134,7 +139,7 @@ class RedisStore(StateStore):
     def claim_homes(self, wanted: Mapping[str, int]) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
         for cid, partition in wanted.items():
-            key = f"{self.namespace}:claim:{cid}"
+            key = self.keys.claim(cid)
             pipe.set(key, partition, nx=True, ex=CLAIM_SECONDS)
             pipe.get(key)
         replies = pipe.execute()
@@ -144,24 +149,20 @@ class RedisStore(StateStore):
 
     # -- topic-partition incarnations ------------------------------------------------------
 
-    @property
-    def _partitions_key(self) -> str:
-        return f"{self.namespace}:partitions"
-
     def partition_records(self, sources: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The stored incarnation record (``cluster``, ``epoch``, ``high``) of each
         ``topic:partition`` that has one."""
         names = list(sources)
         if not names:
             return {}
-        values = self.client.hmget(self._partitions_key, names)
+        values = self.client.hmget(self.keys.partitions, names)
         return {n: orjson.loads(v) for n, v in zip(names, values, strict=True) if v}
 
     def save_partition_records(self, records: Mapping[str, Mapping[str, Any]]) -> None:
         """Store incarnation records (the owner of each topic-partition writes its own)."""
         if records:
             mapping = {k: orjson.dumps(v) for k, v in records.items()}
-            self.client.hset(self._partitions_key, mapping=mapping)  # type: ignore[arg-type]
+            self.client.hset(self.keys.partitions, mapping=mapping)  # type: ignore[arg-type]
 
     def owns(self, customer_id: str) -> bool:
         return self._owned is None or self._shard_of(customer_id) in self._owned
@@ -171,24 +172,15 @@ class RedisStore(StateStore):
         return self.outbox
 
     def get_meta(self, key: str) -> int | None:
-        value = self.client.hget(f"{self.namespace}:meta", key)
+        value = self.client.hget(self.keys.meta, key)
         return None if value is None else int(value)
 
     def set_meta(self, key: str, value: int) -> None:
-        self.client.hset(f"{self.namespace}:meta", key, value)
+        self.client.hset(self.keys.meta, key, value)
 
-    def _state_key(self, customer_id: str) -> str:
-        return f"{self.namespace}:s:{customer_id}"
-
-    def _due_key(self, shard: int) -> str:
-        return f"{self.namespace}:due:{shard}"
-
-    @property
-    def _pop_key(self) -> str:
-        return f"{self.namespace}:pop"
-
-    def _outbox_key(self, shard: int) -> str:
-        return f"{self.namespace}:outbox:{shard}"
+    def meta_items(self) -> dict[str, int]:
+        """Every persisted small integer (field -> value)."""
+        return {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.meta).items()}
 
     def _shards(self) -> list[int]:
         return list(range(self.shards)) if self._owned is None else sorted(self._owned)
@@ -226,9 +218,9 @@ class RedisStore(StateStore):
             return {}, {}
         pipe = self.client.pipeline(transaction=False)
         if ids:
-            pipe.mget([self._state_key(cid) for cid in ids])
+            pipe.mget([self.keys.state(cid) for cid in ids])
             if aliases:
-                pipe.hmget(self._alias_key, ids)
+                pipe.hmget(self.keys.alias, ids)
         if syncing:
             self.ranks.queue_read(pipe)
         replies = pipe.execute()
@@ -256,9 +248,16 @@ class RedisStore(StateStore):
         while a batch may be running in the worker's thread)."""
         return self.load_many([customer_id], sync_ranks=False).get(customer_id)
 
-    @property
-    def _quarantine_key(self) -> str:
-        return f"{self.namespace}:quarantine"
+    def peek(self, customer_id: str) -> CustomerState | None:
+        """One customer's stored state, read with no side effect: ``None`` when it has none or
+        its bytes cannot be decoded (no quarantine record: the owner's load writes that)."""
+        raw = self.client.get(self.keys.state(customer_id))
+        if not raw:
+            return None
+        try:
+            return CustomerState.decode(raw)
+        except Exception:  # unreadable bytes: the worker quarantines and dead-letters
+            return None
 
     def _quarantine(self, customer_id: str, why: str) -> None:
         """Mark a customer whose state cannot be decoded: counted, logged, recorded in
@@ -269,9 +268,9 @@ class RedisStore(StateStore):
             self.corrupt_states += 1
             log.error("state of customer %r cannot be decoded (%s): quarantined", customer_id, why)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(self._quarantine_key, customer_id, why)
+        pipe.hset(self.keys.quarantine, customer_id, why)
         for shard in range(max(self.shards, 1)):  # its home is in the bytes that failed
-            pipe.zrem(self._due_key(shard), customer_id)
+            pipe.zrem(self.keys.due(shard), customer_id)
         pipe.execute()
 
     def is_quarantined(self, customer_id: str) -> bool:
@@ -296,39 +295,29 @@ class RedisStore(StateStore):
         if aliases:
             self.queue_aliases(pipe, aliases, states)
         for (survivor, merge_id, gone), raw in (handovers or {}).items():
-            key, field = self._handover_key(survivor), f"{merge_id}{SEP}{gone}"
+            key, field = self.keys.handover(survivor), f"{merge_id}{SEP}{gone}"
             if raw is None:
                 pipe.hdel(key, field)
             else:
                 pipe.hset(key, field, raw)
         pipe.execute()
 
-    def _handover_key(self, survivor: str) -> str:
-        return f"{self.namespace}:handover:{survivor}"
-
     def handovers(self, survivor: str, merge_id: str) -> dict[str, CustomerState]:
         out: dict[str, CustomerState] = {}
-        for field, raw in self.client.hgetall(self._handover_key(survivor)).items():
+        for field, raw in self.client.hgetall(self.keys.handover(survivor)).items():
             mid, _, gone = field.decode().partition(SEP)
             if mid == merge_id:
                 out[gone] = CustomerState.decode(raw)
         return out
-
-    @property
-    def _alias_key(self) -> str:
-        return f"{self.namespace}:alias"
-
-    def _aliased_key(self, customer_id: str) -> str:
-        return f"{self.namespace}:aliased:{customer_id}"
 
     def queue_aliases(
         self, pipe: Any, aliases: Mapping[str, str], states: Mapping[str, CustomerState]
     ) -> None:
         """Queue the writes of ``aliases`` (merged-away id -> survivor) on an open ``MULTI``; a
         merged-away id committed with them leaves the RFM population."""
-        pipe.hset(self._alias_key, mapping=dict(aliases))
+        pipe.hset(self.keys.alias, mapping=dict(aliases))
         for previous, survivor in aliases.items():
-            pipe.sadd(self._aliased_key(survivor), previous)
+            pipe.sadd(self.keys.aliased(survivor), previous)
             if previous in states:
                 self.ranks.queue_forget(pipe, previous)
 
@@ -340,7 +329,7 @@ class RedisStore(StateStore):
             if not current:
                 break
             asked = list(dict.fromkeys(current.values()))
-            found = dict(zip(asked, self.client.hmget(self._alias_key, asked), strict=True))
+            found = dict(zip(asked, self.client.hmget(self.keys.alias, asked), strict=True))
             moved: dict[str, str] = {}
             for cid, at in current.items():
                 target = found[at]
@@ -354,7 +343,7 @@ class RedisStore(StateStore):
     ) -> None:
         """Queue the writes of a commit on an open pipeline (so callers can add their own)."""
         if states:
-            pipe.mset({self._state_key(cid): s.encode() for cid, s in states.items()})
+            pipe.mset({self.keys.state(cid): s.encode() for cid, s in states.items()})
             self.ranks.queue_commit(pipe, states)
             self.clv.queue_commit(pipe, states)
         adds: dict[int, dict[str, int]] = {}
@@ -366,40 +355,40 @@ class RedisStore(StateStore):
             else:
                 adds.setdefault(shard, {})[cid] = state.next_due
         for shard, due_of in adds.items():
-            pipe.zadd(self._due_key(shard), due_of)
+            pipe.zadd(self.keys.due(shard), due_of)
         for shard, gone in removes.items():
-            pipe.zrem(self._due_key(shard), *gone)
+            pipe.zrem(self.keys.due(shard), *gone)
         for (dim, value), delta in population_deltas(changes).items():
             if delta:
-                pipe.hincrby(self._pop_key, f"{dim}{SEP}{value}", delta)
-        member_index.queue_changes(pipe, self.namespace, changes)  # same MULTI (state/members.py)
+                pipe.hincrby(self.keys.pop, f"{dim}{SEP}{value}", delta)
+        member_index.queue_changes(pipe, self.keys, changes)  # same MULTI (state/members.py)
         if self.outbox and changes:
             boxes: dict[int, list[bytes]] = {}
             for change in changes:
                 encoded = change.to_json()
                 boxes.setdefault(self._shard_of(change.customer_id), []).append(encoded)
             for shard, encoded_changes in boxes.items():
-                pipe.rpush(self._outbox_key(shard), *encoded_changes)
+                pipe.rpush(self.keys.outbox(shard), *encoded_changes)
 
     def outbox_pending(self) -> list[tuple[int, list[bytes]]]:
         pipe = self.client.pipeline(transaction=False)
         shards = self._shards()
         for shard in shards:
-            pipe.lrange(self._outbox_key(shard), 0, -1)
+            pipe.lrange(self.keys.outbox(shard), 0, -1)
         return [(shard, rows) for shard, rows in zip(shards, pipe.execute(), strict=True) if rows]
 
     def outbox_done(self, published: Mapping[int, int]) -> None:
         pipe = self.client.pipeline(transaction=True)
         for shard, count in published.items():
             if count:
-                pipe.ltrim(self._outbox_key(shard), count, -1)
+                pipe.ltrim(self.keys.outbox(shard), count, -1)
         pipe.execute()
 
     def due(self, upto: int, limit: int) -> list[str]:
         pipe = self.client.pipeline(transaction=False)
         for shard in self._shards():
             pipe.zrangebyscore(
-                self._due_key(shard), "-inf", upto, start=0, num=limit, withscores=True
+                self.keys.due(shard), "-inf", upto, start=0, num=limit, withscores=True
             )
         found: list[tuple[float, str]] = []
         for rows in pipe.execute():
@@ -411,13 +400,13 @@ class RedisStore(StateStore):
         """The earliest due moment over the owned shards."""
         pipe = self.client.pipeline(transaction=False)
         for shard in self._shards():
-            pipe.zrange(self._due_key(shard), 0, 0, withscores=True)
+            pipe.zrange(self.keys.due(shard), 0, 0, withscores=True)
         scores = [int(rows[0][1]) for rows in pipe.execute() if rows]
         return min(scores) if scores else None
 
     def populations(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for field, count in sorted(self.client.hgetall(self._pop_key).items()):
+        for field, count in sorted(self.client.hgetall(self.keys.pop).items()):
             dim, _, value = field.decode().partition(SEP)
             if int(count):
                 out.setdefault(dim, {})[value] = int(count)
@@ -426,21 +415,21 @@ class RedisStore(StateStore):
     def delete(self, customer_id: str) -> CustomerState | None:
         state = self.get(customer_id)
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self._state_key(customer_id))
+        pipe.delete(self.keys.state(customer_id))
         self.ranks.queue_forget(pipe, customer_id)
         self.clv.queue_forget(pipe, customer_id)
-        pipe.zrem(self._due_key(self._shard_of(customer_id)), customer_id)
+        pipe.zrem(self.keys.due(self._shard_of(customer_id)), customer_id)
         pipe.execute()
         return state
 
     def _aliases_of(self, customer_id: str) -> tuple[str | None, list[str]]:
         """The id ``customer_id`` was merged into (or ``None``) and every id resolving to it
         (walking the reverse sets: a chain points through others)."""
-        raw = self.client.hget(self._alias_key, customer_id)
+        raw = self.client.hget(self.keys.alias, customer_id)
         into, found, pending = None if raw is None else raw.decode(), [], [customer_id]
         seen = {customer_id}
         while pending:
-            for member in self.client.smembers(self._aliased_key(pending.pop())):
+            for member in self.client.smembers(self.keys.aliased(pending.pop())):
                 previous = member.decode()
                 if previous not in seen:
                     seen.add(previous)
@@ -453,32 +442,32 @@ class RedisStore(StateStore):
         pipe = self.client.pipeline(transaction=True)
         self.add_to(pipe, {customer_id: tomb}, changes)
         if into is not None:
-            pipe.hdel(self._alias_key, customer_id)
-            pipe.srem(self._aliased_key(into), customer_id)
+            pipe.hdel(self.keys.alias, customer_id)
+            pipe.srem(self.keys.aliased(into), customer_id)
         if merged:
-            pipe.hdel(self._alias_key, *merged)
-        pipe.delete(self._aliased_key(customer_id), *map(self._aliased_key, merged))
-        pipe.delete(self._handover_key(customer_id))
+            pipe.hdel(self.keys.alias, *merged)
+        pipe.delete(self.keys.aliased(customer_id), *map(self.keys.aliased, merged))
+        pipe.delete(self.keys.handover(customer_id))
         pipe.hdel(self.ranks.hash_key, customer_id)
         self.clv.queue_forget(pipe, customer_id)
-        pipe.hdel(self._quarantine_key, customer_id)
-        member_index.queue_forget(pipe, self.client, self.namespace, customer_id)
+        pipe.hdel(self.keys.quarantine, customer_id)
+        member_index.queue_forget(pipe, self.client, self.keys, customer_id)
         pipe.xadd(self.ranks.log_key, {customer_id: b""}, **self.ranks.log_trim())
         pipe.execute()
 
     def customer_count(self) -> int:
-        return sum(1 for _ in self.client.scan_iter(match=f"{self.namespace}:s:*", count=1000))
+        pattern = self.keys.state_prefix + "*"
+        return sum(1 for _ in self.client.scan_iter(match=pattern, count=1000))
 
     def scan_ids(self, cursor: int, count: int) -> tuple[int, list[str]]:
-        prefix = len(self.namespace) + 3
-        after, keys = self.client.scan(cursor, match=f"{self.namespace}:s:*", count=count)
-        return int(after), [key.decode()[prefix:] for key in keys]
+        pattern = self.keys.state_prefix + "*"
+        after, found = self.client.scan(cursor, match=pattern, count=count)
+        return int(after), [self.keys.customer_of(key) for key in found]
 
     def iter_ids(self) -> Iterable[str]:
         """Every customer id with state (SCAN; for sweeps and tools)."""
-        prefix = len(self.namespace) + 3
-        for key in self.client.scan_iter(match=f"{self.namespace}:s:*", count=1000):
-            yield key.decode()[prefix:]
+        for key in self.client.scan_iter(match=self.keys.state_prefix + "*", count=1000):
+            yield self.keys.customer_of(key)
 
     def close(self) -> None:
         self.client.close()
