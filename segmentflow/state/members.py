@@ -29,7 +29,8 @@ import redis
 
 from segmentflow.schemas.changes import Change
 from segmentflow.state.base import StoreUnavailable
-from segmentflow.state.keys import SEP, Keys
+from segmentflow.state.keys import SEP as SEP  # re-exported (callers import it from here)
+from segmentflow.state.keys import Keys
 
 Segment = tuple[str, str]
 
