@@ -169,12 +169,12 @@ def register(
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         positioned.clear()
-        worker.assign([(tp.topic, tp.partition) for tp in assigned])
+        await worker.assigned([(tp.topic, tp.partition) for tp in assigned])
         log.info("assigned %d partitions", len(assigned))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         positioned.clear()
-        worker.revoke()
+        await worker.revoked()  # waits for the batch under way to stop
 
     return segmenter

@@ -23,13 +23,14 @@ broker outages are retried with exponential backoff; ``/health`` reports them me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
@@ -97,6 +98,16 @@ REDIS_ERRORS = (redis.RedisError,)
 _PIPELINE_COMMAND = re.compile(r"Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
 #: event time one slice of a long clock advance covers; the loop answers between slices
 ADVANCE_SLICE_US = 86_400_000_000
+#: seconds a rebalance waits for the work under way to stop (it stops at its next Redis or
+#: broker call; only a single call running longer than this outlives the revocation)
+REVOKE_WAIT_SECONDS = 30.0
+
+
+class Rebalanced(BaseException):
+    """The partitions were revoked while this work was under way: it stops at its next Redis or
+    broker call, as a crash would stop it there (what it committed stays, its changes wait in
+    the outbox, its unacked messages are read again after the rebalance). A ``BaseException``,
+    like ``CancelledError``: no ``except Exception`` on the way mistakes it for a bad event."""
 
 
 @dataclass
@@ -178,6 +189,11 @@ class SegmentWorker:
         #: monotonic time events started waiting for the clock (``None`` when none wait)
         self.held_since: float | None = None
         self.lock = asyncio.Lock()
+        #: bumped when a rebalance revokes the partitions; work that started under an older
+        #: one stops at its next call (:class:`Rebalanced`)
+        self.generation = 0
+        #: the generation the work holding :attr:`lock` started under
+        self._entered = 0
         self.kind_of = {topic: kind for kind, topic in settings.input_topics.items()}
         self.changes_sent = 0
         self.deadletters_sent = 0
@@ -210,8 +226,7 @@ class SegmentWorker:
         apply whatever the watermark releases."""
         started = time.perf_counter()
         self.batches_waiting += 1
-        async with self.lock:
-            self.batches_waiting -= 1
+        async with self._turn(waiting=True):
             # fetched before a rebalance: every partition is read again from its committed
             # offset after it (by its new owner), so applying these here would race that
             mine = [d for d in batch if self._mine(d)]
@@ -255,7 +270,7 @@ class SegmentWorker:
                 self.memory.poll(self.redis)
             except redis.RedisError as exc:  # the next Redis call reports the outage
                 log.debug("Redis memory not sampled: %s", exc)
-        async with self.lock:
+        async with self._turn():
             for exact, marks in ((False, guesses), (True, ends)):
                 for tp, end in (marks or {}).items():
                     if self.owns(tp):  # ends asked for before a rebalance must not add partitions
@@ -300,9 +315,17 @@ class SegmentWorker:
         if why is not None:
             return why
         async with self.lock:
+            # not partition work: a rebalance meanwhile does not stop it
+            self._entered = self.generation
             old = self.processor.engine
             engine = engine_for(config, old)
-            await self._retry("redis", partial(switch, self.processor, config, engine))
+            switching = partial(switch, self.processor, config, engine)
+            while True:
+                try:
+                    await self._retry("redis", switching)
+                    break
+                except Rebalanced:
+                    self._entered = self.generation
             self.config = config
             self.watermark.allowed_lateness = config.allowed_lateness_us
             if self.persona is not None:
@@ -311,6 +334,31 @@ class SegmentWorker:
                     self.persona.version = 0
             self.config_walk = ConfigWalk(self.processor, progress=self.config_walk.progress)
         return None
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, waiting: bool = False) -> AsyncIterator[None]:
+        """Hold :attr:`lock` for one piece of work (a batch, a tick, a reload), noting the
+        generation it starts under; a rebalance during it stops it (:class:`Rebalanced`: its
+        unacked messages are read again after the rebalance). ``waiting``: counted in
+        :attr:`batches_waiting` until the lock is taken."""
+        generation = self.generation  # queued before a rebalance: stopped by it too
+        try:
+            async with self.lock:
+                if waiting:
+                    self.batches_waiting -= 1
+                    waiting = False
+                self._entered = generation
+                yield
+        except Rebalanced:
+            log.info("partitions revoked during a batch or tick: it stopped; read again later")
+        finally:
+            if waiting:
+                self.batches_waiting -= 1
+
+    def _fence(self) -> None:
+        """Raise :class:`Rebalanced` when a rebalance came after the current work started."""
+        if self.generation != self._entered:
+            raise Rebalanced()
 
     def _new_watermark(self) -> Watermark:
         return Watermark(self.config.allowed_lateness_us, self.settings.idle_timeout)
@@ -602,6 +650,7 @@ class SegmentWorker:
         backoff; other errors (the event's) propagate."""
 
         async def attempt() -> T:
+            self._fence()
             try:
                 # off the event loop (engine work and Redis round trips of a whole batch or a
                 # long advance): /health, /metrics and Faust's heartbeats keep answering; the
@@ -618,10 +667,16 @@ class SegmentWorker:
         call: Callable[[], Awaitable[T]],
         errors: tuple[type[Exception], ...] = (Exception,),  # aiokafka raises many types
     ) -> T:
-        """Await an operation, retrying ``errors`` with exponential backoff (capped)."""
+        """Await an operation, retrying ``errors`` with exponential backoff (capped); every
+        attempt first checks that no rebalance came meanwhile (:meth:`_fence`)."""
         backoff = Backoff(base=0.1, cap=self.max_backoff, jitter=0.0)
+
+        async def attempt() -> T:
+            self._fence()
+            return await call()
+
         value = await retry_async(
-            call,
+            attempt,
             backoff,
             retry_on=errors,
             on_failure=lambda _n, exc, _d: self.report_failure(what, exc),
@@ -661,6 +716,29 @@ class SegmentWorker:
     def _mine(self, delivery: Delivery) -> bool:
         record = delivery.record
         return self.owns((record.topic, record.partition)) and self.is_current(delivery.token)
+
+    async def revoked(self, wait: float = REVOKE_WAIT_SECONDS) -> None:
+        """A rebalance starts: stop the work under way (at its next Redis or broker call), wait
+        for it (up to ``wait`` seconds), then :meth:`revoke`. Without the wait, a batch running
+        in its thread across the rebalance would carry on under the new assignment: fire the
+        due changes of partitions just taken over, up to its old clock, before their events
+        were applied, and trim outbox rows the new owner publishes."""
+        self.generation += 1
+        try:
+            await asyncio.wait_for(self.lock.acquire(), wait)
+        except TimeoutError:
+            log.warning("work under way did not stop within %.0f s; revoking anyway", wait)
+            self.revoke()
+            return
+        try:
+            self.revoke()
+        finally:
+            self.lock.release()
+
+    async def assigned(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """A rebalance ends: :meth:`assign`, between two pieces of work."""
+        async with self.lock:
+            self.assign(partitions)
 
     def revoke(self) -> None:
         """A rebalance starts: apply and fire nothing until the next assignment. After it, every
