@@ -5,7 +5,8 @@
 one temporary directory, memory-only), joins them with ``redis-cli --cluster create
 --cluster-replicas N --cluster-yes``, and waits until every node reports ``cluster_state:ok``,
 agrees on the slot map and every replica's link to its primary is up. Nodes are stopped by PID;
-:meth:`EmbeddedRedisCluster.kill` kills one (SIGKILL) so tests can watch its replica take over.
+:meth:`EmbeddedRedisCluster.kill` kills one (SIGKILL) so tests can watch its replica take over;
+:meth:`EmbeddedRedisCluster.move_slot` moves a slot with its keys (a reshard).
 
 Examples
 --------
@@ -436,7 +437,64 @@ class EmbeddedRedisCluster(Managed):
 
     def primary_for(self, key: str | bytes) -> ClusterNode:
         """The node serving ``key``'s slot now."""
-        slot = slot_of(key)
+        return self.primary_for_slot(slot_of(key))
+
+    def node_id(self, node: ClusterNode) -> str:
+        """The cluster node id of ``node`` (``CLUSTER MYID``)."""
+        return node.info("CLUSTER", "MYID")
+
+    # -- resharding --------------------------------------------------------------------------
+
+    def move_slot(
+        self,
+        slot: int,
+        target: ClusterNode,
+        batch: int = 100,
+        between: Callable[[], None] | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        """Move one slot, with its keys, to the primary ``target`` (what ``redis-cli --cluster
+        reshard`` does per slot: ``SETSLOT IMPORTING``/``MIGRATING``, ``MIGRATE`` in batches,
+        ``SETSLOT NODE`` on every primary). ``between`` is called after each batch while the
+        slot is half moved (clients then get ``ASK`` redirections); then waits for the cluster
+        to be ok.
+
+        Raises
+        ------
+        ValueError
+            ``target`` is not a primary, or already serves the slot.
+        """
+        source = self.primary_for_slot(slot)
+        if target.port == source.port:
+            raise ValueError(f"{target.address} already serves slot {slot}")
+        if target.port not in {p.port for p in self.primaries()}:
+            raise ValueError(f"{target.address} is not a primary: move slots to a primary")
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        to, src = target.connect(), source.connect()
+        try:
+            to.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+                src.execute_command("MIGRATE", _HOST, target.port, "", 0, 30_000, "KEYS", *keys)
+                if between is not None:
+                    between()
+            for node in (target, source, *self.primaries()):
+                client = node.connect()
+                try:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+                finally:
+                    client.close()
+        finally:
+            to.close()
+            src.close()
+        self._wait(
+            lambda: self._healthy() and self.primary_for_slot(slot).port == target.port,
+            timeout,
+            f"slot {slot} to be served by {target.address} everywhere",
+        )
+
+    def primary_for_slot(self, slot: int) -> ClusterNode:
+        """The node serving ``slot`` now."""
         for info in self.topology():
             if info.primary and not info.failed and any(lo <= slot <= hi for lo, hi in info.slots):
                 return self._by_port(info.port)

@@ -1,5 +1,6 @@
 """The embedded Redis Cluster (issue 17 groundwork) really forms, spreads keys over slots and
-nodes, keeps a transaction to one slot, and promotes a killed primary's replica."""
+nodes, keeps a transaction to one slot, moves a slot with its keys, and promotes a killed
+primary's replica."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from segmentflow.embedded_cluster import EmbeddedRedisCluster, slot_of
+from segmentflow.embedded_cluster import ClusterNode, EmbeddedRedisCluster, slot_of
 from segmentflow.triggers.backoff import Backoff
 
 pytestmark = pytest.mark.integration
@@ -117,6 +118,40 @@ def test_multi_across_slots_fails_with_crossslot(
         assert direct.exists(state) == direct.exists(other) == 0  # EXECABORT: nothing written
     finally:
         direct.close()
+
+
+def test_a_slot_moved_with_its_keys_is_followed_by_the_client(
+    cluster: EmbeddedRedisCluster, client: RedisCluster[bytes]
+) -> None:
+    tag = "{harness:p3}"
+    keys = [f"{tag}:s:c{i}" for i in range(250)]
+    for i, key in enumerate(keys):
+        client.set(key, i)
+    slot = slot_of(keys[0])
+    source = cluster.primary_for_slot(slot)
+    target = next(p for p in cluster.primaries() if p.port != source.port)
+    expected = [str(i).encode() for i in range(len(keys))]
+    half_moved: list[tuple[int, int]] = []
+
+    def count(node: ClusterNode) -> int:
+        direct = node.connect()
+        try:
+            return int(direct.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))
+        finally:
+            direct.close()
+
+    def read_all() -> None:  # while the slot is half moved: ASK redirections
+        assert [client.get(k) for k in keys] == expected
+        half_moved.append((count(source), count(target)))
+
+    cluster.move_slot(slot, target, batch=100, between=read_all)
+    assert half_moved == [(150, 100), (50, 200), (0, 250)]
+    assert cluster.primary_for_slot(slot).port == target.port
+    assert [client.get(k) for k in keys] == expected  # MOVED: the client follows the slot
+    pipe = client.pipeline(transaction=True)
+    pipe.incr(keys[0])
+    pipe.incr(keys[1])
+    assert pipe.execute() == [1, 2]  # one slot, one node: the new one
 
 
 def test_killed_primary_is_replaced_by_its_replica() -> None:
