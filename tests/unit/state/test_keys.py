@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import itertools
+
+from support.packages import module_files
+
 from segmentflow.state.keys import Keys
 from segmentflow.state.members import segment_key
 
@@ -64,3 +69,43 @@ def test_round_trips_of_scanned_keys() -> None:
     assert k.customer_of(k.state("a:b").encode()) == "a:b"
     assert k.segment_of(k.segment("rule:x", "in").encode()) == ("rule:x", "in")
     assert segment_key("ns:with:colons", "lifecycle", "new") == k.segment("lifecycle", "new")
+
+
+def _spelled_keys(tree: ast.AST) -> list[int]:
+    """Lines of f-strings that build a key from a namespace: ``f"{...namespace}:..."``."""
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.JoinedStr):
+            continue
+        parts = node.values
+        for value, after in itertools.pairwise(parts):
+            expr = value.value if isinstance(value, ast.FormattedValue) else None
+            name = (
+                expr.id
+                if isinstance(expr, ast.Name)
+                else expr.attr
+                if isinstance(expr, ast.Attribute)
+                else None
+            )
+            if (
+                name in {"namespace", "ns"}
+                and isinstance(after, ast.Constant)
+                and str(after.value).startswith(":")
+            ):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_no_module_but_keys_spells_a_key_name() -> None:
+    found = {
+        name: lines
+        for name, path in module_files()
+        if name != "segmentflow.state.keys"
+        and (lines := _spelled_keys(ast.parse(path.read_text(encoding="utf-8"))))
+    }
+    assert found == {}, "take key names from segmentflow.state.keys.Keys"
+
+
+def test_the_check_sees_a_spelled_key() -> None:
+    tree = ast.parse('a = f"{settings.namespace}:s:{cid}"\nb = f"{ns}:due:{s}"\nc = f"{ns}-x"')
+    assert _spelled_keys(tree) == [1, 2]
