@@ -5,42 +5,26 @@ its ack: the record is read again) changes nothing; the outcome equals ``replay`
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
+from support.identity import HOUR, T0, replay_rows, side_rows, two_sides
+from support.identity import Side as BaseSide
 
-from segmentflow.bootstrap import replay_events
-from segmentflow.config import config_from_dict
-from segmentflow.schemas.changes import Change
 from segmentflow.schemas.timefmt import format_us
-from segmentflow.service.processor import InputRecord, Processor
-from segmentflow.state.redis_store import RedisStore
+from segmentflow.service.processor import InputRecord
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_767_225_600_000_000
-HOUR = 3_600_000_000
 TOPIC = "website-events"
-CONFIG: dict[str, Any] = {
-    "persona": {"enabled": False},
-    "rules": [{"name": "viewer", "when": "product_views_30d >= 2"}],
-}
 
 
-class Side:
+class Side(BaseSide):
     """One worker's processor, owning one partition, with its own offsets."""
 
-    def __init__(self, url: str, namespace: str, partition: int) -> None:
-        self.store = RedisStore(url, namespace, shards=2, outbox=True)
-        self.store.assign_partitions({partition})
-        self.processor = Processor(config_from_dict(CONFIG), self.store)
-        self.partition = partition
-        self.offset = 0
-        self.changes: list[Change] = []
-        self.last: InputRecord | None = None
+    last: InputRecord | None = None
 
     def read(self, value: dict[str, Any]) -> list[InputRecord]:
         """Read one record on the owned partition; return the records it forwards."""
@@ -54,16 +38,13 @@ class Side:
 
     def again(self, rec: InputRecord) -> list[InputRecord]:
         """Read ``rec`` (again: a redelivery after a crash before its ack)."""
-        self.changes.extend(self.processor.process([rec]).changes)
-        return [r.record for r, _ in self.processor.take_forwards() if r.record is not None]
+        return [r for r, _ in self.process(rec)]
 
 
 @pytest.fixture
 def sides(redis_url: str, namespace: str) -> Iterator[tuple[Side, Side]]:
-    made = (Side(redis_url, namespace, 0), Side(redis_url, namespace, 1))
-    yield made
-    for side in made:
-        side.store.close()
+    with two_sides(Side, redis_url, namespace) as made:
+        yield made
 
 
 def ev(eid: str, cid: str, kind: str, hours: int, **extra: Any) -> dict[str, Any]:
@@ -79,19 +60,6 @@ def ev(eid: str, cid: str, kind: str, hours: int, **extra: Any) -> dict[str, Any
         "timestamp": format_us(T0 + hours * HOUR),
         "properties": props,
         **extra,
-    }
-
-
-def _rows(changes: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
-    out: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
-    for c in changes:
-        d = c["data"]
-        if d["dimension"] == "rfm":
-            continue
-        key = (d["customer_id"], d["dimension"])
-        out[key].append((c["id"], d["previous"], d["current"], c["time"], d["cause"], d["reason"]))
-    return {
-        key: sorted(rows, key=lambda r: int(r[0].rsplit("/", 1)[1])) for key, rows in out.items()
     }
 
 
@@ -136,9 +104,9 @@ def test_a_merge_across_workers_hands_the_state_over_once(sides: tuple[Side, Sid
     known.again(_forward(known, forwarded[0]))
     history.append(late)
 
-    got = [c.to_cloudevent() for c in known.changes + anonymous.changes]
-    want = replay_events(history, config_from_dict(CONFIG), T0 + 5 * HOUR)
-    assert _rows(got) == _rows(want)
+    assert side_rows(sides, by_sequence=True) == replay_rows(
+        history, T0 + 5 * HOUR, by_sequence=True
+    )
     user = known.store.get("user")
     assert user is not None and user.totals[4] == 3  # product_views: 2 anonymous + 1 forwarded
     assert known.store.resolve_aliases(["anon"]) == {"anon": "user"}
@@ -168,8 +136,8 @@ def test_a_rebalance_between_the_steps_moves_the_work_with_the_partition(
     known.offset += 1
     assert known.again(_forward(known, reply)) == []
     assert known.store.handovers("user", "x1") == {}
-    got = [c.to_cloudevent() for c in known.changes + anonymous.changes]
-    want = replay_events(history, config_from_dict(CONFIG), T0 + 2 * HOUR)
-    assert _rows(got) == _rows(want)
+    assert side_rows(sides, by_sequence=True) == replay_rows(
+        history, T0 + 2 * HOUR, by_sequence=True
+    )
     user = known.store.get("user")
     assert user is not None and user.totals[4] == 2 and user.home == 0

@@ -5,42 +5,25 @@ so the change stream equals ``replay`` exactly (times and order, not only counts
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
+from support.identity import HOUR, T0, replay_rows, side_rows, two_sides
+from support.identity import Side as BaseSide
 
-from segmentflow.bootstrap import replay_events
-from segmentflow.config import config_from_dict
 from segmentflow.engine.state import T
-from segmentflow.schemas.changes import Change
 from segmentflow.schemas.timefmt import format_us
-from segmentflow.service.processor import MERGE_PENDING, PENDING_FORWARDS, InputRecord, Processor
-from segmentflow.state.redis_store import RedisStore
+from segmentflow.service.processor import MERGE_PENDING, PENDING_FORWARDS, InputRecord
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_767_225_600_000_000
-HOUR = 3_600_000_000
-CONFIG: dict[str, Any] = {
-    "persona": {"enabled": False},
-    "rules": [{"name": "viewer", "when": "product_views_30d >= 2"}],
-}
 TOPICS = {"order_completed": ("orders", "purchase")}
 
 
-class Side:
+class Side(BaseSide):
     """One worker's processor owning one partition (of every topic), with its own offsets."""
-
-    def __init__(self, url: str, namespace: str, partition: int) -> None:
-        self.store = RedisStore(url, namespace, shards=2, outbox=True)
-        self.store.assign_partitions({partition})
-        self.processor = Processor(config_from_dict(CONFIG), self.store)
-        self.partition = partition
-        self.offset = 0
-        self.changes: list[Change] = []
 
     def read(self, value: dict[str, Any]) -> list[InputRecord]:
         """Read one record on the owned partition; return the records it forwards."""
@@ -54,18 +37,15 @@ class Side:
         redelivery after a crash before the ack)."""
         rec = InputRecord(rec.topic, rec.kind, self.partition, self.offset, rec.key, rec.value)
         self.offset += 1
-        self.changes.extend(self.processor.process([rec]).changes)
-        forwards = self.processor.take_forwards()
+        forwards = self.process(rec)
         assert all(p != self.partition for _, p in forwards)
-        return [r.record for r, _ in forwards if r.record is not None]
+        return [r for r, _ in forwards]
 
 
 @pytest.fixture
 def sides(redis_url: str, namespace: str) -> Iterator[tuple[Side, Side]]:
-    made = (Side(redis_url, namespace, 0), Side(redis_url, namespace, 1))
-    yield made
-    for side in made:
-        side.store.close()
+    with two_sides(Side, redis_url, namespace) as made:
+        yield made
 
 
 def ev(eid: str, cid: str, kind: str, minutes: int, **extra: Any) -> dict[str, Any]:
@@ -82,17 +62,6 @@ def ev(eid: str, cid: str, kind: str, minutes: int, **extra: Any) -> dict[str, A
         "properties": props,
         **extra,
     }
-
-
-def _rows(changes: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
-    out: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
-    for c in changes:
-        d = c["data"]
-        if d["dimension"] == "rfm":
-            continue
-        key = (d["customer_id"], d["dimension"])
-        out[key].append((c["id"], d["previous"], d["current"], c["time"], d["cause"], d["reason"]))
-    return dict(out)
 
 
 def _anonymous_then_identify(known: Side, anonymous: Side) -> list[dict[str, Any]]:
@@ -125,9 +94,7 @@ def test_events_after_the_merging_event_wait_behind_it(sides: tuple[Side, Side])
     assert user is not None and MERGE_PENDING not in user.extra
     assert user.totals[4] == 4  # product views: 2 anonymous + 2 of the user's
 
-    got = [c.to_cloudevent() for c in known.changes + anonymous.changes]
-    want = replay_events(history, config_from_dict(CONFIG), T0 + 5 * HOUR)
-    assert _rows(got) == _rows(want)
+    assert side_rows(sides) == replay_rows(history, T0 + 5 * HOUR)
 
 
 def test_every_step_repeated_changes_nothing(sides: tuple[Side, Side]) -> None:
@@ -149,9 +116,7 @@ def test_every_step_repeated_changes_nothing(sides: tuple[Side, Side]) -> None:
         assert known.again(one) == []
     user = known.store.get("user")
     assert user is not None and MERGE_PENDING not in user.extra and user.totals[4] == 3
-    got = [c.to_cloudevent() for c in known.changes + anonymous.changes]
-    want = replay_events(history, config_from_dict(CONFIG), T0 + 4 * HOUR)
-    assert _rows(got) == _rows(want)
+    assert side_rows(sides) == replay_rows(history, T0 + 4 * HOUR)
 
 
 def test_a_lost_merging_event_does_not_hold_the_user_forever(sides: tuple[Side, Side]) -> None:
@@ -186,9 +151,7 @@ def test_a_held_event_back_before_the_merging_event_goes_round_again(
     assert known.again(reply) == []
     [back] = anonymous.again(again)
     assert known.again(back) == []
-    got = [c.to_cloudevent() for c in known.changes + anonymous.changes]
-    want = replay_events(history, config_from_dict(CONFIG), T0 + 4 * HOUR)
-    assert _rows(got) == _rows(want)
+    assert side_rows(sides) == replay_rows(history, T0 + 4 * HOUR)
 
 
 def test_a_rebalance_while_pending_keeps_the_mark(sides: tuple[Side, Side]) -> None:
@@ -209,9 +172,7 @@ def test_a_rebalance_while_pending_keeps_the_mark(sides: tuple[Side, Side]) -> N
     [passed] = anonymous.again(held)
     anonymous.partition = 0
     assert anonymous.again(reply) == [] and anonymous.again(passed) == []
-    got = [c.to_cloudevent() for c in known.changes + anonymous.changes]
-    want = replay_events(history, config_from_dict(CONFIG), T0 + 4 * HOUR)
-    assert _rows(got) == _rows(want)
+    assert side_rows(sides) == replay_rows(history, T0 + 4 * HOUR)
 
 
 def test_an_event_older_than_the_merging_event_is_not_held(sides: tuple[Side, Side]) -> None:
@@ -227,6 +188,4 @@ def test_an_event_older_than_the_merging_event_is_not_held(sides: tuple[Side, Si
     [reply] = anonymous.again(request)
     [passed] = anonymous.again(held)
     assert known.again(reply) == [] and known.again(passed) == []
-    got = [c.to_cloudevent() for c in known.changes + anonymous.changes]
-    want = replay_events(history, config_from_dict(CONFIG), T0 + 4 * HOUR)
-    assert _rows(got) == _rows(want)
+    assert side_rows(sides) == replay_rows(history, T0 + 4 * HOUR)
