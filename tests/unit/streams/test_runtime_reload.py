@@ -11,53 +11,31 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
+from support.config_change import BASE, BUY, big, order, worker
 from support.fakes import FakeKafka
 
 from segmentflow.config import SegmentConfig, Settings, config_from_dict
-from segmentflow.service.processor import InputRecord, Processor
 from segmentflow.state.memory import MemoryStore
 from segmentflow.streams import hangup
 from segmentflow.streams.hangup import Hangup, reload_config
 from segmentflow.streams.metrics import registry_for, render
 from segmentflow.streams.runtime import SegmentWorker, deliveries
 
-BUY = "purchase-events"
-BASE: dict[str, Any] = {"rfm": {"enabled": False}, "persona": {"enabled": False}}
 BIG = [{"name": "big", "when": "revenue >= 400.0"}]
 BASE_YAML = "rfm: {enabled: false}\npersona: {enabled: false}\n"
 BIG_YAML = BASE_YAML + "rules:\n  - name: big\n    when: 'revenue >= 400.0'\n"
 
 
-def order(n: int, cid: str, revenue: int) -> InputRecord:
-    body = {
-        "event_id": f"o{n}",
-        "customer_id": cid,
-        "type": "order_completed",
-        "timestamp": f"2026-01-0{n}T10:00:00Z",
-        "properties": {"order_id": f"o{n}", "revenue": revenue, "currency": "EUR"},
-    }
-    return InputRecord(BUY, "purchase", 0, n, cid.encode(), orjson.dumps(body))
-
-
 def running(config: dict[str, Any]) -> tuple[SegmentWorker, FakeKafka, MemoryStore]:
     """A worker that applied three orders and recorded the config its state follows."""
     store = MemoryStore(outbox=True)
-    kafka = FakeKafka()
-    processor = Processor(config_from_dict(config), store)
-    w = SegmentWorker(Settings(), processor, kafka.send, kafka.ack)
-    w.assign([(BUY, 0)])
+    w, kafka = worker(config, store)
     w.watermark.set_end((BUY, 0), 5)
     records = [order(1, "a", 50), order(2, "b", 500), order(3, "c", 900)]
     asyncio.run(w.handle_batch(deliveries(records, ["1", "2", "3"])))
     asyncio.run(w.tick())
     return w, kafka, store
-
-
-def big(kafka: FakeKafka) -> list[dict[str, Any]]:
-    changes = (c["data"] for c in kafka.on("segment-changes"))
-    return [d for d in changes if d["dimension"] == "rule:big"]
 
 
 def test_a_reload_fills_a_new_rule_and_the_stream_goes_on_under_it() -> None:
