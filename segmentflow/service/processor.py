@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -247,6 +248,9 @@ class Processor:
         #: kind -> the population shared with other workers (the bootstrap wires the ``clv``
         #: one for a worker: :class:`segmentflow.service.clv_share.SharedClvRefit`)
         self.shares: dict[str, PopulationShare] = {}
+        #: inside a store batch session (:meth:`_session`): counts wait for the flush
+        self._in_session = False
+        self._uncounted: list[tuple[Counter[str], str]] = []
 
     def reconfigure(self, config: SegmentConfig, engine: Engine) -> None:
         """Run ``engine`` (built for ``config``; :func:`segmentflow.service.reload.engine_for`
@@ -336,11 +340,19 @@ class Processor:
         customer's highest applied offset of that partition) or a repeated event_id changes
         nothing. Counters move only once a commit succeeded, so a failed commit can be retried.
         """
+        with self._session() as held:
+            return self._apply(items, held)
+
+    def _apply(self, items: Sequence[Item], held: bool) -> list[Change]:
         changes: list[Change] = []
         pending = list(items)
         # forget records cut the batch; found once (a scan per part made replay quadratic)
         cuts = [i for i, it in enumerate(pending) if it.event.type == FORGET]
         cuts.append(len(pending))
+        if held and cuts[0]:  # the customers and home claims up to the first forget: one
+            first = pending[: cuts[0]]  # round trip each for the whole batch, not one per part
+            states, resolved = self.store.load_resolved(self._part_ids(first))
+            self._claim_homes(first, states, resolved)
         pos = cut = 0
         while pos < len(pending):
             if pending[pos].event.type == FORGET:  # control record: erase, in order
@@ -356,6 +368,41 @@ class Processor:
                 changes.extend(self.advance(pending[pos + done].event.ts))
             pos += done
         return changes
+
+    @contextmanager
+    def _session(self) -> Iterator[bool]:
+        """A store batch session around the outermost apply/advance (where the store has them:
+        :mod:`segmentflow.state.redis_batch`): states loaded once per batch, commits written
+        together at flushes (the end, each population sweep, meta writes, merges, forgets),
+        due moments answered without round trips. Counters move at the flushes."""
+        if self._in_session or not self.store.begin_batch(self._counted):
+            yield self._in_session
+            return
+        self._in_session = ok = True
+        try:
+            yield True
+        except BaseException:
+            ok = False
+            raise
+        finally:
+            self._in_session = False
+            try:
+                self.store.end_batch(ok)
+            finally:
+                self._uncounted.clear()
+
+    def _counted(self) -> None:
+        """The session flushed: what it wrote is counted."""
+        for counter, key in self._uncounted:
+            counter[key] += 1
+        self._uncounted.clear()
+
+    def _tally(self, counts: list[tuple[Counter[str], str]]) -> None:
+        if self._in_session:
+            self._uncounted.extend(counts)
+        else:
+            for counter, key in counts:
+                counter[key] += 1
 
     def _next_due(self) -> int | None:
         due = self.store.next_due()
@@ -479,8 +526,7 @@ class Processor:
             changes.extend(outcome.changes)
         if touched:
             self._commit(touched, changes, aliases, handovers)
-        for counter, topic in counts:
-            counter[topic] += 1
+        self._tally(counts)
         self.forwards.extend(forwards)
         for source, offset in highs.items():
             self.applied_high[source] = max(self.applied_high.get(source, -1), offset)
@@ -538,6 +584,10 @@ class Processor:
         """Fire every time-driven change due at or before ``watermark`` — each customer's
         (lifecycle thresholds, midnight rule evaluations) and the population's RFM sweeps, in
         time order — commit, and return them sorted by time (each customer's order kept)."""
+        with self._session():
+            return self._advance(watermark, limit)
+
+    def _advance(self, watermark: int, limit: int) -> list[Change]:
         changes: list[Change] = []
         while True:
             refit = self._next_refit(watermark)
@@ -562,6 +612,7 @@ class Processor:
                     )
                     self.next_sweep = moment + self._sweep_us
             self.store.set_meta(SWEPT, moment)
+            self.store.flush_batch()  # the sweep and its moment are written before going on
         changes.extend(self._advance_customers(watermark, limit))
         changes.sort(key=lambda c: c.at)
         return changes
@@ -598,6 +649,7 @@ class Processor:
             following = moment + period
         self.next_refit[kind] = following
         self.store.set_meta(refit_meta(kind), moment)
+        self.store.flush_batch()
         return changes
 
     def _refit_unchanged(self, kind: str, population: PopulationWork) -> bool:
@@ -616,6 +668,7 @@ class Processor:
         if share is None:
             population.prepare_sweep(at)
         else:  # the shared refit, filtered to the owned shards by the stored homes
+            self.store.flush_batch()  # it reads the stored population
             share.prepare_sweep(at)
         moved = population.moved(self.store.owns if share is None else None)
         if not moved:
@@ -627,6 +680,7 @@ class Processor:
             if state is not None and not is_tombstone(state):
                 changes.extend(self.engine.sweep_apply(population, state, at, payload))
         self._commit(states, changes)
+        self.store.flush_batch()  # a sweep is written at once (as without a session)
         return changes
 
     def next_work(self) -> int | None:
@@ -685,6 +739,7 @@ class Processor:
             if state is not None and state.last_order is not None:
                 changes.extend(self.engine.sweep_apply(rfm, state, at, scores))
         self._commit(states, changes)
+        self.store.flush_batch()  # a sweep is written at once (as without a session)
         return changes
 
     def forget(
@@ -894,8 +949,8 @@ class Processor:
         return changes
 
     def _count(self, changes: list[Change]) -> None:
-        for change in changes:
-            self.counters.changes[_dimension_group(change.dimension)] += 1
+        counter = self.counters.changes
+        self._tally([(counter, _dimension_group(change.dimension)) for change in changes])
 
     def quarantine(self, record: InputRecord, error: Exception) -> DeadLetter:
         """A dead letter for a record whose event made the engine fail (counted)."""

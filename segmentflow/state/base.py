@@ -11,7 +11,7 @@ the engine or the service layer (PLAN.md "Layout").
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from segmentflow.engine.state import CustomerState
@@ -186,6 +186,17 @@ class StateStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    def begin_batch(self, on_flush: Callable[[], None] | None = None) -> bool:
+        """Open a batch session: commits may be held and written together at a flush
+        (``on_flush`` is called after each one). ``False``: not supported, nothing held."""
+        return False
+
+    def flush_batch(self) -> None:  # noqa: B027 - optional hook
+        """Write what the open session holds (one transaction)."""
+
+    def end_batch(self, ok: bool) -> None:  # noqa: B027 - optional hook
+        """Close the session: flush it when ``ok``, else drop what it held and cached."""
 
 
 def population_deltas(changes: Iterable[Change]) -> dict[tuple[str, str], int]:

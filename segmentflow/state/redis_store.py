@@ -52,6 +52,7 @@ from segmentflow.segmenters.rfm import RankIndex
 from segmentflow.state import members as member_index
 from segmentflow.state.base import StateStore, population_deltas
 from segmentflow.state.keys import Keys
+from segmentflow.state.redis_batch import RedisBatch
 from segmentflow.state.redis_clv import RedisClvPopulation
 from segmentflow.state.redis_ranks import RedisRankSync
 
@@ -119,6 +120,29 @@ class RedisStore(StateStore):
         #: distinct times that happened (``/metrics``)
         self._quarantined: set[str] = set()
         self.corrupt_states = 0
+        #: the open batch session (:mod:`segmentflow.state.redis_batch`), if any
+        self._batch: RedisBatch | None = None
+
+    # -- batch sessions (issue 13: no round trips per batch part) ----------------------------
+
+    def begin_batch(self, on_flush: Callable[[], None] | None = None) -> bool:
+        self._batch = RedisBatch(self, on_flush)
+        return True
+
+    def flush_batch(self) -> None:
+        if self._batch is not None:
+            self._batch.flush()
+
+    def end_batch(self, ok: bool) -> None:
+        batch, self._batch = self._batch, None
+        if ok and batch is not None:
+            batch.flush()
+
+    def _leave_batch(self) -> None:
+        """Before a write past the session (erase, delete): flush, forget what it cached."""
+        if self._batch is not None:
+            self._batch.flush()
+            self._batch = RedisBatch(self, self._batch.on_flush)
 
     def _shard_of(self, customer_id: str) -> int:
         home = self._homes.get(customer_id)
@@ -137,6 +161,11 @@ class RedisStore(StateStore):
         return self._shard_of(customer_id)
 
     def claim_homes(self, wanted: Mapping[str, int]) -> dict[str, int]:
+        if self._batch is not None:
+            return self._batch.claim_homes(wanted)
+        return self._claim_homes(wanted)
+
+    def _claim_homes(self, wanted: Mapping[str, int]) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
         for cid, partition in wanted.items():
             key = self.keys.claim(cid)
@@ -176,6 +205,9 @@ class RedisStore(StateStore):
         return None if value is None else int(value)
 
     def set_meta(self, key: str, value: int) -> None:
+        if self._batch is not None:  # written with the session's next flush
+            self._batch.meta[key] = value
+            return
         self.client.hset(self.keys.meta, key, value)
 
     def meta_items(self) -> dict[str, int]:
@@ -191,6 +223,8 @@ class RedisStore(StateStore):
         """The stored states (see :class:`StateStore`); with ``sync_ranks`` also apply the RFM
         updates other workers logged since the last load (only the processor's loads do: it
         may run in a worker thread, and the rank index is not shared across threads)."""
+        if sync_ranks and self._batch is not None:
+            return self._batch.load(list(customer_ids))
         return self._load(list(customer_ids), sync_ranks)[0]
 
     def load_resolved(
@@ -199,6 +233,11 @@ class RedisStore(StateStore):
         """As :meth:`StateStore.load_resolved`, the first alias hop in the same round trip as
         the states (a second one only when some id was merged away)."""
         ids = list(dict.fromkeys(customer_ids))
+        if self._batch is not None:
+            cached = self._batch.load_resolved(ids)
+            if cached is not None:
+                return cached
+            self._batch.flush()  # some id was merged away: resolved in Redis (now current)
         states, first = self._load(ids, True, aliases=True)
         if not first:
             return states, {}
@@ -231,8 +270,14 @@ class RedisStore(StateStore):
         into: dict[str, str] = {}
         if aliases:
             into = {c: t.decode() for c, t in zip(ids, replies[1], strict=True) if t is not None}
+        return self._decode_many(ids, replies[0]), into
+
+    def _decode_many(
+        self, ids: Sequence[str], values: Sequence[bytes | None]
+    ) -> dict[str, CustomerState]:
+        """Decode stored values of ``ids`` (undecodable ones are quarantined)."""
         states: dict[str, CustomerState] = {}
-        for cid, value in zip(ids, replies[0], strict=True):
+        for cid, value in zip(ids, values, strict=True):
             if value:
                 try:
                     states[cid] = CustomerState.decode(value)
@@ -241,7 +286,7 @@ class RedisStore(StateStore):
                     self._quarantine(cid, f"{exc.__class__.__name__}: {exc}"[:300])
                     continue
             self._quarantined.discard(cid)  # readable (again): e.g. repaired by an operator
-        return states, into
+        return states
 
     def get(self, customer_id: str) -> CustomerState | None:
         """One customer's state, without touching the rank index (views and tools call this
@@ -290,6 +335,12 @@ class RedisStore(StateStore):
         aliases: Mapping[str, str] | None = None,
         handovers: Mapping[tuple[str, str, str], bytes | None] | None = None,
     ) -> None:
+        batch = self._batch
+        if batch is not None:
+            if not aliases and not handovers:
+                batch.hold(states, changes)
+                return
+            batch.flush()  # a merge: written at once, after what is held
         pipe = self.client.pipeline(transaction=True)
         self.add_to(pipe, states, changes)
         if aliases:
@@ -301,6 +352,8 @@ class RedisStore(StateStore):
             else:
                 pipe.hset(key, field, raw)
         pipe.execute()
+        if batch is not None:
+            batch.committed(states)
 
     def handovers(self, survivor: str, merge_id: str) -> dict[str, CustomerState]:
         out: dict[str, CustomerState] = {}
@@ -385,6 +438,8 @@ class RedisStore(StateStore):
         pipe.execute()
 
     def due(self, upto: int, limit: int) -> list[str]:
+        if self._batch is not None:
+            return self._batch.due(upto, limit)
         pipe = self.client.pipeline(transaction=False)
         for shard in self._shards():
             pipe.zrangebyscore(
@@ -398,6 +453,8 @@ class RedisStore(StateStore):
 
     def next_due(self) -> int | None:
         """The earliest due moment over the owned shards."""
+        if self._batch is not None:
+            return self._batch.next_due()
         pipe = self.client.pipeline(transaction=False)
         for shard in self._shards():
             pipe.zrange(self.keys.due(shard), 0, 0, withscores=True)
@@ -413,6 +470,7 @@ class RedisStore(StateStore):
         return out
 
     def delete(self, customer_id: str) -> CustomerState | None:
+        self._leave_batch()
         state = self.get(customer_id)
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self.keys.state(customer_id))
@@ -438,6 +496,7 @@ class RedisStore(StateStore):
         return into, found
 
     def erase(self, customer_id: str, tomb: CustomerState, changes: Sequence[Change]) -> None:
+        self._leave_batch()
         into, merged = self._aliases_of(customer_id)
         pipe = self.client.pipeline(transaction=True)
         self.add_to(pipe, {customer_id: tomb}, changes)
