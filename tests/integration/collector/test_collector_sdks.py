@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,29 +23,6 @@ from segmentflow.schemas.decode import Event, decode_message, validate_event
 pytestmark = pytest.mark.integration
 
 WHEN = datetime(2026, 3, 1, 10, 15, tzinfo=UTC)
-
-
-@pytest.fixture
-def segment(collector: Collector) -> Iterator[Any]:
-    """segment-analytics-python's module API pointed at the collector (sync mode)."""
-    segment_analytics.default_client = None
-    segment_analytics.write_key = WRITE_KEY
-    segment_analytics.host = collector.url
-    segment_analytics.sync_mode = True
-    segment_analytics.max_retries = 0
-    yield segment_analytics
-    segment_analytics.default_client = None
-
-
-@pytest.fixture
-def rudder(collector: Collector) -> Iterator[Any]:
-    """rudder-sdk-python's module API pointed at the collector (sync mode, gzip by default)."""
-    rudder_analytics.default_client = None
-    rudder_analytics.write_key = WRITE_KEY
-    rudder_analytics.dataPlaneUrl = collector.url
-    rudder_analytics.sync_mode = True
-    yield rudder_analytics
-    rudder_analytics.default_client = None
 
 
 def drive(sdk: Any, tag: str) -> None:

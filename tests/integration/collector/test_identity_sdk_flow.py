@@ -10,14 +10,12 @@ changes nothing."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
-import segment.analytics as segment_analytics
-from collector_harness import WRITE_KEY, Collector
+from collector_harness import Collector
 
 from segmentflow.config import config_from_dict
 from segmentflow.engine.state import T
@@ -31,18 +29,6 @@ CONFIG: dict[str, Any] = {
     "persona": {"enabled": False},
     "rules": [{"name": "browsing", "when": "product_views_30d >= 2"}],
 }
-
-
-@pytest.fixture
-def segment(collector: Collector) -> Iterator[Any]:
-    """segment-analytics-python's module API pointed at the collector (sync mode)."""
-    segment_analytics.default_client = None
-    segment_analytics.write_key = WRITE_KEY
-    segment_analytics.host = collector.url
-    segment_analytics.sync_mode = True
-    segment_analytics.max_retries = 0
-    yield segment_analytics
-    segment_analytics.default_client = None
 
 
 def _records(collector: Collector, tag: str, expect: int) -> list[InputRecord]:
