@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
+from _redis import bench_redis
 
 from segmentflow.config import Settings, config_from_dict
-from segmentflow.embedded import EmbeddedRedis
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Limits
@@ -248,70 +247,62 @@ def main(argv: list[str] | None = None) -> int:
         "customers": args.customers,
         "copies": args.copies,
     }
-    server = EmbeddedRedis(args.redis_url)
-    with server:
-        client: redis.Redis[bytes] = redis.Redis.from_url(server.url)
-        try:
-            old_cfg = config_from_dict(OLD)
-            if args.copies > 1 and (args.compare or args.customers % args.copies):
-                ap.error("--copies: not with --compare; CUSTOMERS must divide by it")
-            base = args.customers // args.copies
-            rows = events(base)
-            started = time.perf_counter()
-            memory = MemoryStore()
-            run(events_from_dicts(rows, Limits.of(old_cfg)), old_cfg, END, lambda _c: None, memory)
-            results["replay_seconds"] = round(time.perf_counter() - started, 1)
-            store = RedisStore(client, ns, shards=1, outbox=True)
-            copy_into(store, memory, base, args.copies)
-            del memory
-            store.assign_partitions([0])
-            assert ConfigWalk(Processor(old_cfg, store, check_key=False)).done  # adopts
-            client.delete(store.keys.outbox(0))  # the replay's changes: not measured
-            ids = [f"c{i:07d}" for i in range(args.customers)]
-            states: list[CustomerState] = []  # a copy for the pure part, loaded before the walk
-            for i in range(0, len(ids) if not (args.no_pure or args.copies > 1) else 0, 1000):
-                states.extend(store.load_many(ids[i : i + 1000]).values())
-            new = Processor(config_from_dict(NEW), store, check_key=False)
-            walk = ConfigWalk(new, args.batch)
-            started = time.perf_counter()
-            while not walk.done:
-                walk.step(END)
-            seconds = time.perf_counter() - started
-            results["walk"] = {
-                "batch": args.batch,
-                "seconds": round(seconds, 2),
-                "customers": walk.progress.customers,
-                "customers_per_s": round(walk.progress.customers / seconds),
-                "changes": walk.progress.changes,
+    with bench_redis(args.redis_url, ns) as (_url, client):
+        old_cfg = config_from_dict(OLD)
+        if args.copies > 1 and (args.compare or args.customers % args.copies):
+            ap.error("--copies: not with --compare; CUSTOMERS must divide by it")
+        base = args.customers // args.copies
+        rows = events(base)
+        started = time.perf_counter()
+        memory = MemoryStore()
+        run(events_from_dicts(rows, Limits.of(old_cfg)), old_cfg, END, lambda _c: None, memory)
+        results["replay_seconds"] = round(time.perf_counter() - started, 1)
+        store = RedisStore(client, ns, shards=1, outbox=True)
+        copy_into(store, memory, base, args.copies)
+        del memory
+        store.assign_partitions([0])
+        assert ConfigWalk(Processor(old_cfg, store, check_key=False)).done  # adopts
+        client.delete(store.keys.outbox(0))  # the replay's changes: not measured
+        ids = [f"c{i:07d}" for i in range(args.customers)]
+        states: list[CustomerState] = []  # a copy for the pure part, loaded before the walk
+        for i in range(0, len(ids) if not (args.no_pure or args.copies > 1) else 0, 1000):
+            states.extend(store.load_many(ids[i : i + 1000]).values())
+        new = Processor(config_from_dict(NEW), store, check_key=False)
+        walk = ConfigWalk(new, args.batch)
+        started = time.perf_counter()
+        while not walk.done:
+            walk.step(END)
+        seconds = time.perf_counter() - started
+        results["walk"] = {
+            "batch": args.batch,
+            "seconds": round(seconds, 2),
+            "customers": walk.progress.customers,
+            "customers_per_s": round(walk.progress.customers / seconds),
+            "changes": walk.progress.changes,
+        }
+        print("walk:", orjson.dumps(results["walk"]).decode(), flush=True)
+        if args.compare:
+            results["compare"] = compare(store, rows, args.customers)
+            print("compare:", orjson.dumps(results["compare"]).decode(), flush=True)
+        if args.tick:
+            client.delete(store.keys.outbox(0))  # the walk's changes (published by nobody)
+            results["tick"] = by_ticks(store, args.busy_seconds)
+            print("tick:", orjson.dumps(results["tick"]).decode(), flush=True)
+        if args.no_pure:
+            states = []
+        engine = Processor(config_from_dict(NEW), MemoryStore()).engine
+        prints = fingerprints(Processor(old_cfg, MemoryStore()).engine)
+        change = diff(prints, overall(prints), engine)
+        started = time.perf_counter()
+        found = reevaluate(engine, change, states, END)
+        pure = time.perf_counter() - started
+        if states:
+            results["pure"] = {
+                "seconds": round(pure, 2),
+                "customers_per_s": round(len(states) / pure),
+                "changes": len(found),
             }
-            print("walk:", orjson.dumps(results["walk"]).decode(), flush=True)
-            if args.compare:
-                results["compare"] = compare(store, rows, args.customers)
-                print("compare:", orjson.dumps(results["compare"]).decode(), flush=True)
-            if args.tick:
-                client.delete(store.keys.outbox(0))  # the walk's changes (published by nobody)
-                results["tick"] = by_ticks(store, args.busy_seconds)
-                print("tick:", orjson.dumps(results["tick"]).decode(), flush=True)
-            if args.no_pure:
-                states = []
-            engine = Processor(config_from_dict(NEW), MemoryStore()).engine
-            prints = fingerprints(Processor(old_cfg, MemoryStore()).engine)
-            change = diff(prints, overall(prints), engine)
-            started = time.perf_counter()
-            found = reevaluate(engine, change, states, END)
-            pure = time.perf_counter() - started
-            if states:
-                results["pure"] = {
-                    "seconds": round(pure, 2),
-                    "customers_per_s": round(len(states) / pure),
-                    "changes": len(found),
-                }
-                print("pure:", orjson.dumps(results["pure"]).decode(), flush=True)
-        finally:
-            keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
-            for i in range(0, len(keys), 1000):
-                client.delete(*keys[i : i + 1000])
-            client.close()
+            print("pure:", orjson.dumps(results["pure"]).decode(), flush=True)
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     if args.json:
         args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))

@@ -36,9 +36,9 @@ from typing import Any
 
 import orjson
 import redis
+from _redis import bench_redis
 
 from segmentflow.config import config_from_dict
-from segmentflow.embedded import EmbeddedRedis
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, validate_event
 from segmentflow.service.replay import run
@@ -197,44 +197,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
     ns = f"bench-members-{uuid.uuid4().hex[:8]}"
-    server = EmbeddedRedis(args.redis_url)
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "members": args.members}
-    with server:
-        client: redis.Redis[bytes] = redis.Redis.from_url(server.url)
-        try:
-            results["population"] = population_bytes(client, f"{ns}-pop", args.customers)
-            print("population:", orjson.dumps(results["population"]).decode(), flush=True)
-            seconds = fill(client, ns, args.members)
-            key = f"{ns}:m:rule:bench{SEP}in"
-            size = int(client.memory_usage(key, samples=0) or 0)
-            results["fill"] = {
-                "seconds": round(seconds, 2),
-                "members_per_s": round(args.members / seconds),
-                "key_bytes": size,
-                "bytes_per_membership": round(size / args.members, 1),
-                "encoding": client.object("encoding", key).decode(),
-            }
-            print("fill:", orjson.dumps(results["fill"]).decode(), flush=True)
-            out = Path(f"/tmp/{ns}.out")
-            results["startup"] = startup(server.url, ns)
-            print("startup:", orjson.dumps(results["startup"]).decode(), flush=True)
-            results["export"] = [export(server.url, ns, fmt, out) for fmt in ("jsonl", "csv")]
-            print("export:", orjson.dumps(results["export"]).decode(), flush=True)
-            results["zrange_all"] = zrange_all(server.url, ns, out)
-            out.unlink()
-            results["paged"] = paged(client, ns, 1000)
-            print("paged:", orjson.dumps(results["paged"]).decode())
-            print("zrange 0 -1:", orjson.dumps(results["zrange_all"]).decode())
-            per = results["population"]["memberships_per_customer"]
-            results["bytes_per_customer_at_scale"] = round(
-                per * results["fill"]["bytes_per_membership"], 1
-            )
-        finally:
-            for prefix in (ns, f"{ns}-pop"):
-                keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-                for i in range(0, len(keys), 1000):
-                    client.delete(*keys[i : i + 1000])
-            client.close()
+    with bench_redis(args.redis_url, ns, f"{ns}-pop") as (url, client):
+        results["population"] = population_bytes(client, f"{ns}-pop", args.customers)
+        print("population:", orjson.dumps(results["population"]).decode(), flush=True)
+        seconds = fill(client, ns, args.members)
+        key = f"{ns}:m:rule:bench{SEP}in"
+        size = int(client.memory_usage(key, samples=0) or 0)
+        results["fill"] = {
+            "seconds": round(seconds, 2),
+            "members_per_s": round(args.members / seconds),
+            "key_bytes": size,
+            "bytes_per_membership": round(size / args.members, 1),
+            "encoding": client.object("encoding", key).decode(),
+        }
+        print("fill:", orjson.dumps(results["fill"]).decode(), flush=True)
+        out = Path(f"/tmp/{ns}.out")
+        results["startup"] = startup(url, ns)
+        print("startup:", orjson.dumps(results["startup"]).decode(), flush=True)
+        results["export"] = [export(url, ns, fmt, out) for fmt in ("jsonl", "csv")]
+        print("export:", orjson.dumps(results["export"]).decode(), flush=True)
+        results["zrange_all"] = zrange_all(url, ns, out)
+        out.unlink()
+        results["paged"] = paged(client, ns, 1000)
+        print("paged:", orjson.dumps(results["paged"]).decode())
+        print("zrange 0 -1:", orjson.dumps(results["zrange_all"]).decode())
+        per = results["population"]["memberships_per_customer"]
+        results["bytes_per_customer_at_scale"] = round(
+            per * results["fill"]["bytes_per_membership"], 1
+        )
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     if args.json:
         args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))

@@ -39,8 +39,8 @@ from typing import Any
 
 import orjson
 import redis
+from _redis import bench_redis
 
-from segmentflow.embedded import EmbeddedRedis
 from segmentflow.segmenters.rfm import Metrics, RankIndex, Scores
 from segmentflow.state.keys import Keys
 from segmentflow.state.redis_ranks import unpack_metrics
@@ -184,15 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     namespace = f"bench-ranks-{uuid.uuid4().hex[:8]}"
-    with EmbeddedRedis(args.redis_url) as server:
-        client: redis.Redis[bytes] = redis.Redis.from_url(server.url)
-        try:
-            rows = [measure(client, namespace, n) for n in args.customers]
-        finally:
-            keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
-            if keys:
-                client.delete(*keys)
-            client.close()
+    with bench_redis(args.redis_url, namespace) as (_url, client):
+        rows = [measure(client, namespace, n) for n in args.customers]
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
