@@ -259,6 +259,26 @@ class RedisBatch:
         self.unaliased.clear()  # aliases were written
         self.windows.clear()
 
+    def restore_ranks(self) -> None:
+        """After a failed session: the rank index entries of every customer it loaded go back
+        to what is stored (its held metrics and sweep scores were not written), so a retry
+        scores against the index the stored states agree with; if Redis cannot tell, the
+        whole index is reloaded at the next read."""
+        sync, ranks = self.store.ranks, self.store.ranks.ranks
+        ids = list(self.states)
+        if ranks is None or not ids:
+            return
+        try:
+            stored = self.store.client.hmget(sync.hash_key, ids)
+        except Exception:
+            sync._read_at = float("-inf")  # attach again (from the hash) before the next read
+            raise
+        for cid, packed in zip(ids, stored, strict=True):
+            if packed is None:
+                ranks.update(cid, None)
+            else:
+                sync._update(ranks, cid.encode(), packed)
+
     def flush(self) -> None:
         """Write what is held in one ``MULTI`` (then read the rank log in it)."""
         store = self.store

@@ -135,8 +135,17 @@ class RedisStore(StateStore):
 
     def end_batch(self, ok: bool) -> None:
         batch, self._batch = self._batch, None
-        if ok and batch is not None:
-            batch.flush()
+        if batch is None:
+            return
+        try:
+            if ok:
+                batch.flush()
+        except BaseException:
+            ok = False
+            raise
+        finally:
+            if not ok:
+                batch.restore_ranks()
 
     def _leave_batch(self) -> None:
         """Before a write past the session (erase, delete): flush, forget what it cached."""

@@ -1,0 +1,154 @@
+"""Batch sessions of the Redis store (``state/redis_batch.py``), on a real Redis: a processor
+whose batches hold their commits until a flush gives the same changes, the same stored states
+and due index and the same counters as a processor over the in-memory store; after a flush
+that fails, the retried batch leaves the same changes in the outbox."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+
+from segmentflow.config import config_from_dict
+from segmentflow.schemas.changes import Change
+from segmentflow.schemas.decode import Event, Limits
+from segmentflow.service.processor import Item, Processor
+from segmentflow.service.replay import events_from_dicts
+from segmentflow.state.memory import MemoryStore
+from segmentflow.state.redis_store import RedisStore
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2025, 1, 1, tzinfo=UTC)
+CONFIG = config_from_dict({})
+PARTITIONS = 4
+
+
+def _events(customers: int, days: int, seed: int) -> list[Event]:
+    """Many customers with few events each (a CDNOW shape): most batch parts end at some
+    customer's due moment."""
+    rng = random.Random(seed)
+    events: list[dict[str, Any]] = []
+    for n in range(customers):
+        for k in range(rng.choice([1, 1, 2, 3, 6])):
+            at = START + timedelta(seconds=rng.randrange(days * 86_400))
+            kind = rng.choice(["order_completed", "order_completed", "page_view"])
+            props: dict[str, Any] = {"url": "/p"}
+            if kind == "order_completed":
+                revenue = round(rng.lognormvariate(3.5, 1.0), 2)
+                props = {"order_id": f"o-{n}-{k}", "revenue": revenue, "currency": "EUR"}
+            events.append(
+                {
+                    "event_id": f"e-{n}-{k}",
+                    "customer_id": f"c-{n}",
+                    "type": kind,
+                    "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "properties": props,
+                }
+            )
+    events.sort(key=lambda e: (e["timestamp"], e["event_id"]))
+    return list(events_from_dicts(events, Limits()))
+
+
+def _items(events: list[Event]) -> list[Item]:
+    offsets = [0] * PARTITIONS
+    items = []
+    for event in events:
+        p = int(event.customer_id[2:]) % PARTITIONS
+        items.append(Item("purchase-events", event, p, offsets[p]))
+        offsets[p] += 1
+    return items
+
+
+def _run(processor: Processor, items: list[Item], batch: int) -> list[Change]:
+    changes: list[Change] = []
+    for i in range(0, len(items), batch):
+        changes += processor.apply(items[i : i + batch])
+    return changes + processor.advance(items[-1].event.ts)
+
+
+def _redis_processor(redis_url: str, namespace: str) -> tuple[Processor, RedisStore]:
+    store = RedisStore(redis_url, namespace, shards=PARTITIONS, outbox=True)
+    processor = Processor(CONFIG, store, check_key=False)
+    store.attach_ranks(processor.engine.ranks)
+    return processor, store
+
+
+def test_batches_over_redis_equal_the_memory_store(redis_url: str, namespace: str) -> None:
+    items = _items(_events(300, 90, seed=3))
+    memory = Processor(CONFIG, MemoryStore(), check_key=False)
+    expected = _run(memory, items, 400)
+    processor, store = _redis_processor(redis_url, namespace)
+    got = _run(processor, items, 400)
+    assert [c.to_json() for c in got] == [c.to_json() for c in expected]
+    assert processor.counters.snapshot() == memory.counters.snapshot()
+    ids = sorted({item.event.customer_id for item in items})
+    stored = store.load_many(ids, sync_ranks=False)
+    for cid in ids:
+        assert stored[cid].encode() == memory.store.load_many([cid])[cid].encode(), cid
+    far = items[-1].event.ts + 10 * 365 * 86_400_000_000
+    assert store.due(far, 10_000) == memory.store.due(far, 10_000)
+    assert store.next_due() == memory.store.next_due()
+    assert store.populations() == memory.store.populations()
+    # every change is in the outbox once, in order per shard
+    boxed = sum(len(rows) for _, rows in store.outbox_pending())
+    assert boxed == len(got)
+
+
+def _written(store: RedisStore, namespace: str) -> tuple[list[bytes], int]:
+    keys = sorted(store.client.scan_iter(match=f"{namespace}:*", count=1000))
+    kept = [k for k in keys if b":claim:" not in k]
+    return kept, sum(len(rows) for _, rows in store.outbox_pending())
+
+
+def test_a_failed_flush_at_the_end_of_a_batch_is_retried_to_the_same_result(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's last flush fails (what its parts held is lost, what its sweeps wrote is
+    not; the rank index forgets what was lost): after the retry the outbox holds exactly the
+    changes of a run without failure, and every change is counted once."""
+    items = _items(_events(120, 40, seed=5))
+    memory = Processor(CONFIG, MemoryStore(), check_key=False)
+    expected = [c.to_json() for c in _run(memory, items, 250)]
+    processor, store = _redis_processor(redis_url, namespace)
+    got = processor.apply(items[:250])
+    armed: list[bool] = []
+    real_end, real_add = RedisStore.end_batch, RedisStore.add_to
+
+    def end_batch(self: RedisStore, ok: bool) -> None:
+        armed.append(ok)
+        real_end(self, ok)
+
+    def add_to(self: RedisStore, pipe: Any, states: Any, changes: Any) -> None:
+        real_add(self, pipe, states, changes)
+        if armed == [True]:  # the end-of-batch MULTI fails (Redis refuses the transaction)
+            armed.append(False)
+            pipe.execute_command("NO-SUCH-COMMAND")
+
+    monkeypatch.setattr(RedisStore, "end_batch", end_batch)
+    monkeypatch.setattr(RedisStore, "add_to", add_to)
+    batch = items[250:500]
+    with pytest.raises(redis.ResponseError):
+        processor.apply(batch)
+    outbox = sum(len(rows) for _, rows in store.outbox_pending())
+    assert outbox < len(got) + len(expected), "the batch's last part was not written"
+    retried = processor.apply(batch)  # the retry (states reloaded from Redis)
+    rest = items[500:]
+    later: list[Change] = []
+    for i in range(0, len(rest), 250):
+        later += processor.apply(rest[i : i + 250])
+    later += processor.advance(items[-1].event.ts)
+    # the retry repeats nothing the failed attempt's sweeps wrote (those are durable): the
+    # outbox, the truth the worker publishes, holds every change once, in order
+    boxed = [row for _, rows in store.outbox_pending() for row in rows]
+    assert sorted(boxed) == sorted(expected)
+    # every event applied once; the retry skips what the failed attempt's sweeps made
+    # durable as duplicates (a redelivery, as without sessions)
+    counts, want = processor.counters.snapshot(), memory.counters.snapshot()
+    assert counts["changes"] == want["changes"]
+    assert counts["applied"] == want["applied"]
+    assert 0 < sum(counts["duplicates"].values()) < 250
+    assert len(got) + len(retried) + len(later) <= len(expected)
