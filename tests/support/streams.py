@@ -20,6 +20,8 @@ from segmentflow.schemas.timefmt import parse_rfc3339
 from segmentflow.streams.kafka_clients import consumer, producer
 from support.changes import Outcome as Outcome
 from support.changes import compare as compare
+from support.http import HasGet
+from support.metrics import fetch_text
 from support.metrics import parse as parse_metrics
 
 #: lifecycle and rule segments are exact; rfm and persona depend on the whole population
@@ -270,6 +272,37 @@ def worker_clock(text: str) -> tuple[int, set[tuple[str, int]]]:
         topic, _, partition = tp.rpartition("/")
         owned.add((topic, int(partition)))
     return mark, owned
+
+
+def wait_applied(
+    stack: HasGet,
+    count: int,
+    reader: ChangeReader,
+    workers: int = 2,
+    quiet: float = 3.0,
+    stall: float = 120.0,
+) -> list[str]:
+    """Wait until the ``workers`` together applied ``count`` events and no change arrived on
+    ``reader`` for ``quiet`` s (progress-based: gives up only after ``stall`` s in which neither
+    a worker's applied counter moved nor a change arrived); return each worker's last
+    ``/metrics`` text (the checks then say what is missing)."""
+    moved, applied = time.monotonic(), [-1.0] * workers
+    texts: list[str] = []
+    while time.monotonic() - max(moved, reader.last_new) < stall:
+        reader.poll(0.5)
+        texts = [fetch_text(stack, i) for i in range(workers)]
+        now = [metric_sum(t, "segmentflow_events_applied_total") for t in texts]
+        if now != applied:
+            applied, moved = now, time.monotonic()
+        if sum(applied) >= count and time.monotonic() - reader.last_new > quiet:
+            break
+    return texts
+
+
+def owner_clocks(texts: Iterable[str], topic: str) -> dict[int, int]:
+    """Each partition of ``topic`` -> the clock (µs) of the worker that owns it, from the
+    workers' ``/metrics`` texts."""
+    return {p: mark for mark, owned in map(worker_clock, texts) for t, p in owned if t == topic}
 
 
 def expected_per_owner(

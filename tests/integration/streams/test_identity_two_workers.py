@@ -22,6 +22,7 @@ from support.streams import (
     expected_changes,
     metric_sum,
     produce_kafka_python,
+    wait_applied,
     worker_clock,
     write_config,
 )
@@ -60,19 +61,6 @@ def _event(n: int, cid: str, kind: str, minutes: int, **extra: Any) -> Event:
     }
     topic = "purchase" if kind == "order_completed" else "website"
     return Event(topic, cid.encode(), orjson.dumps(body), body)
-
-
-def _wait_applied(stack: DevStack, count: int, reader: ChangeReader) -> list[str]:
-    """Wait until the workers applied ``count`` events (progress-based, generous limit)."""
-    deadline = time.monotonic() + 180
-    texts: list[str] = []
-    while time.monotonic() < deadline:
-        reader.poll(0.5)
-        texts = [fetch_text(stack, i) for i in range(2)]
-        applied = sum(metric_sum(t, "segmentflow_events_applied_total") for t in texts)
-        if applied >= count:
-            break
-    return texts
 
 
 def _merged(redis_url: str, namespace: str, pairs: list[tuple[str, str]], views: int) -> bool:
@@ -131,7 +119,7 @@ def test_merges_across_two_workers_equal_replay(
             for k, kind in enumerate(["page_view", "product_view", "product_view"])
         ]
         produce_kafka_python(stack.settings, anonymous)
-        _wait_applied(stack, len(anonymous), reader)
+        wait_applied(stack, len(anonymous), reader, quiet=0, stall=180)
         identified = [
             _event(9, user, "identify", 100 + i, anonymous_id=anon)
             for i, (user, anon) in enumerate(pairs)

@@ -14,17 +14,17 @@ import orjson
 import pytest
 import redis
 import yaml
-from support.metrics import fetch_text
 from support.streams import (
     ChangeReader,
     compare,
     expected_changes,
     expected_per_owner,
     metric_sum,
+    owner_clocks,
     partitions_of,
     produce_kafka_python,
     purchases,
-    worker_clock,
+    wait_applied,
     write_config,
 )
 
@@ -61,15 +61,9 @@ def test_two_workers_share_the_clv_refit_and_equal_replay(tmp_path: Path, redis_
         stack.start_worker()
         stack.start_worker()
         stack.wait_healthy(90)
-        deadline = time.monotonic() + 240  # progress-based below; this is the overall limit
-        while time.monotonic() < deadline:
-            reader.poll(0.5)
-            texts = [fetch_text(stack, i) for i in range(2)]
-            applied = [metric_sum(t, "segmentflow_events_applied_total") for t in texts]
-            if sum(applied) >= len(events) and time.monotonic() - reader.last_new > 10:
-                break  # quiet for longer than a refit's barrier limit
-        clocks = [worker_clock(t) for t in texts]
-        owner_clock = {p: mark for mark, owned in clocks for t, p in owned if t == topic}
+        texts = wait_applied(stack, len(events), reader, quiet=10)  # > a refit's barrier limit
+        applied = [metric_sum(t, "segmentflow_events_applied_total") for t in texts]
+        owner_clock = owner_clocks(texts, topic)
         expected = expected_per_owner(full, lambda cid: owner_clock[where[cid]])
         reader.wait_complete(expected, timeout=60)
         reader.close()

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from support.metrics import fetch_text
 from support.stack import Stack
 from support.streams import (
     ChangeReader,
@@ -22,22 +21,17 @@ from support.streams import (
     expected_changes,
     expected_per_owner,
     metric_sum,
+    owner_clocks,
     partitions_of,
     produce_kafka_python,
     purchases,
-    worker_clock,
+    wait_applied,
     write_config,
 )
 
-from segmentflow.devstack import DevStack
 from segmentflow.schemas.timefmt import parse_rfc3339
 
 pytestmark = pytest.mark.integration
-
-
-def _metrics(stack: DevStack, index: int) -> str:
-    """``/metrics`` of a worker (it answers between batches: retried, generous limit)."""
-    return fetch_text(stack, index)
 
 
 @pytest.mark.parametrize("run", [1, 2, 3])
@@ -61,18 +55,9 @@ def test_two_workers_purchases_only_equal_replay(run: int, tmp_path: Path, redis
         full = expected_changes(events, config)  # while the workers start
         stack.wait_healthy(90)
         # wait until both workers have applied everything and their clocks stand still
-        # (progress-based: gives up after 120 s in which nothing was applied or delivered)
-        moved, applied = time.monotonic(), [0.0, 0.0]
-        while time.monotonic() - max(moved, reader.last_new) < 120:
-            reader.poll(0.5)
-            texts = [_metrics(stack, i) for i in range(2)]
-            now = [metric_sum(t, "segmentflow_events_applied_total") for t in texts]
-            if now != applied:
-                applied, moved = now, time.monotonic()
-            if sum(applied) >= len(events) and time.monotonic() - reader.last_new > 3:
-                break
-        clocks = [worker_clock(t) for t in texts]
-        owner_clock = {p: mark for mark, owned in clocks for t, p in owned if t == topic}
+        texts = wait_applied(stack, len(events), reader)
+        applied = [metric_sum(t, "segmentflow_events_applied_total") for t in texts]
+        owner_clock = owner_clocks(texts, topic)
         expected = expected_per_owner(full, lambda cid: owner_clock[where[cid]])
         reader.wait_complete(expected, timeout=30)
         reader.close()
