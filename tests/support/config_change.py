@@ -41,13 +41,14 @@ BUY = "purchase-events"
 BASE: dict[str, Any] = {"rfm": {"enabled": False}, "persona": {"enabled": False}}
 
 
-def order(n: int, cid: str, revenue: int) -> InputRecord:
-    """Order ``n`` (offset ``n`` of partition 0, on January ``n``, 2026) of ``cid``."""
+def order(n: int, cid: str, revenue: int, timestamp: str | None = None) -> InputRecord:
+    """Order ``n`` of ``cid`` at offset ``n`` of partition 0, at ``timestamp`` (by default
+    January ``n``, 2026, 10:00)."""
     body = {
         "event_id": f"o{n}",
         "customer_id": cid,
         "type": "order_completed",
-        "timestamp": f"2026-01-0{n}T10:00:00Z",
+        "timestamp": timestamp or f"2026-01-0{n}T10:00:00Z",
         "properties": {"order_id": f"o{n}", "revenue": revenue, "currency": "EUR"},
     }
     return InputRecord(BUY, "purchase", 0, n, cid.encode(), orjson.dumps(body))

@@ -4,31 +4,20 @@ long one while the input is idle (CONTRACT §6; a fake clock: each reading advan
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-import orjson
-from support.fakes import FakeKafka
+from support.config_change import BASE, BUY, order, worker
 
-from segmentflow.config import Settings, config_from_dict
-from segmentflow.service.processor import InputRecord, Processor
+from segmentflow.config import config_from_dict
+from segmentflow.service.processor import InputRecord
 from segmentflow.state.memory import MemoryStore
 from segmentflow.streams.runtime import SegmentWorker, deliveries
 
-BUY = "purchase-events"
-BASE: dict[str, Any] = {"rfm": {"enabled": False}, "persona": {"enabled": False}}
 CUSTOMERS = 40
 
 
-def order(n: int, revenue: int) -> InputRecord:
-    cid = f"c{n:03d}"
-    body = {
-        "event_id": f"o{n}",
-        "customer_id": cid,
-        "type": "order_completed",
-        "timestamp": f"2026-01-01T10:{n // 60:02d}:{n % 60:02d}Z",
-        "properties": {"order_id": f"o{n}", "revenue": revenue, "currency": "EUR"},
-    }
-    return InputRecord(BUY, "purchase", 0, n, cid.encode(), orjson.dumps(body))
+def purchase(n: int, revenue: int) -> InputRecord:
+    """Customer ``n``'s order, ``n`` seconds after 10:00 on January 1."""
+    return order(n, f"c{n:03d}", revenue, f"2026-01-01T10:{n // 60:02d}:{n % 60:02d}Z")
 
 
 class Clock:
@@ -42,12 +31,9 @@ class Clock:
 
 def walking() -> SegmentWorker:
     """A worker over stored customers, just reloaded with a new rule: one page per customer."""
-    store = MemoryStore(outbox=True)
-    kafka = FakeKafka()
-    w = SegmentWorker(Settings(), Processor(config_from_dict(BASE), store), kafka.send, kafka.ack)
-    w.assign([(BUY, 0)])
+    w, _ = worker(BASE, MemoryStore(outbox=True))
     w.watermark.set_end((BUY, 0), CUSTOMERS)
-    records = [order(n, 100 * n) for n in range(CUSTOMERS)]
+    records = [purchase(n, 100 * n) for n in range(CUSTOMERS)]
     asyncio.run(w.handle_batch(deliveries(records, list(range(CUSTOMERS)))))
     asyncio.run(w.tick())
     rules = [{"name": "big", "when": "revenue >= 1000.0"}]
