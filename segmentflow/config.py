@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import yaml
 from pydantic import (
@@ -65,6 +65,34 @@ def parse_duration_us(value: str | int | float) -> int:
         raise ValueError(f"not a duration: {value!r} (use e.g. 0s, 500ms, 10m, 24h, 2d)")
     number, unit = match.groups()
     return int(float(number) * _UNIT_US[unit or "s"])
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_N = TypeVar("_N", bound=_Named)
+
+
+def unique_names(items: list[_N], what: str) -> list[_N]:
+    """``items`` when no two share a ``name``; else a ValueError naming the repeated one
+    (``what`` says what it is: "rule", "target").
+
+    Examples
+    --------
+    >>> unique_names([RuleConfig(name="a", when="true")], "rule")[0].name
+    'a'
+    >>> unique_names([RuleConfig(name="a", when="true")] * 2, "rule")
+    Traceback (most recent call last):
+    ValueError: rule 'a' is defined twice
+    """
+    seen: set[str] = set()
+    for item in items:
+        if item.name in seen:
+            raise ValueError(f"{what} {item.name!r} is defined twice")
+        seen.add(item.name)
+    return items
 
 
 class _Strict(BaseModel):
@@ -199,12 +227,7 @@ class SegmentConfig(_Strict):
     @field_validator("rules")
     @classmethod
     def _unique(cls, rules: list[RuleConfig]) -> list[RuleConfig]:
-        seen: set[str] = set()
-        for rule in rules:
-            if rule.name in seen:
-                raise ValueError(f"rule {rule.name!r} is defined twice")
-            seen.add(rule.name)
-        return rules
+        return unique_names(rules, "rule")
 
     @property
     def allowed_lateness_us(self) -> int:

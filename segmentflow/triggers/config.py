@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from segmentflow.config import read_yaml_mapping
+from segmentflow.config import read_yaml_mapping, unique_names
 from segmentflow.triggers import DEFAULT_DEADLETTER_TOPIC
 from segmentflow.triggers.backoff import Backoff
 from segmentflow.triggers.matching import Match
@@ -116,12 +116,7 @@ class TriggersConfig(_Strict):
     @field_validator("targets")
     @classmethod
     def _unique(cls, targets: list[TargetConfig]) -> list[TargetConfig]:
-        seen: set[str] = set()
-        for target in targets:
-            if target.name in seen:
-                raise ValueError(f"target {target.name!r} is defined twice")
-            seen.add(target.name)
-        return targets
+        return unique_names(targets, "target")
 
     def backoff_for(self, target: TargetConfig) -> Backoff:
         return (target.backoff or self.backoff).build()
