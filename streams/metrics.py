@@ -191,8 +191,11 @@ def redis_memory_metrics(worker: SegmentWorker) -> Iterator[Metric]:
     )
     yield GaugeMetricFamily(
         "segmentflow_redis_memory_warning",
-        "1 when used_memory > 90% of maxmemory, keys were evicted or the policy is unsafe",
-        value=int(sample.warning),
+        "1 when used_memory > 90% of maxmemory, Redis refuses writes for memory (OOM), keys "
+        "were evicted or the policy is unsafe",
+        # at the limit used_memory falls back below it between refused writes: the sample
+        # alone would miss a stall the worker is in
+        value=int(sample.warning or (worker.status.redis_oom and not worker.status.redis_ok)),
     )
 
 

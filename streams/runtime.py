@@ -119,6 +119,8 @@ class WorkerStatus:
     last_batch_seconds: float = 0.0
     broker_ok: bool = True
     redis_ok: bool = True
+    #: the current Redis outage is an out-of-memory refusal (``maxmemory`` under noeviction)
+    redis_oom: bool = False
     last_error: str | None = None
     retries: int = 0
     #: the error of the failing fetch/decode of input records (``None`` once a fetch works)
@@ -696,6 +698,7 @@ class SegmentWorker:
         self.status.last_error = f"{what}: {exc.__class__.__name__}: {text}"
         if what == "redis":
             self.status.redis_ok = False
+            self.status.redis_oom = isinstance(exc, redis.exceptions.OutOfMemoryError)
         else:
             self.status.broker_ok = False
         log.warning("%s unavailable (%s); retrying", what, exc)
@@ -704,6 +707,7 @@ class SegmentWorker:
         """Record that ``what`` (``"redis"`` or ``"broker"``) answers again."""
         if what == "redis":
             self.status.redis_ok = True
+            self.status.redis_oom = False
         else:
             self.status.broker_ok = True
 

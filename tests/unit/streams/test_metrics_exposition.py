@@ -13,6 +13,7 @@ from segmentflow.schemas.changes import Change
 from segmentflow.service.processor import Processor
 from segmentflow.state.memory import MemoryStore
 from segmentflow.streams.metrics import registry_for, render
+from segmentflow.streams.redis_health import MemorySample
 from segmentflow.streams.runtime import SegmentWorker
 
 WEB, BUY = "website-events", "purchase-events"
@@ -126,3 +127,18 @@ def test_a_store_that_cannot_answer_costs_only_the_populations() -> None:
     assert "segmentflow_segment_population" not in m
     assert m.total("segmentflow_events_received_total") == 2
     assert "segmentflow_ready" in m
+
+
+def test_the_memory_warning_is_on_while_redis_refuses_writes_for_memory() -> None:
+    """At the limit ``used_memory`` falls back below it between refused writes (the sample
+    reads 72% of maxmemory during a stall): the OOM refusal itself raises the warning."""
+    w = worker()
+    w.memory.sample = MemorySample(used_memory=720, maxmemory=1000)
+    w.memory.due = lambda: False  # type: ignore[method-assign]  # no client to sample
+    assert scrape(w).total("segmentflow_redis_memory_warning") == 0
+    w.report_failure("redis", redis.exceptions.OutOfMemoryError("command not allowed"))
+    assert scrape(w).total("segmentflow_redis_memory_warning") == 1
+    w.report_recovery("redis")
+    assert scrape(w).total("segmentflow_redis_memory_warning") == 0
+    w.report_failure("redis", redis.ConnectionError("Connection refused"))  # not memory
+    assert scrape(w).total("segmentflow_redis_memory_warning") == 0
