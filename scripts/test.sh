@@ -5,7 +5,8 @@
 #   3. mypy --strict over the package as it is installed (segmentflow + schemas/, segmenters/,
 #      streams/ mapped to segmentflow.schemas etc.), then tests/, benchmarks/, scripts/,
 #   4. pytest (unit, integration and e2e; integration tests start Tansu/Redis themselves).
-# Environment: PYTHON=/path/to/python3.11 to choose the interpreter; SKIP_INSTALL=1 to skip step 1.
+# Environment: PYTHON=/path/to/python3.11 to choose the interpreter; SKIP_INSTALL=1 to skip step 1;
+# SEGMENTFLOW_TEST_WORKERS=N test processes (default 2, 0 = none).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,7 +50,10 @@ bash "$ROOT/scripts/typecheck.sh"
 # --- 4. tests -----------------------------------------------------------------------------------
 step "pytest"
 set +e
-"$PY" -m pytest -q "$@"
+# two test processes (pytest-xdist, work stealing): most integration and e2e time is waiting on
+# brokers, workers and rebalances, so a second process nearly halves the wall time on 2 cores;
+# SEGMENTFLOW_TEST_WORKERS=0 runs everything in this process
+"$PY" -m pytest -q -n "${SEGMENTFLOW_TEST_WORKERS:-2}" --dist worksteal "$@"
 RC=$?
 set -e
 if [[ $RC -eq 5 ]]; then
