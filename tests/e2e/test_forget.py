@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from support.worker_e2e import TopicReader, produce
+from support.streams import write_config
+from support.worker_e2e import TopicReader, event, produce
 
 from segmentflow.cli.forget_cmd import request
 from segmentflow.devstack import DevStack
@@ -52,8 +53,7 @@ def test_forgets_racing_the_worker_hold(
     record_property: Callable[[str, object], None],
 ) -> None:
     started = time.monotonic()
-    config_file = tmp_path / "segmentflow.yaml"
-    config_file.write_text(CONFIG)
+    config_file = write_config(tmp_path, CONFIG)
     messages = generate(200, seed=141, start=START, days=120)
     victims = [customer_id_for(i) for i in range(1, FORGETS + 1)]
     assert all(any(m.key == v.encode() for m in messages) for v in victims)
@@ -93,14 +93,8 @@ def test_forgets_racing_the_worker_hold(
             changes.poll(0.5)
         # a later event for some forgotten customers: a new profile
         later_at = START + timedelta(days=200)
-        later: list[dict[str, Any]] = [
-            {
-                "event_id": f"later-{cid}",
-                "customer_id": cid,
-                "type": "page_view",
-                "timestamp": later_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "properties": {"url": "https://shop.example/"},
-            }
+        later = [
+            event(cid, f"later-{cid}", "page_view", later_at, url="https://shop.example/")
             for cid in victims[:LATER]
         ]
         produce(s, ((topics["website"], e["customer_id"].encode(), orjson.dumps(e)) for e in later))

@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 import pytest
-from support.worker_e2e import TopicReader, produce
+from support.streams import write_config
+from support.worker_e2e import TopicReader, event, produce, stamp
 
 from segmentflow.devstack import DevStack
 from segmentflow.embedded import free_port, stop_pid
@@ -40,28 +41,13 @@ START = datetime(2025, 3, 1, tzinfo=UTC)
 CUSTOMERS = 60
 
 
-def stamp(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def page_view(cid: str, at: datetime, n: int) -> dict[str, Any]:
-    return {
-        "event_id": f"pv-{cid}-{n}",
-        "customer_id": cid,
-        "type": "page_view",
-        "timestamp": stamp(at),
-        "properties": {"url": "https://shop.example/"},
-    }
+    return event(cid, f"pv-{cid}-{n}", "page_view", at, url="https://shop.example/")
 
 
 def order(cid: str, at: datetime) -> dict[str, Any]:
-    return {
-        "event_id": f"o-{cid}",
-        "customer_id": cid,
-        "type": "order_completed",
-        "timestamp": stamp(at),
-        "properties": {"order_id": f"o-{cid}", "revenue": 20.0, "currency": "EUR"},
-    }
+    props = {"order_id": f"o-{cid}", "revenue": 20.0, "currency": "EUR"}
+    return event(cid, f"o-{cid}", "order_completed", at, **props)
 
 
 def send(stack: DevStack, events: list[dict[str, Any]]) -> None:
@@ -121,8 +107,7 @@ def current(changes: TopicReader) -> dict[tuple[str, str], dict[str, str]]:
 
 
 def test_members_cli_and_endpoint(tmp_path: Path, redis_url: str) -> None:
-    config_file = tmp_path / "segmentflow.yaml"
-    config_file.write_text(CONFIG)
+    config_file = write_config(tmp_path, CONFIG)
     ids = [f"m-{n:03d}" for n in range(CUSTOMERS)]
     # three customers per timestamp: ties in `since` are ordered by id
     first = [page_view(cid, START + timedelta(minutes=n // 3), 0) for n, cid in enumerate(ids)]

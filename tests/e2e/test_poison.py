@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from support.worker_e2e import TopicReader, check, expected, metrics, produce
+from support.streams import write_config
+from support.worker_e2e import TopicReader, check, event, expected, metrics, produce
 
 from segmentflow.devstack import DevStack
 from segmentflow.synthetic import generate
@@ -35,19 +36,8 @@ rules:
 START = datetime(2025, 3, 1, tzinfo=UTC)
 
 
-def _event(cid: str, eid: str, etype: str, at: datetime, **props: Any) -> dict[str, Any]:
-    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "event_id": eid,
-        "customer_id": cid,
-        "type": etype,
-        "timestamp": stamp,
-        "properties": props,
-    }
-
-
 def _order(cid: str, eid: str, at: datetime, revenue: Any) -> dict[str, Any]:
-    return _event(cid, eid, "order_completed", at, order_id=eid, revenue=revenue, currency="EUR")
+    return event(cid, eid, "order_completed", at, order_id=eid, revenue=revenue, currency="EUR")
 
 
 def test_overflow_future_and_corrupt_state_are_quarantined(
@@ -56,19 +46,18 @@ def test_overflow_future_and_corrupt_state_are_quarantined(
     record_property: Callable[[str, object], None],
 ) -> None:
     started = time.monotonic()
-    config_file = tmp_path / "segmentflow.yaml"
-    config_file.write_text(CONFIG)
+    config_file = write_config(tmp_path, CONFIG)
     messages = generate(80, seed=121, start=START, days=60)
     day = timedelta(days=1)
     good = [
         _order("poison-1", "p1-a", START + 3 * day, 120),
-        _event("poison-1", "p1-d", "page_view", START + 9 * day, url="https://shop.example/"),
+        event("poison-1", "p1-d", "page_view", START + 9 * day, url="https://shop.example/"),
     ]
     poison = [  # (event, expected reason)
         (_order("poison-1", "p1-b", START + 5 * day, 1.7e308), "invalid_money"),
         (_order("poison-1", "p1-c", START + 6 * day, 1.7e308), "invalid_money"),
         (
-            _event(
+            event(
                 "poison-1", "p1-r", "order_refunded", START + 7 * day, order_id="x", amount=1.7e308
             ),
             "invalid_money",
@@ -79,7 +68,7 @@ def test_overflow_future_and_corrupt_state_are_quarantined(
         ),
     ]
     corrupt = [
-        _event("corrupt-1", f"k-{i}", "page_view", START + i * day, url="https://shop.example/")
+        event("corrupt-1", f"k-{i}", "page_view", START + i * day, url="https://shop.example/")
         for i in range(1, 4)
     ]
     with DevStack(workers=0, config=str(config_file), redis_url=redis_url) as stack:
@@ -162,10 +151,9 @@ def test_clock_jump_of_decades_costs_only_its_changes(
     years. The worker keeps answering ``/health`` during the advance, and the changes equal
     ``replay``'s (every customer churns once; nothing per day of the gap)."""
     started = time.monotonic()
-    config_file = tmp_path / "segmentflow.yaml"
-    config_file.write_text("persona: {enabled: false}\nmax_future_skew: 40000d\n")
+    config_file = write_config(tmp_path, "persona: {enabled: false}\nmax_future_skew: 40000d\n")
     messages = generate(60, seed=123, start=START, days=60)
-    jump = _event("jumper", "j-1", "page_view", datetime(2099, 1, 1, tzinfo=UTC), url="/")
+    jump = event("jumper", "j-1", "page_view", datetime(2099, 1, 1, tzinfo=UTC), url="/")
     events = [m.event for m in messages if m.event] + [jump]
     want = [c for c in expected(events, config_file) if c["data"]["dimension"] != "rfm"]
     with DevStack(workers=0, config=str(config_file), redis_url=redis_url) as stack:

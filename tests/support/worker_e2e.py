@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,22 @@ rules:
   - name: quiet
     when: 'days_since_last_seen >= 14'
 """
+
+
+def stamp(at: datetime) -> str:
+    """``at`` as an event's ``timestamp`` (RFC 3339, UTC, to the second)."""
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event(cid: str, eid: str, etype: str, at: datetime, **props: Any) -> dict[str, Any]:
+    """An event as a tracking client sends it: ``etype`` with ``props`` at ``at``."""
+    return {
+        "event_id": eid,
+        "customer_id": cid,
+        "type": etype,
+        "timestamp": stamp(at),
+        "properties": props,
+    }
 
 
 def expected(events: Iterable[dict[str, Any]], config_file: Path) -> list[dict[str, Any]]:
