@@ -48,6 +48,12 @@ _TANSU_ENV = (
 )
 
 
+def tansu_env() -> dict[str, str]:
+    """This process's environment for a Tansu child, without the variables Tansu reads (its
+    command line must win)."""
+    return {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+
+
 class EmbeddedStartError(RuntimeError):
     """An embedded service could not be started (missing binary, crash, timeout)."""
 
@@ -292,7 +298,7 @@ class EmbeddedBroker(_Child):
             ``self``.
         """
         binary = _tansu_binary(self._binary)
-        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        env = tansu_env()
         attempts = 1 if self._requested_port else 3
         for attempt in range(attempts):
             self._port = self._requested_port or free_port()

@@ -44,7 +44,7 @@ from support.worker_e2e import wait_status as _wait_status
 
 from segmentflow.config import Settings, load_config
 from segmentflow.devstack import DevStack
-from segmentflow.embedded import EmbeddedRedis, free_port, stop_pid, wait_for_kafka
+from segmentflow.embedded import EmbeddedRedis, free_port, stop_pid, tansu_env, wait_for_kafka
 from segmentflow.schemas.timefmt import format_us, parse_rfc3339
 from segmentflow.synthetic import GeneratedMessage, generate
 
@@ -309,17 +309,6 @@ def test_redis_commit_reply_lost(
 # -- 3. broker unreachable (TCP proxy) ---------------------------------------------------------
 
 
-#: Tansu reads these from the environment; the command line must win
-TANSU_ENV = (
-    "CLUSTER_ID",
-    "LISTENER_URL",
-    "ADVERTISED_LISTENER_URL",
-    "STORAGE_ENGINE",
-    "SCHEMA_REGISTRY",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-)
-
-
 @pytest.fixture
 def proxied_broker() -> Iterator[tuple[str, TcpProxy]]:
     """Tansu listening on P1, advertising P2 = a cuttable TCP proxy to P1 (all on 127.0.0.1)."""
@@ -342,7 +331,7 @@ def proxied_broker() -> Iterator[tuple[str, TcpProxy]]:
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={k: v for k, v in os.environ.items() if k not in TANSU_ENV},
+        env=tansu_env(),
     )
     try:
         wait_for_kafka(f"127.0.0.1:{listen}")
