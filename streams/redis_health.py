@@ -21,6 +21,8 @@ import redis
 log = logging.getLogger("segmentflow.worker")
 
 ACCEPTED_POLICIES = frozenset({"noeviction"})
+#: redis-py's error for a write refused at ``maxmemory`` (unknown to the types-redis stubs)
+OutOfMemoryError: type[redis.RedisError] = redis.exceptions.OutOfMemoryError  # type: ignore[attr-defined]
 #: ``used_memory / maxmemory`` above which the worker warns (log and gauge)
 WARN_RATIO = 0.9
 

@@ -52,7 +52,7 @@ from segmentflow.state.personas import PersonaModelStore
 from segmentflow.state.ranks import RankSync
 from segmentflow.streams import incarnations
 from segmentflow.streams.persona_sync import PersonaSync
-from segmentflow.streams.redis_health import MemoryWatch
+from segmentflow.streams.redis_health import MemoryWatch, OutOfMemoryError
 from segmentflow.triggers.backoff import Backoff, retry_async
 
 log = logging.getLogger("segmentflow.worker")
@@ -698,7 +698,7 @@ class SegmentWorker:
         self.status.last_error = f"{what}: {exc.__class__.__name__}: {text}"
         if what == "redis":
             self.status.redis_ok = False
-            self.status.redis_oom = isinstance(exc, redis.exceptions.OutOfMemoryError)
+            self.status.redis_oom = isinstance(exc, OutOfMemoryError)
         else:
             self.status.broker_ok = False
         log.warning("%s unavailable (%s); retrying", what, exc)

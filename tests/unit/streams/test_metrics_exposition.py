@@ -13,7 +13,7 @@ from segmentflow.schemas.changes import Change
 from segmentflow.service.processor import Processor
 from segmentflow.state.memory import MemoryStore
 from segmentflow.streams.metrics import registry_for, render
-from segmentflow.streams.redis_health import MemorySample
+from segmentflow.streams.redis_health import MemorySample, OutOfMemoryError
 from segmentflow.streams.runtime import SegmentWorker
 
 WEB, BUY = "website-events", "purchase-events"
@@ -136,7 +136,7 @@ def test_the_memory_warning_is_on_while_redis_refuses_writes_for_memory() -> Non
     w.memory.sample = MemorySample(used_memory=720, maxmemory=1000)
     w.memory.due = lambda: False  # type: ignore[method-assign]  # no client to sample
     assert scrape(w).total("segmentflow_redis_memory_warning") == 0
-    w.report_failure("redis", redis.exceptions.OutOfMemoryError("command not allowed"))
+    w.report_failure("redis", OutOfMemoryError("command not allowed"))
     assert scrape(w).total("segmentflow_redis_memory_warning") == 1
     w.report_recovery("redis")
     assert scrape(w).total("segmentflow_redis_memory_warning") == 0
