@@ -19,6 +19,7 @@ _PER_TOPIC = {
     "duplicates": "Events skipped as duplicates (event_id seen before)",
     "forwarded": "Records forwarded to their customer's home partition (another partitioner)",
     "late": "Events older than the customer's clock (applied, stamped with the clock)",
+    "merged": "Profiles merged away into another by identity events (alias, anonymous_id)",
 }
 
 

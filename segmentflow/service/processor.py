@@ -128,6 +128,9 @@ class Counters:
         self.duplicates: Counter[str] = Counter()
         self.late: Counter[str] = Counter()
         self.forwarded: Counter[str] = Counter()
+        #: profiles merged away into another (identity, CONTRACT §3), per topic of the merging
+        #: event, counted by the worker that commits the alias
+        self.merged: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
         self.changes: Counter[str] = Counter()
 
@@ -455,9 +458,11 @@ class Processor:
             if source is not None and home is not None and home != item.partition:
                 # another partitioner put it here: its home partition's owner applies it
                 if merge_sources(event):  # or a merge request: hand over the ids homed here
+                    before = len(aliases)
                     changes.extend(
                         self._hand_over(item, cid, states, resolved, touched, aliases, handovers)
                     )
+                    counts += [(self.counters.merged, item.topic)] * (len(aliases) - before)
                 forwards.append((item, home))
                 counts.append((self.counters.forwarded, item.topic))
                 continue
@@ -502,9 +507,11 @@ class Processor:
                     counts.append((self.counters.duplicates, item.topic))
                     continue
             if merge_sources(event):  # merged before the event (CONTRACT §2 anonymous_id)
+                before = len(aliases)
                 changes.extend(
                     self._merge(state, event, states, resolved, touched, aliases, handovers)
                 )
+                counts += [(self.counters.merged, item.topic)] * (len(aliases) - before)
             outcome = self.engine.apply(state, event)
             if source is not None:
                 self._mark_offset(state, source, item.offset)

@@ -36,6 +36,9 @@ def test_forget_of_the_survivor_unlinks_every_merged_id() -> None:
     processor.process([_record(0, "anon", "product_view")])
     processor.process([_record(1, "user", "identify", anonymous_id="anon")])
     assert store.resolve_aliases(["anon"]) == {"anon": "user"}
+    assert processor.counters.merged == {"website-events": 1}
+    processor.process([_record(1, "user", "identify", anonymous_id="anon")])  # a repeat
+    assert processor.counters.merged == {"website-events": 1}, "merged once"
     tomb = store.get("anon")
     assert tomb is not None and tomb.extra == {MERGED_INTO: "user"}
     final = processor.forget("user")
