@@ -3,7 +3,6 @@ other partitioners, waiting on the workers' accounting, per-customer totals from
 
 from __future__ import annotations
 
-import time
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -14,11 +13,13 @@ from segmentflow.config import Settings
 from segmentflow.devstack import DevStack
 from segmentflow.engine.state import CustomerState, T
 from segmentflow.state.redis_store import RedisStore
+from support import streams
 from support.metrics import fetch_text
 from support.streams import (
+    EVENT_COUNTERS,
     ChangeReader,
     Event,
-    metric_sum,
+    event_counters,
     produce_confluent,
     produce_kafka_python,
 )
@@ -56,23 +57,11 @@ def worker_metrics(stack: DevStack, index: int) -> str:
 def wait_applied(
     stack: DevStack, workers: int, applied: int, reader: ChangeReader, timeout: float = 150
 ) -> dict[str, float]:
-    """Wait until the workers together applied ``applied`` events and no change arrived for 3 s
-    (progress-based: gives up only after ``timeout`` s in which neither a counter moved nor a
-    change arrived); return the summed counters."""
-    moved = time.monotonic()
-    sums: dict[str, float] = {}
-    while time.monotonic() - max(moved, reader.last_new) < timeout:
-        reader.poll(0.5)
-        texts = [worker_metrics(stack, i) for i in range(workers)]
-        now = {
-            name: sum(metric_sum(t, f"segmentflow_events_{name}_total") for t in texts)
-            for name in ("received", "applied", "deadlettered", "duplicates", "forwarded")
-        }
-        if now != sums:
-            sums, moved = now, time.monotonic()
-        if sums["applied"] >= applied and time.monotonic() - reader.last_new > 3:
-            break
-    return sums
+    """:func:`support.streams.wait_applied` (``applied`` events, no change for 3 s, gives up
+    only after ``timeout`` s without progress); return the workers' summed event counters."""
+    texts = streams.wait_applied(stack, applied, reader, workers=workers, stall=timeout)
+    counters = [event_counters(t) for t in texts]
+    return {name: sum(c[name] for c in counters) for name in EVENT_COUNTERS}
 
 
 def stored_totals(settings: Settings, customers: Iterable[str]) -> dict[str, tuple[int, float]]:

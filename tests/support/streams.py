@@ -274,6 +274,10 @@ def worker_clock(text: str) -> tuple[int, set[tuple[str, int]]]:
     return mark, owned
 
 
+#: the workers' ``segmentflow_events_<name>_total`` counters
+EVENT_COUNTERS = ("received", "applied", "deadlettered", "duplicates", "forwarded")
+
+
 def wait_applied(
     stack: HasGet,
     count: int,
@@ -284,19 +288,27 @@ def wait_applied(
 ) -> list[str]:
     """Wait until the ``workers`` together applied ``count`` events and no change arrived on
     ``reader`` for ``quiet`` s (progress-based: gives up only after ``stall`` s in which neither
-    a worker's applied counter moved nor a change arrived); return each worker's last
+    a worker's event counter moved nor a change arrived); return each worker's last
     ``/metrics`` text (the checks then say what is missing)."""
-    moved, applied = time.monotonic(), [-1.0] * workers
+    moved, counters = time.monotonic(), [-1.0]
     texts: list[str] = []
     while time.monotonic() - max(moved, reader.last_new) < stall:
         reader.poll(0.5)
         texts = [fetch_text(stack, i) for i in range(workers)]
-        now = [metric_sum(t, "segmentflow_events_applied_total") for t in texts]
-        if now != applied:
-            applied, moved = now, time.monotonic()
-        if sum(applied) >= count and time.monotonic() - reader.last_new > quiet:
+        now = [value for t in texts for value in event_counters(t).values()]
+        if now != counters:
+            counters, moved = now, time.monotonic()
+        applied = sum(metric_sum(t, "segmentflow_events_applied_total") for t in texts)
+        if applied >= count and time.monotonic() - reader.last_new > quiet:
             break
     return texts
+
+
+def event_counters(text: str) -> dict[str, float]:
+    """A worker's event counters (received, applied, deadlettered, duplicates, forwarded), from
+    its ``/metrics`` text."""
+    parsed = parse_metrics(text)
+    return {name: parsed.total(f"segmentflow_events_{name}_total") for name in EVENT_COUNTERS}
 
 
 def owner_clocks(texts: Iterable[str], topic: str) -> dict[int, int]:
