@@ -123,9 +123,14 @@ class RedisBatch:
                 return True
         if wanted:
             found = store._decode_many(wanted, replies[0])
+            quarantined = False
             for cid in wanted:
-                if not store.is_quarantined(cid):
+                if store.is_quarantined(cid):
+                    quarantined = True
+                else:
                     self.states[cid] = found.get(cid)
+            if quarantined:  # their due entries left Redis (_quarantine): read the windows again
+                self.windows.clear()
         self.unaliased.update(alias_ids)
         return False
 

@@ -146,3 +146,27 @@ def test_a_failed_flush_at_the_end_of_a_batch_is_retried_to_the_same_result(
     assert counts["changes"] == want["changes"]
     assert counts["applied"] == want["applied"]
     assert 0 < sum(counts["duplicates"].values()) < 250
+
+
+def test_a_due_customer_whose_state_cannot_be_decoded_does_not_stop_the_advance(
+    redis_url: str, namespace: str
+) -> None:
+    """Loading a due customer quarantines it and removes its due entries from Redis; the
+    session's due windows must follow (they kept answering it as due: the advance loaded it
+    again and again, forever, and the worker applied nothing more)."""
+    client = redis.Redis.from_url(redis_url)
+    at = int(START.timestamp() * 1_000_000)
+    client.set(f"{namespace}:s:corrupt-1", b"\x03\xff\xff garbage")
+    for shard in range(PARTITIONS):
+        client.zadd(f"{namespace}:due:{shard}", {"corrupt-1": at + 1})
+    store = RedisStore(client, namespace, shards=PARTITIONS, outbox=True)
+    processor = Processor(config_from_dict({"persona": {"enabled": False}}), store)
+    assert processor.next_work() == at + 1
+    later = _items(_events(1, 2, seed=5))  # another customer's events, after the due moment
+    assert later and all(item.event.ts > at + 1 for item in later)
+    changes = processor.apply(later)  # cut at the due moment, advanced, then applied
+    assert {c.customer_id for c in changes} == {"c-0"}
+    assert store.is_quarantined("corrupt-1")
+    assert processor.next_work() != at + 1
+    assert client.get(f"{namespace}:s:corrupt-1") == b"\x03\xff\xff garbage", "left for repair"
+    client.close()
