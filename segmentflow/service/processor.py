@@ -718,6 +718,10 @@ class Processor:
             if not ids:
                 break
             states = self.store.load_many(ids)
+            is_bad = self.store.is_quarantined
+            gone = [cid for cid in ids if cid not in states and not is_bad(cid)]
+            if gone:  # a due entry without a state: it would be due here forever
+                self.store.drop_due(gone)
             batch: list[Change] = []
             for state in states.values():
                 batch.extend(self.engine.advance(state, watermark))

@@ -113,6 +113,12 @@ class StateStore(ABC):
     def next_due(self) -> int | None:
         """The earliest due moment of any (owned) customer, or ``None``."""
 
+    def drop_due(self, customer_ids: Sequence[str]) -> None:
+        """Remove the due entries of customers that have no state (left by a state deleted
+        outside segmentflow: due and never loadable, they would hold the clock there forever).
+        Stores whose due index only commits write keep none (the default)."""
+        return None
+
     @abstractmethod
     def populations(self) -> dict[str, dict[str, int]]:
         """Customers per value per dimension."""

@@ -330,6 +330,18 @@ class RedisStore(StateStore):
     def is_quarantined(self, customer_id: str) -> bool:
         return customer_id in self._quarantined
 
+    def drop_due(self, customer_ids: Sequence[str]) -> None:
+        log.warning(
+            "due customers without state (deleted outside segmentflow?): %s; due entries removed",
+            ", ".join(customer_ids[:5]) + (" ..." if len(customer_ids) > 5 else ""),
+        )
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(max(self.shards, 1)):
+            pipe.zrem(self.keys.due(shard), *customer_ids)
+        pipe.execute()
+        if self._batch is not None:
+            self._batch.windows.clear()  # read again from Redis
+
     # -- RFM population sync ---------------------------------------------------------------
 
     def attach_ranks(self, ranks: RankIndex) -> None:

@@ -170,3 +170,21 @@ def test_a_due_customer_whose_state_cannot_be_decoded_does_not_stop_the_advance(
     assert processor.next_work() != at + 1
     assert client.get(f"{namespace}:s:corrupt-1") == b"\x03\xff\xff garbage", "left for repair"
     client.close()
+
+
+def test_a_due_entry_without_a_state_is_dropped_not_due_forever(
+    redis_url: str, namespace: str
+) -> None:
+    """A state deleted outside segmentflow (``DEL ns:s:<id>``) leaves its due entry: due and
+    never loadable, it cut every batch at that moment forever (with or without a session)."""
+    client = redis.Redis.from_url(redis_url)
+    at = int(START.timestamp() * 1_000_000)
+    client.zadd(f"{namespace}:due:1", {"deleted-1": at + 1})
+    store = RedisStore(client, namespace, shards=PARTITIONS, outbox=True)
+    processor = Processor(config_from_dict({"persona": {"enabled": False}}), store)
+    later = _items(_events(1, 2, seed=5))
+    changes = processor.apply(later)
+    assert {c.customer_id for c in changes} == {"c-0"}
+    assert client.zscore(f"{namespace}:due:1", "deleted-1") is None
+    assert not store.is_quarantined("deleted-1")
+    client.close()
