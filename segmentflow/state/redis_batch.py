@@ -122,15 +122,10 @@ class RedisBatch:
             if any(target is not None for target in aliases):
                 return True
         if wanted:
-            found = store._decode_many(wanted, replies[0])
-            quarantined = False
+            found = store._decode_many(wanted, replies[0])  # quarantines clear the windows
             for cid in wanted:
-                if store.is_quarantined(cid):
-                    quarantined = True
-                else:
+                if not store.is_quarantined(cid):
                     self.states[cid] = found.get(cid)
-            if quarantined:  # their due entries left Redis (_quarantine): read the windows again
-                self.windows.clear()
         self.unaliased.update(alias_ids)
         return False
 

@@ -323,9 +323,16 @@ class RedisStore(StateStore):
             log.error("state of customer %r cannot be decoded (%s): quarantined", customer_id, why)
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.keys.quarantine, customer_id, why)
-        for shard in range(max(self.shards, 1)):  # its home is in the bytes that failed
-            pipe.zrem(self.keys.due(shard), customer_id)
+        self._unindex_due(pipe, [customer_id])  # its home is in the bytes that failed
         pipe.execute()
+
+    def _unindex_due(self, pipe: Any, customer_ids: Sequence[str]) -> None:
+        """Queue the removal of the due entries of ``customer_ids`` from every shard (their
+        home is not known); an open batch session reads its due windows again afterwards."""
+        for shard in range(max(self.shards, 1)):
+            pipe.zrem(self.keys.due(shard), *customer_ids)
+        if self._batch is not None:
+            self._batch.windows.clear()
 
     def is_quarantined(self, customer_id: str) -> bool:
         return customer_id in self._quarantined
@@ -336,11 +343,8 @@ class RedisStore(StateStore):
             ", ".join(customer_ids[:5]) + (" ..." if len(customer_ids) > 5 else ""),
         )
         pipe = self.client.pipeline(transaction=False)
-        for shard in range(max(self.shards, 1)):
-            pipe.zrem(self.keys.due(shard), *customer_ids)
+        self._unindex_due(pipe, customer_ids)
         pipe.execute()
-        if self._batch is not None:
-            self._batch.windows.clear()  # read again from Redis
 
     # -- RFM population sync ---------------------------------------------------------------
 
