@@ -651,8 +651,7 @@ class SegmentWorker:
         """Run a synchronous Redis call, retrying Redis errors (:data:`REDIS_ERRORS`) with
         backoff; other errors (the event's) propagate."""
 
-        async def attempt() -> T:
-            self._fence()
+        async def attempt() -> T:  # fenced by _retry_async
             try:
                 # off the event loop (engine work and Redis round trips of a whole batch or a
                 # long advance): /health, /metrics and Faust's heartbeats keep answering; the
