@@ -86,6 +86,11 @@ class MemoryWatch:
     def due(self) -> bool:
         return time.monotonic() - self._at >= self.every
 
+    def expire(self) -> None:
+        """Make the sample due now (Redis refused a write for memory: the figures it showed,
+        up to ``every`` seconds old, may predate the limit)."""
+        self._at = float("-inf")
+
     def poll(self, client: redis.Redis[bytes]) -> MemorySample:
         """Take a sample now (raises ``redis.RedisError`` when Redis does not answer)."""
         memory = client.info("memory")

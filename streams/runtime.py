@@ -698,6 +698,8 @@ class SegmentWorker:
         if what == "redis":
             self.status.redis_ok = False
             self.status.redis_oom = isinstance(exc, OutOfMemoryError)
+            if self.status.redis_oom:
+                self.memory.expire()  # the next tick or scrape samples the limit it hit
         else:
             self.status.broker_ok = False
         log.warning("%s unavailable (%s); retrying", what, exc)

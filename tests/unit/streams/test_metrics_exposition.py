@@ -13,7 +13,7 @@ from segmentflow.schemas.changes import Change
 from segmentflow.service.processor import Processor
 from segmentflow.state.memory import MemoryStore
 from segmentflow.streams.metrics import registry_for, render
-from segmentflow.streams.redis_health import MemorySample, OutOfMemoryError
+from segmentflow.streams.redis_health import MemorySample, MemoryWatch, OutOfMemoryError
 from segmentflow.streams.runtime import SegmentWorker
 
 WEB, BUY = "website-events", "purchase-events"
@@ -133,10 +133,12 @@ def test_the_memory_warning_is_on_while_redis_refuses_writes_for_memory() -> Non
     """At the limit ``used_memory`` falls back below it between refused writes (the sample
     reads 72% of maxmemory during a stall): the OOM refusal itself raises the warning."""
     w = worker()
-    w.memory.sample = MemorySample(used_memory=720, maxmemory=1000)
-    w.memory.due = lambda: False  # type: ignore[method-assign]  # no client to sample
+    w.memory = MemoryWatch(every=float("inf"))  # sampled once: never due again by time
+    w.memory.sample, w.memory._at = MemorySample(used_memory=720, maxmemory=1000), 0.0
+    assert not w.memory.due()
     assert scrape(w).total("segmentflow_redis_memory_warning") == 0
     w.report_failure("redis", OutOfMemoryError("command not allowed"))
+    assert w.memory.due(), "an OOM refusal makes the memory sample due at once"
     assert scrape(w).total("segmentflow_redis_memory_warning") == 1
     w.report_recovery("redis")
     assert scrape(w).total("segmentflow_redis_memory_warning") == 0
