@@ -54,6 +54,15 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         (("members", "the customers currently in a segment (an audience), one per line"),),
     ),
     (
+        "migrate_cmd",
+        (
+            (
+                "migrate-layout",
+                "copy the namespace's Redis keys to the partition-aligned layout 2 (upgrades)",
+            ),
+        ),
+    ),
+    (
         "preview_cmd",
         (("preview", "how many customers a rule segment that is not deployed yet would hold"),),
     ),
@@ -81,6 +90,7 @@ EXPECTED_ERRORS: dict[tuple[str, str], tuple[str, int]] = {
     ("segmentflow.streams.kafka_clients", "BrokerUnavailable"): ("[red]error:[/red]", 3),
     ("segmentflow.bootstrap", "RedisUnavailable"): ("[red]error:[/red]", 3),
     ("segmentflow.state.base", "StoreUnavailable"): ("[red]state store unavailable:[/red]", 3),
+    ("segmentflow.state.migrate_layout", "LayoutError"): ("[red]error:[/red]", 3),
 }
 
 

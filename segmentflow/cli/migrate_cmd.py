@@ -1,0 +1,144 @@
+"""``segmentflow migrate-layout [--from URL] [--to URL] [--partitions N] [--dry-run]
+[--drop-old]``: copy the namespace's Redis keys from layout 1 to the partition-aligned layout 2
+(issue 17; :mod:`segmentflow.state.migrate_layout`). Stop every worker of the old version
+first. Exit 0 when migrated and verified, 1 when the verification found differences (the
+layout is then not switched) or the migration cannot run, 3 when Redis does not answer."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import redis
+from rich.console import Console
+from rich.table import Table
+
+from segmentflow.config import Settings
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "migrate-layout",
+        help="copy the namespace's Redis keys to the partition-aligned layout 2 (upgrades)",
+        description="Copy SEGMENTFLOW_NAMESPACE's keys from layout 1 (before issue 17) to "
+        "layout 2 (one hash tag per home partition, for Redis Cluster), verify, then mark the "
+        "namespace. Stop every worker of the old version first. Resumable: run it again after "
+        "an interruption. The old keys stay (for a rollback) unless --drop-old.",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="URL",
+        help="the Redis holding layout 1 (default SEGMENTFLOW_REDIS_URL)",
+    )
+    p.add_argument(
+        "--to",
+        dest="target",
+        metavar="URL",
+        help="where layout 2 goes: a redis:// URL or a redis+cluster:// seed list "
+        "(default SEGMENTFLOW_REDIS_URL)",
+    )
+    p.add_argument(
+        "--partitions",
+        type=positive,
+        default=None,
+        help="the input topics' partition count (default SEGMENTFLOW_PARTITIONS)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would move; write nothing")
+    p.add_argument(
+        "--drop-old",
+        action="store_true",
+        help="after a verified migration, delete the layout-1 keys (no rollback then)",
+    )
+    p.set_defaults(func=run)
+
+
+def _connect(url: str, role: str) -> Any:
+    from segmentflow.bootstrap import RedisUnavailable
+    from segmentflow.state.client import connect
+
+    try:
+        client = connect(url, socket_timeout=60)
+        client.ping()
+    except (redis.RedisError, ValueError, IndexError) as exc:
+        raise RedisUnavailable(
+            f"cannot reach the {role} Redis at {url} ({exc}): check the URL "
+            f"(--{'from' if role == 'source' else 'to'} or SEGMENTFLOW_REDIS_URL)"
+        ) from None
+    return client
+
+
+def summary(report: Any) -> Table:
+    """The counts of a :class:`~segmentflow.state.migrate_layout.MigrationReport`."""
+    verb = "would copy" if report.dry_run else "copied"
+    table = Table(title=f"migrate-layout {report.namespace!r} ({report.shards} partitions)")
+    table.add_column("kind")
+    table.add_column(verb, justify="right")
+    for kind, count in report.counts.items():
+        table.add_row(kind, f"{count:,}")
+    return table
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    from segmentflow.state.migrate_layout import MigrationError, migrate
+
+    settings = Settings()
+    source_url = args.source or settings.redis_url
+    target_url = args.target or settings.redis_url
+    source = _connect(source_url, "source")
+    target = source if target_url == source_url else _connect(target_url, "target")
+    err = Console(stderr=True)
+    shown = [time.monotonic()]
+
+    def progress(report: Any) -> None:
+        if time.monotonic() - shown[0] >= 2.0:
+            shown[0] = time.monotonic()
+            counts = report.counts
+            err.print(
+                f"[dim]... {counts['states']:,} states, {counts['members']:,} memberships[/dim]"
+            )
+
+    try:
+        report = migrate(
+            source,
+            target,
+            settings.namespace,
+            args.partitions or settings.partitions,
+            dry_run=args.dry_run,
+            drop_old=args.drop_old,
+            progress=progress,
+        )
+    except MigrationError as exc:
+        if exc.report is not None:
+            console.print(summary(exc.report))
+            for note in exc.report.notes:
+                console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        err.print(f"[red]migrate-layout:[/red] {exc}", highlight=False)
+        return 1
+    finally:
+        source.close()
+        if target is not source:
+            target.close()
+    if report.already:
+        console.print(f"namespace {settings.namespace!r} is at layout 2 already: nothing copied")
+    else:
+        console.print(summary(report))
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    if args.drop_old:
+        verb = "would delete" if args.dry_run else "deleted"
+        console.print(f"{verb} {report.dropped:,} layout-1 keys")
+    if args.dry_run:
+        console.print("dry run: nothing written (the populations check above is a preview)")
+    elif not report.already:
+        kept = "" if args.drop_old else "; the layout-1 keys stay until --drop-old"
+        console.print(f"[green]verified[/green]: namespace marked layout 2{kept}")
+    return 0

@@ -1,0 +1,871 @@
+"""Migrate a namespace's Redis keys from layout 1 to layout 2 (``segmentflow migrate-layout``).
+
+Layout 1 (:class:`~segmentflow.state.keys.LegacyKeys`) keeps one key per kind of data for the
+whole namespace; layout 2 (:class:`~segmentflow.state.keys.Keys`, issue 17) puts every key of a
+home partition under its hash tag ``{ns:pP}`` so one partition's commit is one ``MULTI`` on one
+Redis Cluster node. :func:`migrate` copies layout 1 (on one Redis) into layout 2 (on the same
+Redis or another one, or a Redis Cluster); the old keys stay for a rollback unless
+``drop_old``. Workers of the old version must be stopped first; new workers call
+:func:`ensure_layout` at start and refuse a namespace that still holds only layout 1.
+
+The steps (each one idempotent; the state pass resumes from the ``SCAN`` cursor kept in the
+target's ``ns:meta``, the others run again when interrupted):
+
+1. global keys: ``ns:meta``, ``ns:partitions``, ``ns:clv:fits|ready`` keep their names (copied
+   only to another Redis); the persona model goes to ``{ns:persona}:model|version|samples``;
+2. states, page by page (``SCAN ns:s:*``): each state's bytes go unchanged under its home
+   partition ``H`` (the state's ``home``, else the legacy murmur2 shard; undecodable bytes go to
+   the legacy shard), with its directory entry, due entry (the old score, else ``next_due``),
+   RFM metrics, clv row, and the memberships its values imply that the old index lacks (since
+   = the state's clock, as ``members --rebuild`` does);
+3. quarantine records, aliases (under the merged-away id's home), the reverse alias sets and
+   the hand-overs (under the home of the id handed over);
+4. every old membership (``ns:m:*``) with its ``since``, under the member's home;
+5. outboxes ``ns:outbox:P`` -> ``{ns:pP}:outbox`` (replaced whole: the same list each time);
+6. populations per partition, recounted from the migrated states (through the directory), and
+   the clv version per partition (its sum exceeds the old version: the next refit runs);
+7. verify (populations summed equal the old ``ns:pop``, same states, every old member in the
+   new index, every alias copied), then ``ns:layout`` = 2; with ``drop_old`` the old keys go.
+
+Each page's writes are one ``MULTI`` per home partition (:func:`~segmentflow.state.client.
+transactions`); directory entries (other hash tags) go first, in a plain pipeline.
+
+Examples
+--------
+>>> import redis  # doctest: +SKIP
+>>> client = redis.Redis.from_url("redis://127.0.0.1:6379/0")  # doctest: +SKIP
+>>> report = migrate(client, client, "segmentflow", shards=8)  # doctest: +SKIP
+>>> report.counts["states"], report.differences  # doctest: +SKIP
+(120000, [])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from segmentflow.engine.state import CustomerState
+from segmentflow.state.client import RedisClient, is_cluster, transactions
+from segmentflow.state.keys import DIRECTORY_BUCKETS, LAYOUT, SEP, Keys, LegacyKeys
+from segmentflow.state.members import indexed
+
+#: fields of the target's ``ns:meta`` holding the migration's progress (removed at the end)
+META_CURSOR = "migrate-layout:cursor"
+META_STEP = "migrate-layout:step"
+#: the kinds of data counted in :attr:`MigrationReport.counts`, in report order
+KINDS = (
+    "states",
+    "undecodable",
+    "directory",
+    "due",
+    "rfm",
+    "clv rows",
+    "quarantine",
+    "aliases",
+    "aliased",
+    "handovers",
+    "members",
+    "members from states",
+    "populations",
+    "outbox",
+    "globals",
+)
+#: legacy clv row buckets (``ns:clv:rows:<b>``; crc32 of the id modulo this)
+CLV_BUCKETS = 64
+_STATE_STEP, _ALIAS_STEP, _MEMBER_STEP, _OUTBOX_STEP = 2, 3, 4, 5
+_CHUNK = 10_000
+
+
+class LayoutError(RuntimeError):
+    """The namespace's stored layout is not the one this version reads."""
+
+
+class MigrationError(RuntimeError):
+    """The migration cannot go on, or its verification found differences (``report`` says)."""
+
+    def __init__(self, message: str, report: MigrationReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(slots=True)
+class MigrationReport:
+    """What :func:`migrate` copied (or, in a dry run, would copy) and what it found."""
+
+    namespace: str
+    shards: int
+    dry_run: bool = False
+    #: kind (:data:`KINDS`) -> entries copied
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    #: what the verification found different (any makes the migration fail)
+    differences: list[str] = field(default_factory=list)
+    #: things worth knowing that are no failure
+    notes: list[str] = field(default_factory=list)
+    #: the target held ``ns:layout`` = 2 already: nothing was copied
+    already: bool = False
+    #: the state pass went on from a cursor an interrupted run left
+    resumed: bool = False
+    #: old keys deleted (``drop_old``; in a dry run: that would be)
+    dropped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    def add(self, kind: str, n: int = 1) -> None:
+        self.counts[kind] += n
+
+
+def _glob(text: str) -> str:
+    """``text`` with the ``SCAN MATCH`` wildcards escaped.
+
+    Examples
+    --------
+    >>> _glob("a*b[1]")
+    'a\\\\*b\\\\[1\\\\]'
+    """
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _id_hash(customer_id: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(customer_id, digest_size=8).digest(), "little")
+
+
+def _segments(state: CustomerState) -> dict[str, str]:
+    """dimension -> indexed value (as :func:`segmentflow.state.members_rebuild._segments`)."""
+    out = {}
+    for dim, value in state.values.items():
+        member = indexed(dim, value)
+        if member is not None:
+            out[dim] = member
+    return out
+
+
+def _pages(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    page: list[Any] = []
+    for item in items:
+        page.append(item)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def legacy_shard(customer_id: str, shards: int) -> int:
+    """The layout-1 shard of a customer whose state has no home (murmur2, as Kafka)."""
+    from segmentflow.state.redis_store import kafka_partition
+
+    return kafka_partition(customer_id, shards) if shards > 1 else 0
+
+
+def _directory_bucket(namespace: str, bucket: int) -> str:
+    """The key of directory bucket ``bucket`` (as :meth:`Keys.directory` names it).
+
+    Examples
+    --------
+    >>> _directory_bucket("sf", 702) == Keys("sf").directory("c-1")
+    True
+    """
+    return f"{{{namespace}:d{bucket}}}"
+
+
+def _bucket(customer_id: str) -> int:
+    import zlib
+
+    return zlib.crc32(customer_id.encode("utf-8")) % CLV_BUCKETS
+
+
+class _Writes:
+    """One page's writes: directory entries, then one ``MULTI`` per home partition."""
+
+    def __init__(self, target: Any, keys: Keys, dry_run: bool) -> None:
+        self.target, self.keys, self.dry_run = target, keys, dry_run
+        self.directory: dict[str, int] = {}
+        self.parts: dict[int, list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {}
+
+    def __call__(self, part: int, command: str, *args: Any, **kwargs: Any) -> None:
+        self.parts.setdefault(part, []).append((command, args, kwargs))
+
+    def flush(self) -> None:
+        directory, parts = self.directory, self.parts
+        self.directory, self.parts = {}, {}
+        if self.dry_run:
+            return
+        if directory:
+            pipe = self.target.pipeline(transaction=False)
+            for cid, home in directory.items():
+                pipe.hset(self.keys.directory(cid), cid, str(home))
+            pipe.execute()
+
+        def queue(commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> Any:
+            def run(pipe: Any) -> None:
+                for command, args, kwargs in commands:
+                    getattr(pipe, command)(*args, **kwargs)
+
+            return run
+
+        transactions(self.target, {p: queue(parts[p]) for p in sorted(parts)})
+
+
+class _Homes:
+    """Home partitions of ids read from the source (a state's home, else the home of the id it
+    was merged into, else the legacy shard); cached."""
+
+    def __init__(self, source: Any, old: LegacyKeys, shards: int) -> None:
+        self.source, self.old, self.shards = source, old, shards
+        self.known: dict[str, int] = {}
+
+    def of(self, customer_ids: Iterable[str]) -> dict[str, int]:
+        ids = list(customer_ids)
+        wanted = [cid for cid in dict.fromkeys(ids) if cid not in self.known]
+        chain: dict[str, str] = {cid: cid for cid in wanted}  # id -> where its chain got to
+        for _ in range(64):
+            if not chain:
+                break
+            asked = list(dict.fromkeys(chain.values()))
+            pipe = self.source.pipeline(transaction=False)
+            pipe.mget([self.old.state(cid) for cid in asked])
+            pipe.hmget(self.old.alias, asked)
+            raws, targets = pipe.execute()
+            found: dict[str, int] = {}
+            into: dict[str, str] = {}
+            for cid, raw, target in zip(asked, raws, targets, strict=True):
+                if raw is not None:
+                    found[cid] = self._home(cid, raw)
+                elif target is not None:
+                    into[cid] = target.decode()
+            moved: dict[str, str] = {}
+            for cid, at in chain.items():
+                if at in found:
+                    self.known[cid] = found[at]
+                elif at in into:
+                    moved[cid] = into[at]
+                else:
+                    self.known[cid] = legacy_shard(at, self.shards)
+            chain = moved
+        for cid, at in chain.items():  # a chain longer than 64 hops: its last id's shard
+            self.known[cid] = legacy_shard(at, self.shards)
+        return {cid: self.known[cid] for cid in ids}
+
+    def _home(self, cid: str, raw: bytes) -> int:
+        try:
+            home = CustomerState.decode(raw).home
+        except Exception:
+            home = None
+        return legacy_shard(cid, self.shards) if home is None else home
+
+
+class _Migration:
+    def __init__(
+        self,
+        source: Any,
+        target: Any,
+        namespace: str,
+        shards: int,
+        dry_run: bool,
+        page: int,
+        progress: Callable[[MigrationReport], None] | None,
+    ) -> None:
+        self.source, self.target = source, target
+        self.same = source is target
+        self.old, self.keys = LegacyKeys(namespace), Keys(namespace)
+        self.namespace, self.shards, self.page = namespace, shards, page
+        self.dry_run, self.progress = dry_run, progress
+        self.report = MigrationReport(namespace, shards, dry_run)
+        self.homes = _Homes(source, self.old, shards)
+        #: old due shards (from the ``ns:due:*`` keys found)
+        self.due_shards: list[int] = []
+        #: a dry run's populations (partition, field) -> count, counted in the state pass
+        self.dry_pop: dict[tuple[int, str], int] = {}
+        self.dry_states = 0
+        self.bad_homes: dict[int, int] = {}
+        #: migrated states whose bytes cannot be decoded (counted by :meth:`recount`)
+        self.undecodable = 0
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _pattern(self, suffix: str) -> str:
+        return _glob(f"{self.namespace}:") + suffix
+
+    def _scan(self, client: Any, pattern: str) -> Iterator[bytes]:
+        yield from client.scan_iter(match=pattern, count=self.page)
+
+    def _shard_keys(self, kind: str) -> dict[int, str]:
+        """The old per-shard keys ``ns:<kind>:<n>`` found, by shard number."""
+        out: dict[int, str] = {}
+        prefix = f"{self.namespace}:{kind}:"
+        for raw in self._scan(self.source, self._pattern(f"{kind}:*")):
+            key = raw.decode()
+            suffix = key[len(prefix) :]
+            if suffix.isdigit():
+                out[int(suffix)] = key
+            else:
+                self.report.notes.append(f"{key}: not a shard number, not copied")
+        return out
+
+    def _get_meta(self, name: str) -> int:
+        if self.dry_run:
+            return 0
+        value = self.target.hget(self.keys.meta, name)
+        return 0 if value is None else int(value)
+
+    def _set_meta(self, name: str, value: int) -> None:
+        if not self.dry_run:
+            self.target.hset(self.keys.meta, name, value)
+
+    def _tick(self) -> None:
+        if self.progress is not None:
+            self.progress(self.report)
+
+    def _home_ok(self, home: int) -> None:
+        if not 0 <= home < self.shards:
+            self.bad_homes[home] = self.bad_homes.get(home, 0) + 1
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Refuse what would write a wrong layout (before any write)."""
+        if self.shards < 1:
+            raise MigrationError(f"the partition count must be 1 or more, not {self.shards}")
+        if is_cluster(self.source):
+            raise MigrationError(
+                "the source must be one Redis (layout 1 never ran on a Redis Cluster): pass "
+                "its redis:// URL as --from"
+            )
+        due, outboxes = self._shard_keys("due"), self._shard_keys("outbox")
+        self.due_shards = sorted(due)
+        beyond = sorted(n for n in {*due, *outboxes} if n >= self.shards)
+        records = self.source.hkeys(self.old.partitions)
+        named = [int(f.rpartition(b":")[2]) for f in records if f.rpartition(b":")[2].isdigit()]
+        if named and max(named) >= self.shards:
+            beyond.append(max(named))
+        if beyond:
+            raise MigrationError(
+                f"namespace {self.namespace!r} holds shard {max(beyond)} (due index, outbox or "
+                f"partition record) but the partition count given is {self.shards}: pass the "
+                "input topics' real partition count (--partitions or SEGMENTFLOW_PARTITIONS)"
+            )
+        if named and max(named) + 1 < self.shards:
+            self.report.notes.append(
+                f"partition records name partitions up to {max(named)} only, "
+                f"{self.shards} were given"
+            )
+
+    def run(self) -> MigrationReport:
+        self.check()
+        step = self._get_meta(META_STEP)
+        self.report.resumed = step > 0 or self._get_meta(META_CURSOR) > 0
+        self.copy_globals()
+        if step < _STATE_STEP:
+            self.copy_states()
+            self._set_meta(META_STEP, _STATE_STEP)
+        if step < _ALIAS_STEP:
+            self.copy_quarantine()
+            self.copy_aliases()
+            self._set_meta(META_STEP, _ALIAS_STEP)
+        if step < _MEMBER_STEP:
+            self.copy_members()
+            self._set_meta(META_STEP, _MEMBER_STEP)
+        if step < _OUTBOX_STEP:
+            self.copy_outboxes()
+            self._set_meta(META_STEP, _OUTBOX_STEP)
+        self.verify(self.recount())
+        if self.report.differences:
+            return self.report
+        if not self.dry_run:
+            pipe = self.target.pipeline(transaction=False)
+            pipe.set(self.keys.layout, LAYOUT)
+            pipe.hdel(self.keys.meta, META_CURSOR, META_STEP)
+            pipe.execute()
+        return self.report
+
+    def copy_globals(self) -> None:
+        src, old, keys, report = self.source, self.old, self.keys, self.report
+        if not self.same:
+            for name in ("meta", "partitions", "clv_fits", "clv_ready"):
+                values = src.hgetall(getattr(old, name))
+                if values:
+                    report.add("globals")
+                    if not self.dry_run:
+                        self.target.hset(getattr(keys, name), mapping=values)
+        model, version, samples = (
+            src.get(old.persona_model),
+            src.get(old.persona_version),
+            src.lrange(old.persona_samples, 0, -1),
+        )
+        report.add("globals", (model is not None) + (version is not None) + bool(samples))
+        if self.dry_run or (model is None and version is None and not samples):
+            return
+        pipe = self.target.pipeline(transaction=True)  # one hash tag: {ns:persona}
+        if model is not None:
+            pipe.set(keys.persona_model, model)
+        if version is not None:
+            pipe.set(keys.persona_version, version)
+        pipe.delete(keys.persona_samples)
+        for chunk in _pages(samples, _CHUNK):
+            pipe.rpush(keys.persona_samples, *chunk)
+        pipe.execute()
+
+    def copy_states(self) -> None:
+        cursor = self._get_meta(META_CURSOR)
+        pattern = self._pattern("s:*")
+        while True:
+            cursor, found = self.source.scan(cursor, match=pattern, count=self.page)
+            cursor = int(cursor)
+            if found:
+                self._state_page(list(dict.fromkeys(self.old.customer_of(k) for k in found)))
+            self._set_meta(META_CURSOR, cursor)
+            self._tick()
+            if cursor == 0:
+                return
+
+    def _state_page(self, ids: list[str]) -> None:
+        old, keys, report = self.old, self.keys, self.report
+        pipe = self.source.pipeline(transaction=False)
+        pipe.mget([old.state(cid) for cid in ids])
+        for shard in self.due_shards:
+            pipe.zmscore(old.due(shard), ids)
+        pipe.hmget(old.rfm, ids)
+        by_bucket: dict[int, list[str]] = {}
+        for cid in ids:
+            by_bucket.setdefault(_bucket(cid), []).append(cid)
+        for bucket, members in by_bucket.items():
+            pipe.hmget(old.clv_rows(bucket), members)
+        replies = pipe.execute()
+        raws, dues = replies[0], replies[1 : 1 + len(self.due_shards)]
+        rfm = replies[1 + len(self.due_shards)]
+        clv: dict[str, bytes] = {}
+        for (_, members), rows in zip(
+            by_bucket.items(), replies[2 + len(self.due_shards) :], strict=True
+        ):
+            clv.update((cid, row) for cid, row in zip(members, rows, strict=True) if row)
+
+        writes = _Writes(self.target, keys, self.dry_run)
+        decoded: dict[str, tuple[CustomerState, int]] = {}
+        for i, (cid, raw) in enumerate(zip(ids, raws, strict=True)):
+            if raw is None:  # gone since the SCAN (nothing runs meanwhile: a stray delete)
+                continue
+            try:
+                state: CustomerState | None = CustomerState.decode(raw)
+            except Exception:  # bytes no codec reads: copied as they are, to the legacy shard
+                state = None
+                report.add("undecodable")
+            home = legacy_shard(cid, self.shards)
+            if state is not None and state.home is not None:
+                home = state.home
+            self._home_ok(home)
+            part = keys.part(home)
+            report.add("states")
+            report.add("directory")
+            writes.directory[cid] = home
+            writes(home, "set", part.state(cid), raw)
+            score = next((d[i] for d in dues if d[i] is not None), None)
+            if score is None and state is not None and state.next_due is not None:
+                score = state.next_due
+            if score is not None:
+                report.add("due")
+                writes(home, "zadd", part.due, {cid: score})
+            if rfm[i] is not None:
+                report.add("rfm")
+                writes(home, "hset", part.rfm, cid, rfm[i])
+            if cid in clv:
+                report.add("clv rows")
+                writes(home, "hset", part.clv_rows(_bucket(cid)), cid, clv[cid])
+            if state is not None:
+                decoded[cid] = (state, home)
+        self._members_from_states(decoded, writes)
+        writes.flush()
+
+    def _members_from_states(
+        self, decoded: dict[str, tuple[CustomerState, int]], writes: _Writes
+    ) -> None:
+        """Index the segments the states hold that the old index lacks (since = clock); a dry
+        run also counts the populations here."""
+        by_segment: dict[tuple[str, str], list[str]] = {}
+        for cid, (state, home) in decoded.items():
+            for dim, value in _segments(state).items():
+                by_segment.setdefault((dim, value), []).append(cid)
+                if self.dry_run:
+                    slot = (home, f"{dim}{SEP}{value}")
+                    self.dry_pop[slot] = self.dry_pop.get(slot, 0) + 1
+        self.dry_states += len(decoded)
+        if not by_segment:
+            return
+        pipe = self.source.pipeline(transaction=False)
+        for (dim, value), ids in by_segment.items():
+            pipe.zmscore(self.old.segment(dim, value), ids)
+        for ((dim, value), ids), scores in zip(by_segment.items(), pipe.execute(), strict=True):
+            for cid, since in zip(ids, scores, strict=True):
+                if since is None:
+                    state, home = decoded[cid]
+                    self.report.add("members from states")
+                    key = self.keys.segment(home, dim, value)
+                    writes(home, "zadd", key, {cid: state.clock or 0})
+
+    def copy_quarantine(self) -> None:
+        for rows in _pages(self.source.hscan_iter(self.old.quarantine, count=self.page), self.page):
+            homes = self.homes.of(cid.decode() for cid, _ in rows)
+            writes = _Writes(self.target, self.keys, self.dry_run)
+            for cid, why in rows:
+                home = homes[cid.decode()]
+                self.report.add("quarantine")
+                writes(home, "hset", self.keys.part(home).quarantine, cid, why)
+            writes.flush()
+
+    def copy_aliases(self) -> None:
+        src, old, keys, report = self.source, self.old, self.keys, self.report
+        for rows in _pages(src.hscan_iter(old.alias, count=self.page), self.page):
+            pairs = [(a.decode(), s.decode()) for a, s in rows]
+            homes = self.homes.of(a for a, _ in pairs)
+            stated = src.pipeline(transaction=False)
+            for merged, _ in pairs:
+                stated.exists(old.state(merged))
+            writes = _Writes(self.target, keys, self.dry_run)
+            for (merged, survivor), has_state in zip(pairs, stated.execute(), strict=True):
+                home = homes[merged]
+                report.add("aliases")
+                writes(home, "hset", keys.part(home).alias, merged, survivor)
+                if not has_state:  # its state went (merged): the directory still says where
+                    writes.directory[merged] = home
+                    report.add("directory")
+            writes.flush()
+        prefix = f"{self.namespace}:aliased:"
+        for raw in self._scan(src, self._pattern("aliased:*")):
+            survivor = raw.decode()[len(prefix) :]
+            for members in _pages(src.sscan_iter(raw, count=self.page), self.page):
+                ids = [m.decode() for m in members]
+                homes = self.homes.of(ids)
+                writes = _Writes(self.target, keys, self.dry_run)
+                for cid in ids:
+                    report.add("aliased")
+                    writes(homes[cid], "sadd", keys.part(homes[cid]).aliased(survivor), cid)
+                writes.flush()
+        prefix = f"{self.namespace}:handover:"
+        for raw in self._scan(src, self._pattern("handover:*")):
+            survivor = raw.decode()[len(prefix) :]
+            items = src.hgetall(raw)
+            fields = {f: f.decode().partition(SEP)[2] for f in items}
+            homes = self.homes.of(fields.values())
+            writes = _Writes(self.target, keys, self.dry_run)
+            for name, value in items.items():
+                home = homes[fields[name]]
+                report.add("handovers")
+                writes(home, "hset", keys.part(home).handover(survivor), name, value)
+            writes.flush()
+
+    def _directory(self, ids: Sequence[str]) -> dict[str, int]:
+        """Homes of ids from the target's directory (the source's for those not listed)."""
+        found: dict[str, int] = {}
+        if not self.dry_run:
+            pipe = self.target.pipeline(transaction=False)
+            for cid in ids:
+                pipe.hget(self.keys.directory(cid), cid)
+            found = {c: int(h) for c, h in zip(ids, pipe.execute(), strict=True) if h is not None}
+        missing = [cid for cid in ids if cid not in found]
+        if missing:
+            found.update(self.homes.of(missing))
+        return found
+
+    def _old_segments(self) -> Iterator[tuple[bytes, str, str]]:
+        for raw in self._scan(self.source, self._pattern("m:*")):
+            dim, value = self.old.segment_of(raw)
+            yield raw, dim, value
+
+    def copy_members(self) -> None:
+        for raw, dim, value in self._old_segments():
+            for rows in _pages(self.source.zscan_iter(raw, count=self.page), self.page):
+                ids = [m.decode() for m, _ in rows]
+                homes = self._directory(ids) if not self.dry_run else {}
+                writes = _Writes(self.target, self.keys, self.dry_run)
+                for cid, (_, since) in zip(ids, rows, strict=True):
+                    self.report.add("members")
+                    if not self.dry_run:
+                        key = self.keys.segment(homes[cid], dim, value)
+                        writes(homes[cid], "zadd", key, {cid: since})
+                writes.flush()
+            self._tick()
+
+    def copy_outboxes(self) -> None:
+        for shard in range(self.shards):
+            rows = self.source.lrange(self.old.outbox(shard), 0, -1)
+            self.report.add("outbox", len(rows))
+            if not rows:
+                continue
+            writes = _Writes(self.target, self.keys, self.dry_run)
+            key = self.keys.outbox(shard)
+            writes(shard, "delete", key)  # the whole list each time: a second copy is the same
+            for chunk in _pages(rows, _CHUNK):
+                writes(shard, "rpush", key, *chunk)
+            writes.flush()
+
+    # -- recount and verify ----------------------------------------------------------------
+
+    def recount(self) -> tuple[dict[tuple[int, str], int], np.ndarray[Any, Any]]:
+        """Populations per (partition, field) counted from the migrated states (each listed
+        once in the directory), written per partition; clv versions; the ids' hashes."""
+        if self.dry_run:
+            return self.dry_pop, np.zeros(0, dtype=np.uint64)
+        target, keys = self.target, self.keys
+        pop: dict[tuple[int, str], int] = {}
+        hashes: list[np.ndarray[Any, Any]] = []
+        buckets = [_directory_bucket(self.namespace, b) for b in range(DIRECTORY_BUCKETS)]
+        for group in _pages(buckets, 32):
+            pipe = target.pipeline(transaction=False)
+            for bucket in group:
+                pipe.hgetall(bucket)
+            entries = [(c, int(h)) for reply in pipe.execute() for c, h in reply.items()]
+            for rows in _pages(entries, self.page):
+                pipe = target.pipeline(transaction=False)
+                for cid, home in rows:
+                    pipe.get(keys.part(home).state(cid.decode()))
+                raws = pipe.execute()
+                present = [c for (c, _), raw in zip(rows, raws, strict=True) if raw is not None]
+                hashes.append(np.array([_id_hash(c) for c in present], dtype=np.uint64))
+                for (_, home), raw in zip(rows, raws, strict=True):
+                    if raw is None:
+                        continue  # an alias's entry (its state went with the merge)
+                    try:
+                        state = CustomerState.decode(raw)
+                    except Exception:  # copied as it was: counted, its values unknown
+                        self.undecodable += 1
+                        continue
+                    for dim, value in _segments(state).items():
+                        slot = (home, f"{dim}{SEP}{value}")
+                        pop[slot] = pop.get(slot, 0) + 1
+        parts = sorted({p for p, _ in pop} | set(range(self.shards)))
+        per_part: dict[int, dict[str, int]] = {p: {} for p in parts}
+        for (part, name), count in pop.items():
+            per_part[part][name] = count
+        clv_pipe = target.pipeline(transaction=False)
+        for part in parts:
+            for bucket in range(CLV_BUCKETS):
+                clv_pipe.hlen(keys.part(part).clv_rows(bucket))
+        lengths = clv_pipe.execute()
+        rows_of = {
+            p: sum(lengths[i * CLV_BUCKETS : (i + 1) * CLV_BUCKETS]) for i, p in enumerate(parts)
+        }
+        old_version = int(self.source.get(self.old.clv_version) or 0)
+        first = next((p for p in parts if rows_of[p]), None)
+
+        def queue(part: int) -> Any:
+            def run(pipe: Any) -> None:
+                part_keys = keys.part(part)
+                pipe.delete(part_keys.pop)
+                if per_part[part]:
+                    pipe.hset(part_keys.pop, mapping=per_part[part])
+                if rows_of[part]:  # the sum exceeds the old version: the next refit runs
+                    version = rows_of[part] + (old_version if part == first else 0)
+                    pipe.set(part_keys.clv_version, version)
+
+            return run
+
+        transactions(target, {p: queue(p) for p in parts})
+        self.report.add("populations", sum(len(v) for v in per_part.values()))
+        return pop, np.unique(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
+
+    def verify(self, counted: tuple[dict[tuple[int, str], int], np.ndarray[Any, Any]]) -> None:
+        pop, new_ids = counted
+        report, src, old = self.report, self.source, self.old
+        if self.bad_homes:
+            homes = ", ".join(f"{h} ({n} states)" for h, n in sorted(self.bad_homes.items()))
+            report.differences.append(
+                f"states homed outside partitions 0..{self.shards - 1}: {homes}; pass the "
+                "input topics' real partition count (--partitions or SEGMENTFLOW_PARTITIONS)"
+            )
+        summed: dict[str, int] = {}
+        for (_, name), count in pop.items():
+            summed[name] = summed.get(name, 0) + count
+        stored = {f.decode(): int(v) for f, v in src.hgetall(old.pop).items() if int(v)}
+        more: list[str] = []
+        fewer: list[str] = []
+        shortfall: dict[str, int] = {}
+        for name in sorted(set(stored) | {n for n, c in summed.items() if c}):
+            was, now = stored.get(name, 0), summed.get(name, 0)
+            if was != now:
+                dim, _, value = name.partition(SEP)
+                (more if now > was else fewer).append(
+                    f"population {dim}={value}: {was} before, {now} migrated"
+                )
+                shortfall[dim] = shortfall.get(dim, 0) + max(0, was - now)
+        undecodable = self.undecodable if not self.dry_run else report.counts["undecodable"]
+        if fewer and not more and all(n <= undecodable for n in shortfall.values()):
+            report.notes.extend(fewer)
+            report.notes.append(
+                f"the population shortfalls above are within the {undecodable} undecodable "
+                "states (their values cannot be read): repair or forget those customers"
+            )
+        elif more or fewer:
+            report.differences.extend(more + fewer)
+            report.differences.append(
+                "populations differ: were workers of the old version still running? Stop them "
+                "and run `segmentflow migrate-layout` again"
+            )
+        if self.dry_run:
+            return
+        old_ids = self._old_state_hashes()
+        missing = int(np.setdiff1d(old_ids, new_ids, assume_unique=True).size)
+        extra = int(np.setdiff1d(new_ids, old_ids, assume_unique=True).size)
+        if missing or extra:
+            report.differences.append(
+                f"states: {old_ids.size} before, {new_ids.size} migrated ({missing} missing, "
+                f"{extra} not in the source)"
+            )
+        absent = self._absent_members()
+        if absent:
+            report.differences.append(f"{absent} old memberships are not in the new index")
+        old_aliases = int(src.hlen(old.alias))
+        pipe = self.target.pipeline(transaction=False)
+        for part in range(self.shards):
+            pipe.hlen(self.keys.part(part).alias)
+        new_aliases = sum(int(n) for n in pipe.execute())
+        if new_aliases != old_aliases:
+            report.differences.append(f"aliases: {old_aliases} before, {new_aliases} migrated")
+        pipe = self.target.pipeline(transaction=False)
+        for part in range(self.shards):
+            pipe.hlen(self.keys.part(part).rfm)
+        was, now = int(src.hlen(old.rfm)), sum(int(n) for n in pipe.execute())
+        if was > now:
+            report.notes.append(f"{was - now} RFM entries of customers without a state: not copied")
+
+    def _old_state_hashes(self) -> np.ndarray[Any, Any]:
+        hashes = [
+            np.array([_id_hash(self.old.customer_of(k).encode()) for k in keys], np.uint64)
+            for keys in _pages(self._scan(self.source, self._pattern("s:*")), self.page)
+        ]
+        return np.unique(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
+
+    def _absent_members(self) -> int:
+        absent = 0
+        for raw, dim, value in self._old_segments():
+            for rows in _pages(self.source.zscan_iter(raw, count=self.page), self.page):
+                ids = [m.decode() for m, _ in rows]
+                homes = self._directory(ids)
+                pipe = self.target.pipeline(transaction=False)
+                for cid in ids:
+                    pipe.zscore(self.keys.segment(homes[cid], dim, value), cid)
+                absent += sum(score is None for score in pipe.execute())
+        return absent
+
+
+def migrate(
+    source: RedisClient,
+    target: RedisClient,
+    namespace: str,
+    shards: int,
+    *,
+    dry_run: bool = False,
+    drop_old: bool = False,
+    page: int = 1000,
+    progress: Callable[[MigrationReport], None] | None = None,
+) -> MigrationReport:
+    """Copy ``namespace`` from layout 1 on ``source`` to layout 2 on ``target`` (see the module
+    docstring); raise :class:`MigrationError` (with the report) when it cannot or when the
+    verification finds differences (then ``ns:layout`` is not written).
+
+    Parameters
+    ----------
+    source, target
+        One Redis holding layout 1; one Redis or a Redis Cluster (may be ``source`` itself).
+    shards
+        The input topics' partition count (home partitions; the legacy shards of states
+        without a home).
+    dry_run
+        Read everything and count what would be copied; write nothing.
+    drop_old
+        After a successful migration (or on a target already at layout 2), delete the old
+        keys (without it they stay for a rollback).
+    page
+        Keys per ``SCAN`` step and per transaction page.
+    progress
+        Called with the report after every page.
+    """
+    src: Any = source
+    dst: Any = target
+    keys = Keys(namespace)
+    marker = dst.get(keys.layout)
+    if marker is not None and int(marker) != LAYOUT:
+        raise MigrationError(
+            f"namespace {namespace!r} is at layout {int(marker)}, written by another version "
+            f"of segmentflow (this one reads layout {LAYOUT}): use that version's tools"
+        )
+    if marker is None and src is not dst and src.get(keys.layout) is not None:
+        raise MigrationError(
+            f"the source already holds layout {int(src.get(keys.layout))} of {namespace!r}: "
+            "nothing to migrate (point --from at the Redis holding the old layout)"
+        )
+    migration = _Migration(src, dst, namespace, shards, dry_run, max(1, page), progress)
+    if marker is not None:
+        report = migration.report
+        report.already = True
+    else:
+        report = migration.run()
+        if report.differences:
+            raise MigrationError(
+                f"the migration of {namespace!r} found differences (layout not switched):\n- "
+                + "\n- ".join(report.differences),
+                report,
+            )
+    if drop_old:
+        report.dropped = _drop_old(src, namespace, same=src is dst, dry_run=dry_run)
+    return report
+
+
+#: layout-2 keys that keep their layout-1 names (kept by ``drop_old`` on the target)
+def _kept(keys: Keys) -> set[bytes]:
+    names = (keys.meta, keys.partitions, keys.layout, keys.clv_fits, keys.clv_ready, keys.clv_lock)
+    return {n.encode() for n in names}
+
+
+def _drop_old(client: Any, namespace: str, *, same: bool, dry_run: bool) -> int:
+    """Delete every layout-1 key of ``namespace`` (on the target itself: all but the global keys
+    layout 2 shares); the number deleted (in a dry run: found)."""
+    kept = _kept(Keys(namespace)) if same else set()
+    dropped = 0
+    found = client.scan_iter(match=_glob(f"{namespace}:") + "*", count=1000)
+    for keys in _pages((k for k in found if k not in kept), 500):
+        dropped += len(keys)
+        if not dry_run:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.unlink(key)
+            pipe.execute()
+    return dropped
+
+
+def ensure_layout(client: RedisClient, namespace: str) -> None:
+    """Make sure ``namespace`` is at layout 2 before a worker or tool uses it: a fresh namespace
+    is marked; one holding layout-1 keys without the marker raises :class:`LayoutError`."""
+    redis_client: Any = client
+    keys, old = Keys(namespace), LegacyKeys(namespace)
+    marker = redis_client.get(keys.layout)
+    if marker is not None:
+        if int(marker) != LAYOUT:
+            raise LayoutError(
+                f"namespace {namespace!r} is at layout {int(marker)}, which this version of "
+                f"segmentflow cannot read (it reads layout {LAYOUT}): run the version that "
+                "wrote it, or a newer one"
+            )
+        return
+    found = [name for name in (old.pop, old.rfm) if redis_client.exists(name)]
+    for kind in ("s", "due"):
+        pattern = _glob(f"{namespace}:{kind}:") + "*"
+        if is_cluster(client):
+            _, keys_found = redis_client.scan(0, match=pattern, count=1000)
+        else:
+            _, keys_found = redis_client.scan(0, match=pattern, count=1000)
+        if keys_found:
+            found.append(keys_found[0].decode())
+    if found:
+        raise LayoutError(
+            f"namespace {namespace!r} holds keys of the old layout 1 ({', '.join(found)}) and "
+            f"no {keys.layout} marker: stop every worker of the old version, then run "
+            f"`SEGMENTFLOW_NAMESPACE={namespace} segmentflow migrate-layout` (README "
+            "'Upgrading to layout 2')"
+        )
+    redis_client.set(keys.layout, LAYOUT, nx=True)

@@ -1,0 +1,381 @@
+"""``segmentflow migrate-layout`` against a real Redis (and a real Redis Cluster): a layout-1
+namespace written key by key (states, due entries, populations, members, RFM, clv rows,
+quarantine, aliases, a hand-over, outboxes, meta, persona) is copied to layout 2 as the spec
+says, verified, resumable, idempotent; a dry run writes nothing; ``--drop-old`` leaves only
+layout 2; workers refuse a layout-1 namespace (:func:`ensure_layout`)."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from segmentflow.cli.main import main
+from segmentflow.embedded_cluster import EmbeddedRedisCluster
+from segmentflow.engine.state import CustomerState
+from segmentflow.state.keys import LAYOUT, SEP, Keys, LegacyKeys
+from segmentflow.state.migrate_layout import (
+    META_CURSOR,
+    LayoutError,
+    MigrationError,
+    MigrationReport,
+    ensure_layout,
+    legacy_shard,
+    migrate,
+)
+
+pytestmark = pytest.mark.integration
+SHARDS = 4
+GARBAGE = b"\x07not a state"
+Snapshot = dict[bytes, Any]
+
+
+def _state(
+    cid: str, home: int | None, values: dict[str, str], due: int | None, clock: int
+) -> CustomerState:
+    return CustomerState(cid, home=home, values=values, next_due=due, clock=clock)
+
+
+STATES = {
+    "c1": _state("c1", 2, {"lifecycle": "active", "rule:vip": "in"}, 1_000, 90),
+    "c2": _state("c2", None, {"lifecycle": "new", "rule:vip": "out"}, 500, 40),
+    "c3": _state("c3", 1, {"lifecycle": "active", "persona": "p1"}, None, 70),
+}
+
+
+def home(cid: str) -> int:
+    """Where a customer lives in layout 2 (its state's home, else the legacy shard)."""
+    state = STATES.get(cid)
+    if state is not None and state.home is not None:
+        return state.home
+    return legacy_shard(cid, SHARDS)
+
+
+def clv_bucket(cid: str) -> int:
+    return zlib.crc32(cid.encode()) % 64
+
+
+@pytest.fixture
+def client(redis_url: str, namespace: str) -> Iterator[redis.Redis[bytes]]:
+    c: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    yield c
+    for pattern in (f"{{{namespace}:*", f"{{{namespace}}}:*"):  # the fixture drops `ns*`
+        keys = list(c.scan_iter(match=pattern, count=1000))
+        if keys:
+            c.delete(*keys)
+    c.close()
+
+
+def write_legacy(client: Any, ns: str) -> None:
+    """A layout-1 namespace, as the previous version stored it."""
+    old = LegacyKeys(ns)
+    for cid, state in STATES.items():
+        client.set(old.state(cid), state.encode())
+    client.set(old.state("c4"), GARBAGE)  # undecodable: quarantined
+    client.hset(old.quarantine, "c4", "ValueError: unknown state encoding version ?")
+    client.zadd(old.due(2), {"c1": 1_000})
+    client.zadd(old.due(3), {"c3": 777})  # c3 (home 1) found in another shard's index
+    client.hset(
+        old.pop,
+        mapping={
+            f"lifecycle{SEP}active": 2,
+            f"lifecycle{SEP}new": 1,
+            f"rule:vip{SEP}in": 1,
+            f"persona{SEP}p1": 1,
+            f"lifecycle{SEP}at_risk": 0,
+        },
+    )
+    client.zadd(old.segment("lifecycle", "active"), {"c1": 10, "c3": 30})
+    client.zadd(old.segment("lifecycle", "new"), {"c2": 20})
+    client.zadd(old.segment("rule:vip", "in"), {"c1": 11})
+    client.zadd(old.segment("lifecycle", "at_risk"), {"c9": 5})  # stale, no state
+    # (c3 persona p1 is not indexed: written before the index existed)
+    client.hset(old.rfm, mapping={"c1": b"rfm-1", "c2": b"rfm-2"})
+    client.xadd(old.rfm_log, {"c1": b""})
+    client.hset(old.clv_rows(clv_bucket("c1")), "c1", b"row-1")
+    client.hset(old.clv_rows(clv_bucket("c3")), "c3", b"row-3")
+    client.set(old.clv_version, 5)
+    client.hset(old.alias, mapping={"m1": "c1", "c2x": "c2"})
+    client.sadd(old.aliased("c1"), "m1")
+    client.sadd(old.aliased("c2"), "c2x")
+    client.hset(old.handover("c1"), f"merge-1{SEP}c3", STATES["c3"].encode())
+    client.rpush(old.outbox(0), b'{"n":1}', b'{"n":2}')
+    client.rpush(old.outbox(2), b'{"n":3}')
+    client.hset(old.meta, mapping={"swept": 123})
+    client.hset(old.partitions, mapping={"events:0": b'{"epoch":1}', "events:3": b'{"epoch":2}'})
+    client.hset(old.clv_fits, "100", b'{"fit":1}')
+    client.hset(old.clv_ready, "0", 100)
+    client.set(old.persona_model, b"model-bytes")
+    client.set(old.persona_version, 3)
+    client.rpush(old.persona_samples, b'{"a":1}', b'{"a":2}')
+    client.set(old.claim("c1"), 2)
+
+
+def snapshot(client: Any, ns: str) -> Snapshot:
+    """Every key of the namespace (both layouts) with its contents."""
+    out: Snapshot = {}
+    for pattern in (f"{ns}:*", f"{{{ns}:*", f"{{{ns}}}:*"):
+        for key in client.scan_iter(match=pattern, count=1000):
+            kind = client.type(key)
+            if kind == b"string":
+                out[key] = client.get(key)
+            elif kind == b"hash":
+                out[key] = client.hgetall(key)
+            elif kind == b"zset":
+                out[key] = client.zrange(key, 0, -1, withscores=True)
+            elif kind == b"set":
+                out[key] = client.smembers(key)
+            elif kind == b"list":
+                out[key] = client.lrange(key, 0, -1)
+            elif kind == b"stream":
+                out[key] = client.xrange(key)
+    return out
+
+
+def assert_layout_2(client: Any, ns: str) -> None:
+    """What the spec says layout 2 holds for :func:`write_legacy`'s namespace."""
+    keys = Keys(ns)
+    for cid, state in STATES.items():
+        assert client.get(keys.state(cid, home(cid))) == state.encode()
+        assert client.hget(keys.directory(cid), cid) == str(home(cid)).encode()
+    shard4 = legacy_shard("c4", SHARDS)
+    assert client.get(keys.state("c4", shard4)) == GARBAGE
+    assert client.hget(keys.directory("c4"), "c4") == str(shard4).encode()
+    assert client.hgetall(keys.part(shard4).quarantine) == {
+        b"c4": b"ValueError: unknown state encoding version ?"
+    }
+    dues = {p: client.zrange(keys.due(p), 0, -1, withscores=True) for p in range(SHARDS)}
+    expected_due: dict[int, list[tuple[bytes, float]]] = {p: [] for p in range(SHARDS)}
+    expected_due[2].append((b"c1", 1000.0))
+    expected_due[home("c2")].append((b"c2", 500.0))
+    expected_due[1].append((b"c3", 777.0))
+    assert dues == {p: sorted(rows, key=lambda r: r[1]) for p, rows in expected_due.items()}
+    assert client.hgetall(keys.part(2).rfm) == {b"c1": b"rfm-1"}
+    assert client.hget(keys.part(home("c2")).rfm, "c2") == b"rfm-2"
+    assert client.hgetall(keys.part(2).clv_rows(clv_bucket("c1"))) == {b"c1": b"row-1"}
+    assert client.hgetall(keys.part(1).clv_rows(clv_bucket("c3"))) == {b"c3": b"row-3"}
+    versions = [int(client.get(keys.part(p).clv_version) or 0) for p in range(SHARDS)]
+    assert versions[1] > 0 and versions[2] > 0 and sum(versions) > 5  # the next refit runs
+    # members: old ones with their since; c3's persona (missing from the old index): its clock
+    assert client.zrange(keys.segment(2, "lifecycle", "active"), 0, -1, withscores=True) == [
+        (b"c1", 10.0)
+    ]
+    assert client.zrange(keys.segment(1, "lifecycle", "active"), 0, -1, withscores=True) == [
+        (b"c3", 30.0)
+    ]
+    assert client.zscore(keys.segment(home("c2"), "lifecycle", "new"), "c2") == 20
+    assert client.zscore(keys.segment(2, "rule:vip", "in"), "c1") == 11
+    assert client.zscore(keys.segment(1, "persona", "p1"), "c3") == 70
+    stale = keys.segment(legacy_shard("c9", SHARDS), "lifecycle", "at_risk")
+    assert client.zscore(stale, "c9") == 5
+    pops: dict[str, int] = {}
+    for p in range(SHARDS):
+        for name, count in client.hgetall(keys.part(p).pop).items():
+            pops[name.decode()] = pops.get(name.decode(), 0) + int(count)
+    assert pops == {
+        f"lifecycle{SEP}active": 2,
+        f"lifecycle{SEP}new": 1,
+        f"rule:vip{SEP}in": 1,
+        f"persona{SEP}p1": 1,
+    }
+    assert client.hgetall(keys.part(2).pop) == {
+        b"lifecycle\x1factive": b"1",
+        b"rule:vip\x1fin": b"1",
+    }
+    # aliases under the merged-away id's home (no state: its survivor's), with directory entries
+    assert client.hget(keys.part(2).alias, "m1") == b"c1"
+    assert client.hget(keys.directory("m1"), "m1") == b"2"
+    assert client.hget(keys.part(home("c2")).alias, "c2x") == b"c2"
+    assert client.hget(keys.directory("c2x"), "c2x") == str(home("c2")).encode()
+    assert client.smembers(keys.part(2).aliased("c1")) == {b"m1"}
+    assert client.smembers(keys.part(home("c2")).aliased("c2")) == {b"c2x"}
+    assert client.hgetall(keys.part(1).handover("c1")) == {
+        f"merge-1{SEP}c3".encode(): STATES["c3"].encode()
+    }
+    assert client.lrange(keys.outbox(0), 0, -1) == [b'{"n":1}', b'{"n":2}']
+    assert client.lrange(keys.outbox(2), 0, -1) == [b'{"n":3}']
+    assert client.lrange(keys.outbox(1), 0, -1) == client.lrange(keys.outbox(3), 0, -1) == []
+    assert client.get(keys.persona_model) == b"model-bytes"
+    assert client.get(keys.persona_version) == b"3"
+    assert client.lrange(keys.persona_samples, 0, -1) == [b'{"a":1}', b'{"a":2}']
+    assert client.hgetall(keys.meta) == {b"swept": b"123"}  # the progress fields are gone
+    assert client.hget(keys.partitions, "events:3") == b'{"epoch":2}'
+    assert client.hget(keys.clv_fits, "100") == b'{"fit":1}'
+    assert client.hget(keys.clv_ready, "0") == b"100"
+    assert client.get(keys.layout) == str(LAYOUT).encode()
+    for p in range(SHARDS):  # not copied: the rank log (workers reload the hash)
+        assert not client.exists(keys.part(p).rfm_log)
+
+
+def test_migrates_every_kind_of_key(client: redis.Redis[bytes], namespace: str) -> None:
+    write_legacy(client, namespace)
+    report = migrate(client, client, namespace, SHARDS)
+    assert report.ok and not report.already and not report.resumed
+    assert_layout_2(client, namespace)
+    counts = report.counts
+    assert (counts["states"], counts["undecodable"], counts["due"]) == (4, 1, 3)
+    assert (counts["rfm"], counts["clv rows"], counts["quarantine"]) == (2, 2, 1)
+    assert (counts["aliases"], counts["aliased"], counts["handovers"]) == (2, 2, 1)
+    assert (counts["members"], counts["members from states"], counts["outbox"]) == (5, 1, 3)
+    assert counts["directory"] == 6  # 4 states, 2 merged-away ids
+    # the old keys stay (a rollback), the layout-1 claim and rank log too
+    old = LegacyKeys(namespace)
+    assert client.get(old.state("c1")) == STATES["c1"].encode()
+    assert client.exists(old.pop, old.rfm_log, old.claim("c1")) == 3
+
+
+def test_a_second_run_changes_nothing(client: redis.Redis[bytes], namespace: str) -> None:
+    write_legacy(client, namespace)
+    migrate(client, client, namespace, SHARDS)
+    migrated = snapshot(client, namespace)
+    again = migrate(client, client, namespace, SHARDS)
+    assert again.already and snapshot(client, namespace) == migrated
+    # every step written twice (the marker removed: the whole migration runs again)
+    client.delete(Keys(namespace).layout)
+    rerun = migrate(client, client, namespace, SHARDS, page=2)
+    assert rerun.ok and not rerun.already
+    assert snapshot(client, namespace) == migrated
+
+
+def test_an_interrupted_run_resumes(client: redis.Redis[bytes], namespace: str) -> None:
+    write_legacy(client, namespace)
+    pages: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(report: MigrationReport) -> None:
+        pages.append(report.counts["states"])
+        if len(pages) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        migrate(client, client, namespace, SHARDS, page=1, progress=interrupt)
+    keys = Keys(namespace)
+    assert int(client.hget(keys.meta, META_CURSOR) or 0) > 0
+    assert not client.exists(keys.layout)
+    resumed = migrate(client, client, namespace, SHARDS, page=1)
+    assert resumed.ok and resumed.resumed
+    assert_layout_2(client, namespace)
+
+
+def test_a_dry_run_writes_nothing(client: redis.Redis[bytes], namespace: str) -> None:
+    write_legacy(client, namespace)
+    before = snapshot(client, namespace)
+    dry = migrate(client, client, namespace, SHARDS, dry_run=True, drop_old=True)
+    assert snapshot(client, namespace) == before
+    keys = Keys(namespace)
+    shared = {keys.meta, keys.partitions, keys.clv_fits, keys.clv_ready}  # kept by drop_old
+    assert dry.ok and dry.dry_run
+    assert dry.dropped == len([k for k in before if k.decode() not in shared])
+    real = migrate(client, client, namespace, SHARDS)
+    assert {k: v for k, v in dry.counts.items() if k != "populations"} == {
+        k: v for k, v in real.counts.items() if k != "populations"
+    }
+
+
+def test_drop_old_leaves_only_layout_2(client: redis.Redis[bytes], namespace: str) -> None:
+    write_legacy(client, namespace)
+    report = migrate(client, client, namespace, SHARDS, drop_old=True)
+    assert report.dropped > 20
+    assert_layout_2(client, namespace)
+    keys = Keys(namespace)
+    kept = {keys.meta, keys.partitions, keys.layout, keys.clv_fits, keys.clv_ready}
+    left = {k.decode() for k in client.scan_iter(match=f"{namespace}:*", count=1000)}
+    assert left == kept
+    ensure_layout(client, namespace)  # a worker starts on it
+
+
+def test_drop_old_later_on_a_migrated_namespace(client: redis.Redis[bytes], namespace: str) -> None:
+    write_legacy(client, namespace)
+    migrate(client, client, namespace, SHARDS)
+    later = migrate(client, client, namespace, SHARDS, drop_old=True)
+    assert later.already and later.dropped > 20
+    assert_layout_2(client, namespace)
+
+
+def test_differences_stop_the_switch(client: redis.Redis[bytes], namespace: str) -> None:
+    write_legacy(client, namespace)
+    old = LegacyKeys(namespace)
+    client.hset(old.pop, f"lifecycle{SEP}active", 5)  # an old worker went on counting
+    with pytest.raises(MigrationError, match="population lifecycle=active: 5 before, 2") as err:
+        migrate(client, client, namespace, SHARDS, drop_old=True)
+    assert "workers of the old version" in str(err.value)
+    assert err.value.report is not None and err.value.report.differences
+    assert not client.exists(Keys(namespace).layout)
+    assert client.exists(old.state("c1"))  # nothing dropped
+
+
+def test_a_wrong_partition_count_is_refused_before_writing(
+    client: redis.Redis[bytes], namespace: str
+) -> None:
+    write_legacy(client, namespace)
+    before = snapshot(client, namespace)
+    with pytest.raises(MigrationError, match="partition count given is 2"):
+        migrate(client, client, namespace, 2)
+    assert snapshot(client, namespace) == before
+
+
+def test_ensure_layout(client: redis.Redis[bytes], namespace: str) -> None:
+    keys = Keys(namespace)
+    ensure_layout(client, namespace)  # fresh: marked
+    assert client.get(keys.layout) == b"2"
+    ensure_layout(client, namespace)
+    client.delete(keys.layout)
+    write_legacy(client, namespace)
+    with pytest.raises(LayoutError) as refused:
+        ensure_layout(client, namespace)
+    message = str(refused.value)
+    assert "segmentflow migrate-layout" in message and namespace in message
+    assert "stop every worker of the old version" in message
+    assert not client.exists(keys.layout)
+    migrate(client, client, namespace, SHARDS)
+    ensure_layout(client, namespace)
+    client.set(keys.layout, 3)
+    with pytest.raises(LayoutError, match="layout 3"):
+        ensure_layout(client, namespace)
+
+
+def test_cli(
+    client: redis.Redis[bytes],
+    namespace: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    write_legacy(client, namespace)
+    monkeypatch.setenv("SEGMENTFLOW_REDIS_URL", redis_url)
+    monkeypatch.setenv("SEGMENTFLOW_NAMESPACE", namespace)
+    monkeypatch.setenv("SEGMENTFLOW_PARTITIONS", str(SHARDS))
+    assert main(["migrate-layout", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would copy" in out and "dry run" in out
+    assert not client.exists(Keys(namespace).layout)
+    client.hset(LegacyKeys(namespace).pop, f"persona{SEP}p1", 9)
+    assert main(["migrate-layout"]) == 1
+    assert "population persona=p1: 9 before, 1 migrated" in capsys.readouterr().err
+    client.hset(LegacyKeys(namespace).pop, f"persona{SEP}p1", 1)
+    assert main(["migrate-layout", "--from", redis_url, "--to", redis_url]) == 0
+    out = capsys.readouterr().out
+    assert "verified" in out and "states" in out
+    assert_layout_2(client, namespace)
+
+
+def test_to_a_redis_cluster(client: redis.Redis[bytes], namespace: str) -> None:
+    """Layout 2 written across slots and nodes: each partition's keys in one MULTI on the
+    node of its tag, the directory in its own slots."""
+    write_legacy(client, namespace)
+    with EmbeddedRedisCluster(primaries=3, replicas=0) as cluster:
+        target = cluster.client()
+        report = migrate(client, target, namespace, SHARDS, page=2)
+        assert report.ok
+        assert_layout_2(target, namespace)
+        keys = Keys(namespace)
+        tags = [keys.part(p).pop for p in range(SHARDS)]
+        assert len({cluster.primary_for(t).port for t in tags}) > 1  # partitions on many nodes
+        assert migrate(client, target, namespace, SHARDS).already
+        ensure_layout(target, namespace)
+    assert not client.exists(Keys(namespace).layout)  # the source is left as it was
