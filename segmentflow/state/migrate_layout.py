@@ -195,13 +195,12 @@ class _Writes:
     def flush(self) -> None:
         directory, parts = self.directory, self.parts
         self.directory, self.parts = {}, {}
-        if self.dry_run:
+        if self.dry_run or not (directory or parts):
             return
-        if directory:
-            pipe = self.target.pipeline(transaction=False)
+
+        def entries(pipe: Any) -> None:  # other hash tags: first (on a cluster, no MULTI)
             for cid, home in directory.items():
                 pipe.hset(self.keys.directory(cid), cid, str(home))
-            pipe.execute()
 
         def queue(commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> Any:
             def run(pipe: Any) -> None:
@@ -210,7 +209,8 @@ class _Writes:
 
             return run
 
-        transactions(self.target, {p: queue(parts[p]) for p in sorted(parts)})
+        writes = {p: queue(parts[p]) for p in sorted(parts)}
+        transactions(self.target, writes, before=entries if directory else None)
 
 
 class _Homes:

@@ -339,6 +339,29 @@ def test_ensure_layout(client: redis.Redis[bytes], namespace: str) -> None:
         ensure_layout(client, namespace)
 
 
+def test_workers_and_tools_refuse_layout_1(
+    client: redis.Redis[bytes],
+    namespace: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``bootstrap.redis_store`` (every worker and tool) checks the layout first."""
+    from segmentflow import bootstrap
+    from segmentflow.config import Settings
+
+    settings = Settings(redis_url=redis_url, namespace=namespace, partitions=SHARDS)
+    write_legacy(client, namespace)
+    with pytest.raises(LayoutError, match="migrate-layout"):
+        bootstrap.redis_store(settings)
+    monkeypatch.setenv("SEGMENTFLOW_REDIS_URL", redis_url)
+    monkeypatch.setenv("SEGMENTFLOW_NAMESPACE", namespace)
+    assert main(["segments"]) == 3
+    assert "segmentflow migrate-layout" in capsys.readouterr().err
+    migrate(client, client, namespace, SHARDS)
+    bootstrap.redis_store(settings).close()
+
+
 def test_cli(
     client: redis.Redis[bytes],
     namespace: str,
@@ -369,7 +392,7 @@ def test_to_a_redis_cluster(client: redis.Redis[bytes], namespace: str) -> None:
     node of its tag, the directory in its own slots."""
     write_legacy(client, namespace)
     with EmbeddedRedisCluster(primaries=3, replicas=0) as cluster:
-        target = cluster.client()
+        target: Any = cluster.client()  # (typed as redis.Redis: state/client.py)
         report = migrate(client, target, namespace, SHARDS, page=2)
         assert report.ok
         assert_layout_2(target, namespace)
@@ -378,4 +401,7 @@ def test_to_a_redis_cluster(client: redis.Redis[bytes], namespace: str) -> None:
         assert len({cluster.primary_for(t).port for t in tags}) > 1  # partitions on many nodes
         assert migrate(client, target, namespace, SHARDS).already
         ensure_layout(target, namespace)
+        fresh = f"{namespace}-fresh"
+        ensure_layout(target, fresh)  # no layout-1 key on any node: marked
+        assert target.get(Keys(fresh).layout) == b"2"
     assert not client.exists(Keys(namespace).layout)  # the source is left as it was
