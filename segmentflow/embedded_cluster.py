@@ -293,10 +293,11 @@ class EmbeddedRedisCluster(Managed):
 
     @property
     def url(self) -> str:
-        """The URL of the first node (a cluster client discovers the rest from it)."""
+        """``redis+cluster://127.0.0.1:P1,127.0.0.1:P2,.../``: every node as a seed, the
+        ``SEGMENTFLOW_REDIS_URL`` form (:func:`segmentflow.state.client.connect`)."""
         if not self.nodes:
             raise RuntimeError("cluster not started: call start() or use it as a context")
-        return self.nodes[0].url
+        return f"redis+cluster://{','.join(self.seeds)}/"
 
     def live(self) -> list[ClusterNode]:
         """The nodes whose process runs."""
