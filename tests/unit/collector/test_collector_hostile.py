@@ -85,8 +85,8 @@ def test_nesting_within_the_limit_is_accepted(client: TestClient) -> None:
     ("body", "encoding", "status"),
     [
         (b"\x1f\x8b\x08\x00garbage", "gzip", 400),
-        (gzip.compress(b'{"userId": "u"}')[:-6], "gzip", 400),
-        (gzip.compress(b" " * 5_000_000), "gzip", 413),  # a gzip bomb
+        (gzip.compress(b'{"userId": "u"}', mtime=0)[:-6], "gzip", 400),
+        (gzip.compress(b" " * 5_000_000, mtime=0), "gzip", 413),  # a gzip bomb
         (b'{"userId": "u"}', "br", 415),
         (zlib.compress(b"{}"), "gzip", 400),
         (b"x" * 300_000, None, 413),
