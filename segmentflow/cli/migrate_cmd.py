@@ -50,7 +50,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--partitions",
         type=positive,
         default=None,
-        help="the input topics' partition count (default SEGMENTFLOW_PARTITIONS)",
+        help="the input topics' partition count (default: read from the broker, else "
+        "SEGMENTFLOW_PARTITIONS)",
     )
     p.add_argument("--dry-run", action="store_true", help="count what would move; write nothing")
     p.add_argument(
@@ -76,6 +77,39 @@ def _connect(url: str, role: str) -> Any:
     return client
 
 
+def partition_count(settings: Settings, given: int | None, err: Console) -> int | None:
+    """``--partitions``, else the input topics' real count read from the broker, else
+    ``SEGMENTFLOW_PARTITIONS`` (the broker not reachable: said on stderr); ``None`` (said) when
+    the input topics' counts differ."""
+    if given is not None:
+        return given
+    from segmentflow.streams.kafka_clients import (
+        BrokerUnavailable,
+        mismatch,
+        topic_partition_counts,
+    )
+
+    try:
+        counts = topic_partition_counts(settings, list(settings.input_topics.values()))
+    except BrokerUnavailable:
+        err.print(
+            f"[yellow]the broker at {settings.kafka_url} does not answer: using "
+            f"SEGMENTFLOW_PARTITIONS={settings.partitions}[/yellow] (pass --partitions with the "
+            "input topics' partition count to be sure)",
+            highlight=False,
+        )
+        return settings.partitions
+    found = {topic: n for topic, n in counts.items() if n is not None}
+    if len(set(found.values())) > 1:
+        err.print(f"[red]migrate-layout:[/red] {mismatch(found)}", highlight=False)
+        return None
+    if not found:
+        return settings.partitions
+    count = next(iter(found.values()))
+    err.print(f"[dim]{count} partitions (the input topics', from the broker)[/dim]")
+    return count
+
+
 def summary(report: Any) -> Table:
     """The counts of a :class:`~segmentflow.state.migrate_layout.MigrationReport`."""
     verb = "would copy" if report.dry_run else "copied"
@@ -93,9 +127,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     settings = Settings()
     source_url = args.source or settings.redis_url
     target_url = args.target or settings.redis_url
+    err = Console(stderr=True)
+    partitions = partition_count(settings, args.partitions, err)
+    if partitions is None:
+        return 2
     source = _connect(source_url, "source")
     target = source if target_url == source_url else _connect(target_url, "target")
-    err = Console(stderr=True)
     shown = [time.monotonic()]
 
     def progress(report: Any) -> None:
@@ -111,7 +148,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             source,
             target,
             settings.namespace,
-            args.partitions or settings.partitions,
+            partitions,
             dry_run=args.dry_run,
             drop_old=args.drop_old,
             progress=progress,
@@ -127,6 +164,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         source.close()
         if target is not source:
             target.close()
+    if report.resumed:
+        console.print("resumed an interrupted migration: the counts are of this run's part")
     if report.already:
         console.print(f"namespace {settings.namespace!r} is at layout 2 already: nothing copied")
     else:

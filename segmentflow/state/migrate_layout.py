@@ -223,6 +223,8 @@ class _Homes:
 
     def of(self, customer_ids: Iterable[str]) -> dict[str, int]:
         ids = list(customer_ids)
+        if len(self.known) > 200_000:  # a cache, not a copy of every alias
+            self.known.clear()
         wanted = [cid for cid in dict.fromkeys(ids) if cid not in self.known]
         chain: dict[str, str] = {cid: cid for cid in wanted}  # id -> where its chain got to
         for _ in range(64):
@@ -666,6 +668,8 @@ class _Migration:
             return run
 
         transactions(target, {p: queue(p) for p in parts})
+        # how many home partitions hold data (readers configured with fewer read them all)
+        target.zadd(keys.span, {"partitions": max(parts) + 1}, gt=True)
         self.report.add("populations", sum(len(v) for v in per_part.values()))
         return pop, np.unique(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
 
@@ -818,7 +822,15 @@ def migrate(
 
 #: layout-2 keys that keep their layout-1 names (kept by ``drop_old`` on the target)
 def _kept(keys: Keys) -> set[bytes]:
-    names = (keys.meta, keys.partitions, keys.layout, keys.clv_fits, keys.clv_ready, keys.clv_lock)
+    names = (
+        keys.meta,
+        keys.partitions,
+        keys.layout,
+        keys.span,
+        keys.clv_fits,
+        keys.clv_ready,
+        keys.clv_lock,
+    )
     return {n.encode() for n in names}
 
 
@@ -852,7 +864,11 @@ def ensure_layout(client: RedisClient, namespace: str) -> None:
                 "wrote it, or a newer one"
             )
         return
-    found = [name for name in (old.pop, old.rfm) if redis_client.exists(name)]
+    names = [old.pop, old.rfm, old.alias, old.quarantine, old.clv_version, old.persona_model]
+    pipe = redis_client.pipeline(transaction=False)  # one key each: any node of a cluster
+    for name in names:
+        pipe.exists(name)
+    found = [name for name, n in zip(names, pipe.execute(), strict=True) if n]
     for kind in ("s", "due"):
         pattern = _glob(f"{namespace}:{kind}:") + "*"
         if is_cluster(client):

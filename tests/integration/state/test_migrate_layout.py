@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis
 
 from segmentflow.cli.main import main
+from segmentflow.config import Settings
+from segmentflow.embedded import EmbeddedBroker
 from segmentflow.embedded_cluster import EmbeddedRedisCluster
 from segmentflow.engine.state import CustomerState
 from segmentflow.state.keys import LAYOUT, SEP, Keys, LegacyKeys
@@ -26,6 +29,7 @@ from segmentflow.state.migrate_layout import (
     legacy_shard,
     migrate,
 )
+from segmentflow.streams.kafka_clients import create_topics
 
 pytestmark = pytest.mark.integration
 SHARDS = 4
@@ -206,6 +210,7 @@ def assert_layout_2(client: Any, ns: str) -> None:
     assert client.hget(keys.clv_fits, "100") == b'{"fit":1}'
     assert client.hget(keys.clv_ready, "0") == b"100"
     assert client.get(keys.layout) == str(LAYOUT).encode()
+    assert client.zscore(keys.span, "partitions") == SHARDS
     for p in range(SHARDS):  # not copied: the rank log (workers reload the hash)
         assert not client.exists(keys.part(p).rfm_log)
 
@@ -283,7 +288,7 @@ def test_drop_old_leaves_only_layout_2(client: redis.Redis[bytes], namespace: st
     assert report.dropped > 20
     assert_layout_2(client, namespace)
     keys = Keys(namespace)
-    kept = {keys.meta, keys.partitions, keys.layout, keys.clv_fits, keys.clv_ready}
+    kept = {keys.meta, keys.partitions, keys.layout, keys.span, keys.clv_fits, keys.clv_ready}
     left = {k.decode() for k in client.scan_iter(match=f"{namespace}:*", count=1000)}
     assert left == kept
     ensure_layout(client, namespace)  # a worker starts on it
@@ -348,7 +353,6 @@ def test_workers_and_tools_refuse_layout_1(
 ) -> None:
     """``bootstrap.redis_store`` (every worker and tool) checks the layout first."""
     from segmentflow import bootstrap
-    from segmentflow.config import Settings
 
     settings = Settings(redis_url=redis_url, namespace=namespace, partitions=SHARDS)
     write_legacy(client, namespace)
@@ -366,25 +370,35 @@ def test_cli(
     client: redis.Redis[bytes],
     namespace: str,
     redis_url: str,
+    broker: EmbeddedBroker,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     write_legacy(client, namespace)
     monkeypatch.setenv("SEGMENTFLOW_REDIS_URL", redis_url)
     monkeypatch.setenv("SEGMENTFLOW_NAMESPACE", namespace)
-    monkeypatch.setenv("SEGMENTFLOW_PARTITIONS", str(SHARDS))
+    monkeypatch.setenv("SEGMENTFLOW_KAFKA_URL", broker.url)
+    for kind in ("WEBSITE", "EMAIL", "PURCHASE"):
+        monkeypatch.setenv(f"SEGMENTFLOW_TOPIC_{kind}_EVENTS", f"{namespace}-{kind.lower()}")
+    monkeypatch.setenv("SEGMENTFLOW_PARTITIONS", "1")  # wrong: the broker's count is used
+    create_topics(Settings(), Settings().input_topics.values(), SHARDS)
     assert main(["migrate-layout", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "would copy" in out and "dry run" in out
+    out, err = capsys.readouterr()
+    assert "would copy" in out and "dry run" in out and "4 partitions" in err
     assert not client.exists(Keys(namespace).layout)
     client.hset(LegacyKeys(namespace).pop, f"persona{SEP}p1", 9)
-    assert main(["migrate-layout"]) == 1
+    assert main(["migrate-layout", "--partitions", str(SHARDS)]) == 1
     assert "population persona=p1: 9 before, 1 migrated" in capsys.readouterr().err
     client.hset(LegacyKeys(namespace).pop, f"persona{SEP}p1", 1)
-    assert main(["migrate-layout", "--from", redis_url, "--to", redis_url]) == 0
+    argv = ["migrate-layout", "--from", redis_url, "--to", redis_url, "--partitions", "4"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "verified" in out and "states" in out
     assert_layout_2(client, namespace)
+    assert main(["migrate-layout", "--partitions", "2"]) == 0  # marked: nothing to do
+    assert "layout 2 already" in capsys.readouterr().out
+    assert main(["migrate-layout", "--to", "redis://127.0.0.1:1/0", "--partitions", "4"]) == 3
+    assert "cannot reach the target Redis" in capsys.readouterr().err
 
 
 def test_to_a_redis_cluster(client: redis.Redis[bytes], namespace: str) -> None:
@@ -405,3 +419,68 @@ def test_to_a_redis_cluster(client: redis.Redis[bytes], namespace: str) -> None:
         ensure_layout(target, fresh)  # no layout-1 key on any node: marked
         assert target.get(Keys(fresh).layout) == b"2"
     assert not client.exists(Keys(namespace).layout)  # the source is left as it was
+
+
+def test_a_store_reads_the_migrated_namespace_as_before(
+    client: redis.Redis[bytes], namespace: str
+) -> None:
+    """A replay's states written in layout 1 (as the previous version stored them), migrated:
+    the layout-2 :class:`RedisStore` sees the same states, populations, due entries and
+    members."""
+    from segmentflow.config import config_from_dict
+    from segmentflow.schemas.decode import Event, validate_event
+    from segmentflow.schemas.timefmt import DAY_US
+    from segmentflow.service.replay import run
+    from segmentflow.state.members import RedisMembers
+    from segmentflow.state.memory import MemoryStore
+    from segmentflow.state.redis_store import RedisStore
+    from segmentflow.synthetic import generate
+
+    start = datetime(2025, 9, 1, tzinfo=UTC)
+    raws = [m.event for m in generate(customers=80, seed=5, start=start, days=45)]
+    decoded = (validate_event(r, None) for r in raws if r is not None)
+    events = sorted((e for e in decoded if isinstance(e, Event)), key=lambda e: e.ts)
+    until = (events[-1].ts // DAY_US + 1) * DAY_US
+    memory = MemoryStore()
+    rules: list[dict[str, Any]] = [{"name": "buyer", "when": "orders >= 1"}]
+    run(events, config_from_dict({"rules": rules}), until, lambda c: None, memory)
+    ids = memory.scan_ids(0, 1_000_000)[1]
+    states = memory.load_many(ids)
+    populations = memory.populations()
+    old = LegacyKeys(namespace)
+    pipe = client.pipeline(transaction=False)
+    for cid, state in states.items():
+        assert state.home is None  # (replay: no partitions) the legacy shard is its home
+        pipe.set(old.state(cid), state.encode())
+        if state.next_due is not None:
+            pipe.zadd(old.due(legacy_shard(cid, SHARDS)), {cid: state.next_due})
+    members: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for dim, values in populations.items():
+        for value, count in values.items():
+            pipe.hset(old.pop, f"{dim}{SEP}{value}", count)
+            page = memory.members.page(dim, value, 1_000_000, None)
+            members[(dim, value)] = [(m.since, m.customer_id) for m in page]
+            if page:
+                pipe.zadd(old.segment(dim, value), {m.customer_id: m.since for m in page})
+    pipe.execute()
+
+    report = migrate(client, client, namespace, SHARDS, page=16)
+    assert report.ok and report.counts["states"] == len(ids) > 50
+
+    store = RedisStore(client, namespace, shards=SHARDS)
+    loaded = store.load_many(ids, sync_ranks=False)
+    assert sorted(loaded) == sorted(ids)
+    for cid, state in states.items():
+        state.home = legacy_shard(cid, SHARDS)  # what the store adopts for a state without one
+        assert loaded[cid].body() == state.body() and loaded[cid].recent == state.recent
+        assert store.shard_of(cid) == legacy_shard(cid, SHARDS)
+    assert store.populations() == populations
+    far = max(s.next_due or 0 for s in states.values()) + 1
+    due_before = sorted((s.next_due, cid) for cid, s in states.items() if s.next_due is not None)
+    assert store.due(far, 1_000_000) == [cid for _, cid in due_before]
+    assert store.next_due() == due_before[0][0]
+    reader = RedisMembers(client, namespace, SHARDS)
+    for (dim, value), listed in members.items():
+        page = reader.page(dim, value, 1_000_000, None)
+        assert [(m.since, m.customer_id) for m in page] == listed
+    assert store.customer_count() == len(ids)
