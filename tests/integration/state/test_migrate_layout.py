@@ -401,10 +401,15 @@ def test_cli(
     assert "cannot reach the target Redis" in capsys.readouterr().err
 
 
-def test_to_a_redis_cluster(client: redis.Redis[bytes], namespace: str) -> None:
+def test_to_a_redis_cluster(
+    client: redis.Redis[bytes], namespace: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Layout 2 written across slots and nodes: each partition's keys in one MULTI on the
-    node of its tag, the directory in its own slots."""
+    node of its tag, the directory in its own slots; the CLI with a ``redis+cluster://`` URL,
+    dropping the old keys on the source."""
     write_legacy(client, namespace)
+    by_cli = f"{namespace}-cli"  # (its source keys match the fixture's `ns*`)
+    write_legacy(client, by_cli)
     with EmbeddedRedisCluster(primaries=3, replicas=0) as cluster:
         target: Any = cluster.client()  # (typed as redis.Redis: state/client.py)
         report = migrate(client, target, namespace, SHARDS, page=2)
@@ -418,6 +423,12 @@ def test_to_a_redis_cluster(client: redis.Redis[bytes], namespace: str) -> None:
         fresh = f"{namespace}-fresh"
         ensure_layout(target, fresh)  # no layout-1 key on any node: marked
         assert target.get(Keys(fresh).layout) == b"2"
+
+        monkeypatch.setenv("SEGMENTFLOW_NAMESPACE", by_cli)
+        argv = ["migrate-layout", "--from", redis_url, "--to", cluster.url, "--drop-old"]
+        assert main([*argv, "--partitions", str(SHARDS)]) == 0
+        assert_layout_2(target, by_cli)
+        assert not list(client.scan_iter(match=f"{by_cli}:*"))  # every old key went
     assert not client.exists(Keys(namespace).layout)  # the source is left as it was
 
 
