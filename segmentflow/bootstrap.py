@@ -15,13 +15,14 @@ from typing import Any
 
 import redis
 
-from segmentflow.config import SegmentConfig, Settings
+from segmentflow.config import ConfigError, SegmentConfig, Settings
 from segmentflow.engine.engine import Engine
 from segmentflow.segmenters.clv import Clv
 from segmentflow.service import replay
 from segmentflow.service.clv_share import SharedClvRefit
 from segmentflow.service.processor import Processor
 from segmentflow.state.base import StateStore
+from segmentflow.state.client import RedisClient, connect, seeds
 from segmentflow.state.members import RedisMembers
 from segmentflow.state.members_rebuild import RebuildReport
 from segmentflow.state.memory import MemoryStore
@@ -29,23 +30,62 @@ from segmentflow.state.personas import PersonaModelStore
 from segmentflow.state.ranks import RankSync
 from segmentflow.state.redis_personas import RedisPersonaStore
 from segmentflow.state.redis_store import RedisStore
+from segmentflow.streams.redis_health import REDIS_ERRORS, check_reachable, redacted
 
 
 class RedisUnavailable(RuntimeError):
-    """Redis cannot be reached; the message says which URL and what to do."""
+    """Redis cannot be reached; the message says which URL and what to do (a URL of the wrong
+    kind, one Redis for a cluster or the reverse, is a :class:`ConfigError` instead)."""
 
 
-def redis_client(settings: Settings) -> redis.Redis[bytes]:
-    """A Redis client for ``SEGMENTFLOW_REDIS_URL``, checked with PING."""
-    client: redis.Redis[bytes] = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
+#: what building a client raises: a cluster without a reachable seed, a malformed URL
+_CONNECT_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, ValueError)
+
+
+def redis_client(settings: Settings) -> RedisClient:
+    """A client for ``SEGMENTFLOW_REDIS_URL`` (a ``redis+cluster://`` seed list gives a
+    ``RedisCluster``), checked with PING (on a cluster: of every primary, and
+    ``cluster_state:ok``)."""
+    url = settings.redis_url
+    shown = redacted(url)
+    cluster = seeds(url) is not None
     try:
-        client.ping()
-    except redis.RedisError as exc:
+        client = connect(url, socket_timeout=30)
+    except _CONNECT_ERRORS as exc:
+        if cluster and "not enabled" in str(exc):  # waiting would not help
+            raise ConfigError(
+                f"SEGMENTFLOW_REDIS_URL {shown} names a Redis Cluster, but the Redis there runs "
+                "without cluster mode: for one Redis use redis:// (rediss:// for TLS)"
+            ) from None
         raise RedisUnavailable(
-            f"cannot reach Redis at {settings.redis_url} ({exc}). Start one "
-            "(`segmentflow dev` embeds one) or set SEGMENTFLOW_REDIS_URL."
+            f"cannot connect to Redis{' Cluster' if cluster else ''} at {shown} ({exc}). "
+            "Start it or fix SEGMENTFLOW_REDIS_URL (README: Configuration)."
+        ) from None
+    try:
+        check_reachable(client)
+        if not cluster and _cluster_enabled(client):
+            client.close()
+            raise ConfigError(
+                f"SEGMENTFLOW_REDIS_URL {shown} names one Redis, but it is a Redis Cluster node: "
+                "name the cluster, SEGMENTFLOW_REDIS_URL=redis+cluster://HOST:PORT,HOST:PORT/ "
+                '(rediss+cluster:// for TLS; README "Redis Cluster")'
+            )
+    except REDIS_ERRORS as exc:
+        client.close()
+        what = "Redis Cluster" if cluster else "Redis"
+        start = "" if cluster else " Start one (`segmentflow dev` embeds one) or"
+        raise RedisUnavailable(
+            f"cannot reach {what} at {shown} ({exc}).{start} set SEGMENTFLOW_REDIS_URL."
         ) from None
     return client
+
+
+def _cluster_enabled(client: RedisClient) -> bool:
+    """Whether one Redis (reached with ``redis://``) runs with ``cluster-enabled yes``."""
+    try:
+        return bool(int(client.info("cluster").get("cluster_enabled", 0)))
+    except redis.ResponseError:  # a proxy or managed Redis that hides INFO cluster
+        return False
 
 
 def redis_store(settings: Settings, outbox: bool = False) -> RedisStore:
@@ -83,7 +123,7 @@ def outbox_backlog(settings: Settings) -> int | None:
         return None
     try:
         return sum(len(rows) for _, rows in store.outbox_pending())
-    except redis.RedisError:
+    except REDIS_ERRORS:
         return None
     finally:
         store.close()
@@ -139,7 +179,7 @@ class WorkerParts:
     processor: Processor
     ranks: RankSync | None
     personas: PersonaModelStore | None
-    redis: redis.Redis[bytes]
+    redis: RedisClient
 
 
 def worker_parts(settings: Settings, config: SegmentConfig | None = None) -> WorkerParts:

@@ -302,6 +302,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEGMENTFLOW_", extra="ignore")
 
     kafka_url: str = "kafka://127.0.0.1:9092"
+    #: one Redis: ``redis://[[user]:password@]host:port/db`` (``rediss://`` for TLS); a Redis
+    #: Cluster: ``redis+cluster://[[user]:password@]host1:port1,host2:port2/`` (seed nodes,
+    #: ``rediss+cluster://`` for TLS); query options (``?ssl_cert_reqs=none``,
+    #: ``ssl_ca_certs=...``) reach every node (README "Redis Cluster")
     redis_url: str = "redis://127.0.0.1:6379/0"
     namespace: str = "segmentflow"
     config: str | None = None

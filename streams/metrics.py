@@ -180,15 +180,24 @@ def redis_memory_metrics(worker: SegmentWorker) -> Iterator[Metric]:
     if sample is None:
         return
     yield GaugeMetricFamily(
-        "segmentflow_redis_used_memory_bytes", "Redis used_memory", value=sample.used_memory
+        "segmentflow_redis_used_memory_bytes",
+        "Redis used_memory (a cluster: of the primary nearest its maxmemory)",
+        value=sample.used_memory,
     )
     yield GaugeMetricFamily(
-        "segmentflow_redis_maxmemory_bytes", "Redis maxmemory (0: no limit)", value=sample.maxmemory
+        "segmentflow_redis_maxmemory_bytes",
+        "Redis maxmemory (0: no limit; a cluster: of the primary nearest it)",
+        value=sample.maxmemory,
     )
     yield CounterMetricFamily(
         "segmentflow_redis_evicted_keys",
-        "Redis evicted_keys (server-wide)",
+        "Redis evicted_keys (server-wide; a cluster: summed over the primaries)",
         value=sample.evicted_keys,
+    )
+    yield GaugeMetricFamily(
+        "segmentflow_redis_primaries_unreachable",
+        "Redis Cluster primaries that did not answer the last sample (0 on one Redis)",
+        value=len(sample.unreachable),
     )
     yield GaugeMetricFamily(
         "segmentflow_redis_memory_warning",

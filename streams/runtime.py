@@ -48,10 +48,12 @@ from segmentflow.service.config_walk import ConfigWalk
 from segmentflow.service.processor import DeadLetter, InputRecord, Item, Processor
 from segmentflow.service.reload import engine_for, refusal, switch
 from segmentflow.state.base import StateQuarantined
+from segmentflow.state.client import RedisClient
 from segmentflow.state.personas import PersonaModelStore
 from segmentflow.state.ranks import RankSync
 from segmentflow.streams import incarnations
 from segmentflow.streams.persona_sync import PersonaSync
+from segmentflow.streams.redis_health import REDIS_ERRORS as _REDIS_ERRORS
 from segmentflow.streams.redis_health import MemoryWatch, OutOfMemoryError
 from segmentflow.triggers.backoff import Backoff, retry_async
 
@@ -93,8 +95,9 @@ class Held(NamedTuple):
 
 #: every Redis error is an outage (retried with backoff, /health 503, nothing acked or
 #: dead-lettered): connection loss, OOM under ``noeviction``, READONLY, MISCONF, LOADING, ...;
-#: only ``redis.DataError`` (a value the client cannot send) is about the event (issue 12)
-REDIS_ERRORS = (redis.RedisError,)
+#: only ``redis.DataError`` (a value the client cannot send) is about the event (issue 12);
+#: a Redis Cluster's errors too (``redis_health.REDIS_ERRORS``: CLUSTERDOWN, a slot not covered)
+REDIS_ERRORS = _REDIS_ERRORS
 _PIPELINE_COMMAND = re.compile(r"Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
 #: event time one slice of a long clock advance covers; the loop answers between slices
 ADVANCE_SLICE_US = 86_400_000_000
@@ -166,7 +169,7 @@ class SegmentWorker:
         cluster_id: Callable[[], str | None] | None = None,
         ranks: RankSync | None = None,
         personas: PersonaModelStore | None = None,
-        redis: redis.Redis[bytes] | None = None,
+        redis: RedisClient | None = None,
     ) -> None:
         if not processor.store.has_outbox:
             raise ValueError(
@@ -268,9 +271,9 @@ class SegmentWorker:
         """Periodic: refresh end offsets (``ends`` exact fetch high-water marks, ``guesses``
         ListOffsets answers), advance the clock, apply and publish what it releases."""
         if self.redis is not None and self.memory.due():  # also while a batch stalls (lock held)
-            try:
-                self.memory.poll(self.redis)
-            except redis.RedisError as exc:  # the next Redis call reports the outage
+            try:  # off the loop: a cluster node that does not answer takes a socket timeout
+                await asyncio.to_thread(self.memory.poll, self.redis)
+            except REDIS_ERRORS as exc:  # the next Redis call reports the outage
                 log.debug("Redis memory not sampled: %s", exc)
         async with self._turn():
             for exact, marks in ((False, guesses), (True, ends)):
@@ -284,7 +287,7 @@ class SegmentWorker:
             if self.persona is not None:
                 try:
                     await self.persona.tick()
-                except redis.RedisError as exc:  # retried on the next tick
+                except REDIS_ERRORS as exc:  # retried on the next tick
                     self.report_failure("redis", exc)
 
     def ops_snapshot(self) -> dict[str, Any]:
@@ -597,7 +600,7 @@ class SegmentWorker:
             records = incarnations.reconcile(stored, sources, cluster)
             store.save_partition_records({k: v for k, v in records.items() if stored.get(k) != v})
         except Exception as exc:  # any broker/Redis failure: wait and retry
-            self.report_failure("redis" if isinstance(exc, redis.RedisError) else "broker", exc)
+            self.report_failure("redis" if isinstance(exc, REDIS_ERRORS) else "broker", exc)
             return False
         self._incarnations = records
         self._highs_saved = {k: int(v.get("high", -1)) for k, v in records.items()}
@@ -634,7 +637,7 @@ class SegmentWorker:
         if changed:
             try:
                 store.save_partition_records(changed)
-            except redis.RedisError as exc:  # saved on a later tick
+            except REDIS_ERRORS as exc:  # saved on a later tick
                 self.report_failure("redis", exc)
                 return
             for source, record in changed.items():

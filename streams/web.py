@@ -17,9 +17,20 @@ from segmentflow.engine.inspect import describe
 from segmentflow.schemas.timefmt import format_us
 from segmentflow.service.audience import members_response
 from segmentflow.service.processor import is_tombstone
+from segmentflow.state.base import StoreUnavailable
 from segmentflow.state.members import reader_for
 from segmentflow.streams.metrics import registry_for, render
+from segmentflow.streams.redis_health import REDIS_ERRORS
 from segmentflow.streams.runtime import SegmentWorker
+
+#: a read the store cannot answer now (Redis or one cluster node down): 503, never a 500
+READ_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, StoreUnavailable)
+
+
+def unavailable(web: Any, exc: Exception) -> Any:
+    """503 with the reason (the error's class only: redis-py quotes keys in its messages)."""
+    body = {"error": f"the state store cannot be read ({type(exc).__name__}); retry shortly"}
+    return web.json(body, status=503)
 
 
 def register(app: faust.App, worker: SegmentWorker) -> None:
@@ -38,18 +49,22 @@ def register(app: faust.App, worker: SegmentWorker) -> None:
     async def health(web: Any, request: Any) -> Any:
         status = worker.status
         ok = status.ready and status.broker_ok and status.redis_ok
+        # a cluster primary that does not answer (last memory sample): its slots are not
+        # served until it returns or its replica takes over; degraded like a Redis outage
+        sample = worker.memory.sample
+        down = sample.unreachable if sample is not None and status.redis_ok else ()
         held, held_seconds = worker.clock_held()
         # the clock stands still while events wait for it: degraded (503), see README "/health"
         clock_ok = held_seconds <= worker.settings.clock_alert
         fetch_ok = status.fetch_error is None
-        healthy = ok and clock_ok and fetch_ok
+        healthy = ok and clock_ok and fetch_ok and not down
         mark = worker.current_watermark()
         holding = sorted("/".join(map(str, tp)) for tp in worker.watermark.holding())  # type: ignore[call-overload]
         body: dict[str, Any] = {
             "status": "ok" if healthy else ("degraded" if ok else "unavailable"),
             "ready": status.ready,
             "broker": "ok" if status.broker_ok else "unreachable",
-            "redis": "ok" if status.redis_ok else "unreachable",
+            "redis": "unreachable" if not status.redis_ok else "degraded" if down else "ok",
             "fetch": "ok" if fetch_ok else "failing",
             "batches": status.batches,
             "clock": {
@@ -61,7 +76,14 @@ def register(app: faust.App, worker: SegmentWorker) -> None:
             },
             "last_error": None if healthy else status.last_error,
         }
-        if ok and not fetch_ok:
+        if down:
+            body["redis_unreachable_nodes"] = list(down)
+        if ok and down:
+            body["last_error"] = (
+                f"redis: Redis Cluster primaries {', '.join(down)} do not answer: their slots "
+                "are not served until they return or their replicas take over (retrying)"
+            )
+        elif ok and not fetch_ok:
             body["last_error"] = f"fetching input fails (retrying): {status.fetch_error}"
         elif ok and not clock_ok:
             body["last_error"] = (
@@ -80,7 +102,10 @@ def register(app: faust.App, worker: SegmentWorker) -> None:
     async def segments(web: Any, request: Any) -> Any:
         if (response := denied(web, request)) is not None:
             return response
-        return web.json(worker.processor.store.populations())
+        try:
+            return web.json(worker.processor.store.populations())
+        except READ_ERRORS as exc:
+            return unavailable(web, exc)
 
     @app.page("/segments/{dimension}/{value}/members")  # state/members.py, service/audience.py
     async def members(web: Any, request: Any, dimension: str, value: str) -> Any:
@@ -94,7 +119,10 @@ def register(app: faust.App, worker: SegmentWorker) -> None:
     async def customer(web: Any, request: Any, customer_id: str) -> Any:
         if (response := denied(web, request)) is not None:
             return response
-        state = worker.processor.store.get(customer_id)
+        try:
+            state = worker.processor.store.get(customer_id)
+        except READ_ERRORS as exc:
+            return unavailable(web, exc)
         if state is None or is_tombstone(state):  # erased (README "forget")
             return web.json({"error": f"no state for customer {customer_id!r}"}, status=404)
         return web.json(describe(state, worker.processor.engine))
