@@ -91,6 +91,9 @@ EXPECTED_ERRORS: dict[tuple[str, str], tuple[str, int]] = {
     ("segmentflow.bootstrap", "RedisUnavailable"): ("[red]error:[/red]", 3),
     ("segmentflow.state.base", "StoreUnavailable"): ("[red]state store unavailable:[/red]", 3),
     ("segmentflow.state.migrate_layout", "LayoutError"): ("[red]error:[/red]", 3),
+    # Redis (or a cluster node: CLUSTERDOWN, a slot not covered) failed mid-command: run it again
+    ("redis.exceptions", "RedisError"): ("[red]Redis error (retry shortly):[/red]", 3),
+    ("redis.exceptions", "RedisClusterException"): ("[red]Redis Cluster error:[/red]", 3),
 }
 
 
