@@ -45,7 +45,11 @@ def namespace(redis_url: str) -> Iterator[str]:
     yield ns
     client = redis.Redis.from_url(redis_url)
     try:
-        keys = list(client.scan_iter(match=f"{ns}*", count=1000))
+        keys = [
+            key
+            for pattern in (f"{ns}*", f"{{{ns}*")  # layout 2 keys start with a hash tag
+            for key in client.scan_iter(match=pattern, count=1000)
+        ]
         for i in range(0, len(keys), 500):
             client.delete(*keys[i : i + 500])
     finally:

@@ -11,8 +11,9 @@ Members are ordered by ``(since, customer_id)`` (ids compared as UTF-8 bytes, as
 and a page starts strictly after a cursor holding the last member read: a member present
 throughout a pagination keeps its place, so it is neither skipped nor repeated.
 
-Redis layout: ``ns:m:<dimension>\\x1f<value>``, a sorted set customer_id -> since (epoch µs;
-exact in a double until the year 2255).
+Redis layout: ``{ns:pP}:m:<dimension>\\x1f<value>``, per home partition ``P``, a sorted set
+customer_id -> since (epoch µs; exact in a double until the year 2255); a page merges the
+partitions' pages (issue 17: every partition's keys share its hash tag).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import redis
 
 from segmentflow.schemas.changes import Change
 from segmentflow.state.base import StoreUnavailable
+from segmentflow.state.client import RedisClient, is_client
 from segmentflow.state.keys import SEP as SEP  # re-exported (callers import it from here)
-from segmentflow.state.keys import Keys
+from segmentflow.state.keys import Keys, PartKeys
 
 Segment = tuple[str, str]
 
@@ -81,23 +83,48 @@ def member_ops(changes: Iterable[Change]) -> MemberOps:
     >>> ops.adds, ops.removes
     ({('lifecycle', 'active'): {'c1': 9}}, {('lifecycle', 'new'): {'c1'}})
     """
-    final: dict[tuple[str, str], tuple[str | None, int]] = {}
-    left: dict[tuple[str, str], set[str]] = {}
-    for change in changes:
-        key = (change.customer_id, change.dimension)
-        previous = indexed(change.dimension, change.previous)
-        if previous is not None:
-            left.setdefault(key, set()).add(previous)
-        final[key] = (indexed(change.dimension, change.current), change.at)
+    final, left = _net(changes)
     adds: dict[Segment, dict[str, int]] = {}
     removes: dict[Segment, set[str]] = {}
-    for (cid, dim), (value, at) in final.items():
+    for key, (value, at) in final.items():
+        cid, dim = key
         if value is not None:
             adds.setdefault((dim, value), {})[cid] = at
-        for gone in left.get((cid, dim), ()):
-            if gone != value:
-                removes.setdefault((dim, gone), set()).add(cid)
+        gone = left.get(key)
+        if gone is not None:
+            for one in (gone,) if isinstance(gone, str) else gone:
+                if one != value:
+                    removes.setdefault((dim, one), set()).add(cid)
     return MemberOps(adds, removes)
+
+
+def _net(
+    changes: Iterable[Change],
+) -> tuple[dict[tuple[str, str], tuple[str | None, int]], dict[tuple[str, str], str | set[str]]]:
+    """Per (customer, dimension) in first-change order: the indexed value it ends in with the
+    time of that change, and the indexed value(s) it left (one string, or a set of several)."""
+    final: dict[tuple[str, str], tuple[str | None, int]] = {}
+    left: dict[tuple[str, str], str | set[str]] = {}
+    for change in changes:
+        dim = change.dimension
+        key = (change.customer_id, dim)
+        previous, current = change.previous, change.current
+        if dim.startswith("rule:"):  # inline :func:`indexed` (a hot path: every commit)
+            if previous != "in":
+                previous = None
+            if current != "in":
+                current = None
+        if previous is not None:
+            held = left.get(key)
+            if held is None:
+                left[key] = previous
+            elif isinstance(held, str):
+                if held != previous:
+                    left[key] = {held, previous}
+            else:
+                held.add(previous)
+        final[key] = (current, change.at)
+    return final, left
 
 
 class CursorError(ValueError):
@@ -175,14 +202,24 @@ class MemberIndex:
         """Apply the index writes of a commit's changes."""
         if not changes:
             return
-        ops = member_ops(changes)
-        for segment, gone in ops.removes.items():
-            held = self._segments.get(segment)
-            if held is not None:
-                for cid in gone:
-                    held.pop(cid, None)
-        for segment, entered in ops.adds.items():
-            self._segments.setdefault(segment, {}).update(entered)
+        # the writes of :func:`member_ops` commute, so they are made as the net effects are
+        # read (no intermediate ``MemberOps``); each segment's entries keep the same order
+        segments = self._segments
+        final, left = _net(changes)
+        for key, (value, at) in final.items():
+            cid, dim = key
+            gone = left.get(key)
+            if gone is not None:
+                for one in (gone,) if isinstance(gone, str) else gone:
+                    if one != value:
+                        held = segments.get((dim, one))
+                        if held is not None:
+                            held.pop(cid, None)
+            if value is not None:
+                held = segments.get((dim, value))
+                if held is None:
+                    held = segments[(dim, value)] = {}
+                held[cid] = at
 
     def forget(self, customer_id: str) -> None:
         """Remove a customer from every segment."""
@@ -212,19 +249,20 @@ def _after(member: Member, cursor: Member) -> bool:
 # -- Redis ----------------------------------------------------------------------------------
 
 
-def segment_key(namespace: str, dimension: str, value: str) -> str:
-    """The Redis key of a segment's sorted set.
+def segment_key(namespace: str, dimension: str, value: str, partition: int = 0) -> str:
+    """The Redis key of a segment's sorted set in one home partition.
 
     Examples
     --------
-    >>> segment_key("sf", "lifecycle", "active")
-    'sf:m:lifecycle\\x1factive'
+    >>> segment_key("sf", "lifecycle", "active", 2)
+    '{sf:p2}:m:lifecycle\\x1factive'
     """
-    return Keys(namespace).segment(dimension, value)
+    return Keys(namespace).segment(partition, dimension, value)
 
 
-def queue_changes(pipe: Any, keys: Keys, changes: Sequence[Change]) -> None:
-    """Queue the index writes of ``changes`` on the commit's ``MULTI`` pipeline."""
+def queue_changes(pipe: Any, keys: PartKeys, changes: Sequence[Change]) -> None:
+    """Queue the index writes of ``changes`` (of customers homed in the partition of
+    ``keys``) on the commit's ``MULTI`` pipeline."""
     if not changes:
         return
     ops = member_ops(changes)
@@ -232,14 +270,6 @@ def queue_changes(pipe: Any, keys: Keys, changes: Sequence[Change]) -> None:
         pipe.zrem(keys.segment(dim, value), *gone)
     for (dim, value), entered in ops.adds.items():
         pipe.zadd(keys.segment(dim, value), entered)
-
-
-def queue_forget(pipe: Any, client: redis.Redis[bytes], keys: Keys, customer_id: str) -> None:
-    """Queue the removal of a customer from every segment ever populated (the fields of
-    ``ns:pop``), on an erase's pipeline: no trace stays even in an index that drifted."""
-    for field in client.hkeys(keys.pop):
-        dim, _, value = field.decode().partition(SEP)
-        pipe.zrem(keys.segment(dim, value), customer_id)
 
 
 # the first rank whose (score, member) comes after the cursor (member bytes compared one by
@@ -271,40 +301,53 @@ return redis.call('ZRANGE', key, start, start + n - 1, 'WITHSCORES')
 
 
 class RedisMembers:
-    """Pages of the membership index in Redis (each page one atomic script call).
+    """Pages of the membership index in Redis: each partition's page is one atomic script
+    call, and a page is the first ``limit`` of their merge.
 
     Parameters
     ----------
     client
-        The store's Redis client.
+        The store's Redis client (one Redis or a cluster).
     namespace
         ``SEGMENTFLOW_NAMESPACE``.
+    partitions
+        The number of home partitions (the input topics' partition count).
     """
 
-    def __init__(self, client: redis.Redis[bytes], namespace: str) -> None:
+    def __init__(self, client: RedisClient, namespace: str, partitions: int = 1) -> None:
         self.client = client
         self.namespace = namespace
         self.keys = Keys(namespace)
+        self.partitions = range(max(partitions, 1))
         self._script = client.register_script(_PAGE_LUA)
 
     def page(self, dimension: str, value: str, limit: int, after: Member | None) -> list[Member]:
-        key = self.keys.segment(dimension, value)
+        found: list[Member] = []
         try:
-            if after is None:
-                rows = self.client.zrange(key, 0, limit - 1, withscores=True)
-                return [Member(int(score), cid.decode()) for cid, score in rows]
-            flat = self._script(keys=[key], args=[after.since, after.customer_id.encode(), limit])
+            for p in self.partitions:
+                key = self.keys.segment(p, dimension, value)
+                if after is None:
+                    rows = self.client.zrange(key, 0, limit - 1, withscores=True)
+                    found.extend(Member(int(score), cid.decode()) for cid, score in rows)
+                    continue
+                flat = self._script(
+                    keys=[key], args=[after.since, after.customer_id.encode(), limit]
+                )
+                found.extend(
+                    Member(int(float(score)), cid.decode())
+                    for cid, score in zip(flat[::2], flat[1::2], strict=True)
+                )
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return [
-            Member(int(float(score)), cid.decode())
-            for cid, score in zip(flat[::2], flat[1::2], strict=True)
-        ]
+        return heapq.nsmallest(limit, found, key=_order)
 
     def count(self, dimension: str, value: str) -> int:
         """How many members the segment has."""
         try:
-            return int(self.client.zcard(self.keys.segment(dimension, value)))
+            pipe = self.client.pipeline(transaction=False)
+            for p in self.partitions:
+                pipe.zcard(self.keys.segment(p, dimension, value))
+            return sum(int(n) for n in pipe.execute())
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -315,6 +358,6 @@ def reader_for(store: object) -> MemberReader:
     if isinstance(members, MemberIndex):
         return members
     client, namespace = getattr(store, "client", None), getattr(store, "namespace", None)
-    if isinstance(client, redis.Redis) and isinstance(namespace, str):
-        return RedisMembers(client, namespace)
+    if is_client(client) and isinstance(namespace, str):
+        return RedisMembers(client, namespace, int(getattr(store, "shards", 1)))  # type: ignore[arg-type]
     raise TypeError(f"{type(store).__name__} keeps no membership index")

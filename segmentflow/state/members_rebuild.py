@@ -2,7 +2,7 @@
 
 The index (:mod:`segmentflow.state.members`) is written by every commit from the changes it
 holds, so it only misses what was stored before it existed (state written by an older version,
-or keys restored without their ``ns:m:*`` sets). The rebuild makes it exact again, safely next
+or keys restored without their ``{ns:pP}:m:*`` sets). The rebuild makes it exact again, safely next
 to running workers:
 
 1. every stored customer is added to the segments its values say (``ZADD NX``: a member already
@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from segmentflow.engine.state import CustomerState
+from segmentflow.state.keys import PartKeys
 from segmentflow.state.members import indexed
 from segmentflow.state.redis_store import RedisStore
 
@@ -65,13 +66,14 @@ def _pages(items: Iterable[str], size: int) -> Iterator[list[str]]:
 Write = Callable[[Any, dict[str, CustomerState]], None]
 
 
-def _watched(store: RedisStore, ids: list[str], write: Write) -> tuple[int, int]:
-    """Queue ``write``'s commands for the states of ``ids`` in one MULTI under WATCH of their
-    keys, again until no commit interfered; (sum of the replies: members added or removed,
-    retries)."""
-    keys = [store.keys.state(cid) for cid in ids]
+def _watched(store: RedisStore, home: int, ids: list[str], write: Write) -> tuple[int, int]:
+    """Queue ``write``'s commands for the states of ``ids`` (homed in ``home``) in one MULTI
+    under WATCH of their keys, again until no commit interfered; (sum of the replies: members
+    added or removed, retries)."""
+    part = store.part(home)
+    keys = [part.state(cid) for cid in ids]
     retries = 0
-    with store.client.pipeline() as pipe:
+    with store.client.pipeline(transaction=True) as pipe:
         while True:
             try:
                 pipe.watch(*keys)
@@ -86,57 +88,58 @@ def _watched(store: RedisStore, ids: list[str], write: Write) -> tuple[int, int]
 def rebuild_members(
     store: RedisStore, page: int = 500, progress: Callable[[RebuildReport], None] | None = None
 ) -> RebuildReport:
-    """Make ``store``'s membership index list exactly the segments its states hold."""
-    keys = store.keys
+    """Make ``store``'s membership index list exactly the segments its states hold (one home
+    partition after the other; each page of one partition is one transaction)."""
     report = RebuildReport()
+    for home in store.partitions:
+        part = store.part(home)
 
-    def add(pipe: Any, states: dict[str, CustomerState]) -> None:
-        for cid, state in states.items():
-            for dim, value in _segments(state).items():
-                pipe.zadd(keys.segment(dim, value), {cid: state.clock or 0}, nx=True)
+        def add(pipe: Any, states: dict[str, CustomerState], part: PartKeys = part) -> None:
+            for cid, state in states.items():
+                for dim, value in _segments(state).items():
+                    pipe.zadd(part.segment(dim, value), {cid: state.clock or 0}, nx=True)
 
-    for ids in _pages(store.iter_ids(), page):
-        added, retries = _watched(store, ids, add)
-        report.customers += len(ids)
-        report.added += added
-        report.retried += retries
-        if progress is not None:
-            progress(report)
-
-    for dim, value in _known(store):
-        key = keys.segment(dim, value)
-        members = (m.decode() for m, _ in store.client.zscan_iter(key, count=page))
-        for ids in _pages(members, page):
-
-            def remove(
-                pipe: Any,
-                states: dict[str, CustomerState],
-                ids: list[str] = ids,
-                dim: str = dim,
-                value: str = value,
-                key: str = key,
-            ) -> None:
-                gone = [
-                    cid
-                    for cid in ids
-                    if _segments(states.get(cid)).get(dim) != value
-                    and not (cid not in states and store.is_quarantined(cid))  # unreadable: kept
-                ]
-                if gone:
-                    pipe.zrem(key, *gone)
-
-            removed, retries = _watched(store, ids, remove)
-            report.removed += removed
+        for ids in _pages(store.partition_ids(home), page):
+            added, retries = _watched(store, home, ids, add)
+            report.customers += len(ids)
+            report.added += added
             report.retried += retries
-        if progress is not None:
-            progress(report)
+            if progress is not None:
+                progress(report)
+
+    for home in store.partitions:
+        part = store.part(home)
+        for dim, value in _known(store, home):
+            key = part.segment(dim, value)
+            members = (m.decode() for m, _ in store.client.zscan_iter(key, count=page))
+            for ids in _pages(members, page):
+
+                def remove(
+                    pipe: Any,
+                    states: dict[str, CustomerState],
+                    ids: list[str] = ids,
+                    dim: str = dim,
+                    value: str = value,
+                    key: str = key,
+                ) -> None:
+                    gone = [
+                        cid
+                        for cid in ids
+                        if _segments(states.get(cid)).get(dim) != value
+                        and not (cid not in states and store.is_quarantined(cid))  # unreadable
+                    ]
+                    if gone:
+                        pipe.zrem(key, *gone)
+
+                removed, retries = _watched(store, home, ids, remove)
+                report.removed += removed
+                report.retried += retries
+            if progress is not None:
+                progress(report)
     return report
 
 
-def _known(store: RedisStore) -> list[tuple[str, str]]:
-    """Every segment with an index key (from the keys themselves: ``ns:m:*``)."""
-    keys = store.keys
-    return sorted(
-        keys.segment_of(key)
-        for key in store.client.scan_iter(match=keys.segment_prefix + "*", count=1000)
-    )
+def _known(store: RedisStore, home: int) -> list[tuple[str, str]]:
+    """Every segment with an index key in partition ``home`` (from the keys themselves)."""
+    part = store.part(home)
+    return sorted(part.segment_of(key) for key in store.partition_keys(home, "m:*"))

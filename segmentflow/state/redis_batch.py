@@ -108,22 +108,13 @@ class RedisBatch:
         store = self.store
         extra = self._prefetch(set(ids)) if ids else []
         wanted = ids + extra
-        pipe = store.client.pipeline(transaction=False)
+        asked = list(dict.fromkeys(wanted + alias_ids))
+        values, into = store.read(asked, aliases=bool(alias_ids), syncing=True)
+        if any(cid in into for cid in alias_ids):
+            return True
         if wanted:
-            pipe.mget([store.keys.state(cid) for cid in wanted])
-        if alias_ids:
-            pipe.hmget(store.keys.alias, alias_ids)
-        syncing = store.ranks.queue_read(pipe)
-        replies = pipe.execute()
-        if syncing:
-            store.ranks.apply_read(replies[-1])
-        if alias_ids:
-            aliases = replies[1 if wanted else 0]
-            if any(target is not None for target in aliases):
-                return True
-        if wanted:
-            found = store._decode_many(wanted, replies[0])  # quarantines clear the windows
-            for cid in wanted:
+            found = store._decode_many({cid: values[cid] for cid in wanted if cid in values})
+            for cid in wanted:  # quarantines clear the windows
                 if not store.is_quarantined(cid):
                     self.states[cid] = found.get(cid)
         self.unaliased.update(alias_ids)
@@ -269,28 +260,27 @@ class RedisBatch:
         if ranks is None or not ids:
             return
         try:
-            stored = self.store.client.hmget(sync.hash_key, ids)
+            stored = sync.stored({cid: self.store.shard_of(cid) for cid in ids})
         except Exception:
             sync._read_at = float("-inf")  # attach again (from the hash) before the next read
             raise
-        for cid, packed in zip(ids, stored, strict=True):
+        for cid in ids:
+            packed = stored.get(cid)
             if packed is None:
                 ranks.update(cid, None)
             else:
                 sync._update(ranks, cid.encode(), packed)
 
     def flush(self) -> None:
-        """Write what is held in one ``MULTI`` (then read the rank log in it)."""
+        """Write what is held (one ``MULTI`` per home partition; on one Redis one for all),
+        then read the rank log (in the same ``MULTI`` on one Redis)."""
         store = self.store
         if self.pending or self.changes or self.meta:
-            pipe = store.client.pipeline(transaction=True)
-            store.add_to(pipe, self.pending, self.changes)
-            if self.meta:
-                pipe.hset(store.keys.meta, mapping=self.meta)  # type: ignore[arg-type]
-            syncing = store.ranks.queue_read(pipe)
-            replies = pipe.execute()
-            if syncing:
-                store.ranks.apply_read(replies[-1])
+            replies = store.write(
+                self.pending, self.changes, meta=self.meta, after=store.ranks.queue_read
+            )
+            if replies:
+                store.ranks.apply_read(replies)
             self.pending, self.changes, self.meta = {}, [], {}
             self.held, self.held_due = {}, SortedList()
             self.windows.clear()

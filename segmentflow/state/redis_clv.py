@@ -1,13 +1,14 @@
 """The clv population in Redis (issue 16), driven by the Redis state store's commits.
 
-Keys (``ns`` = namespace):
+Keys (``ns`` = namespace, ``P`` = a home partition):
 
-- ``ns:clv:rows:<bucket>``: hash customer_id -> packed row (:data:`~segmentflow.state.
-  clv_population.ROW`, 23 bytes), in :data:`BUCKETS` buckets (crc32 of the id), written in the
-  commit transaction of the customer's state; a refit reads them with one pipelined ``HGETALL``
-  per bucket (one round trip; each reply a 1/64 share, so Redis never serves one huge reply);
-- ``ns:clv:version``: the population version (``INCRBY`` in the same transaction: committed
-  customers whose summary changed: an order, a merge; forgets);
+- ``{ns:pP}:clv:rows:<bucket>``: hash customer_id -> packed row (:data:`~segmentflow.state.
+  clv_population.ROW`, 23 bytes), in :data:`BUCKETS` buckets (crc32 of the id) per partition,
+  written in the commit transaction of the customer's state; a refit reads them with one
+  pipelined ``HGETALL`` per bucket (one round trip; no reply is one huge share);
+- ``{ns:pP}:clv:version``: the partition's part of the population version (``INCRBY`` in the
+  same transaction: committed customers whose summary changed: an order, a merge; forgets);
+  the version is their sum;
 - ``ns:clv:fits``: hash refit moment -> :class:`~segmentflow.segmenters.clv.ClvFit` JSON (the
   first published for a moment wins: ``HSETNX``; about 300 bytes a week of event time, kept);
 - ``ns:clv:ready``: hash shard -> the latest refit moment its owner reached (the barrier);
@@ -21,10 +22,9 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import redis
-
 from segmentflow.engine.state import CustomerState
 from segmentflow.segmenters.clv import Clv, ClvFit
+from segmentflow.state.client import RedisClient
 from segmentflow.state.clv_population import (
     ClvPopulationStore,
     PopulationRows,
@@ -61,21 +61,25 @@ class RedisClvPopulation(ClvPopulationStore):
         Key prefix (``SEGMENTFLOW_NAMESPACE``).
     """
 
-    def __init__(self, client: redis.Redis[bytes], namespace: str = "segmentflow") -> None:
+    def __init__(
+        self, client: RedisClient, namespace: str = "segmentflow", partitions: range = range(1)
+    ) -> None:
         self.client = client
         self.namespace = namespace
         self.keys = Keys(namespace)
+        self.partitions = partitions
         self.dim: Clv | None = None
 
-    def rows_key(self, bucket: int) -> str:
-        return self.keys.clv_rows(bucket)
+    def rows_key(self, partition: int, bucket: int) -> str:
+        return self.keys.part(partition).clv_rows(bucket)
 
     def attach(self, dim: Clv) -> None:
         self.dim = dim
         dim.changed = set() if dim.changed is None else dim.changed
 
-    def queue_commit(self, pipe: Any, states: Mapping[str, CustomerState]) -> None:
-        """Queue the rows of committed ``states`` and the version increment on ``pipe``."""
+    def queue_commit(self, pipe: Any, home: int, states: Mapping[str, CustomerState]) -> None:
+        """Queue the rows of committed ``states`` homed in ``home`` and the version increment
+        on ``pipe``."""
         if self.dim is None:
             return
         buckets: dict[int, dict[str, bytes]] = {}
@@ -86,25 +90,33 @@ class RedisClvPopulation(ClvPopulationStore):
                 buckets.setdefault(bucket_of(cid), {})[cid] = row
                 written.add(cid)
         for bucket, rows in buckets.items():
-            pipe.hset(self.rows_key(bucket), mapping=rows)  # type: ignore[arg-type]
+            pipe.hset(self.rows_key(home, bucket), mapping=rows)  # type: ignore[arg-type]
         changed = take_changed(self.dim, states)
         for cid in changed - written:  # merged away or forgotten: no summary any more
-            pipe.hdel(self.rows_key(bucket_of(cid)), cid)
+            pipe.hdel(self.rows_key(home, bucket_of(cid)), cid)
         if changed:
-            pipe.incrby(self.keys.clv_version, len(changed))
+            pipe.incrby(self.keys.part(home).clv_version, len(changed))
 
-    def queue_forget(self, pipe: Any, customer_id: str) -> None:
+    def queue_forget(self, pipe: Any, home: int, customer_id: str) -> None:
         """Queue the removal of a customer's row (a forget changes the population)."""
         if self.dim is None:
             return
-        pipe.hdel(self.rows_key(bucket_of(customer_id)), customer_id)
-        pipe.incrby(self.keys.clv_version, 1)
+        pipe.hdel(self.rows_key(home, bucket_of(customer_id)), customer_id)
+        pipe.incrby(self.keys.part(home).clv_version, 1)
+
+    def version(self) -> int:
+        """The population version (the partitions' versions summed)."""
+        pipe = self.client.pipeline(transaction=False)
+        for p in self.partitions:
+            pipe.get(self.keys.part(p).clv_version)
+        return sum(int(v or 0) for v in pipe.execute())
 
     def read(self) -> PopulationRows:
-        version = int(self.client.get(self.keys.clv_version) or 0)
+        version = self.version()
         pipe = self.client.pipeline(transaction=False)
-        for bucket in range(BUCKETS):
-            pipe.hgetall(self.rows_key(bucket))
+        for p in self.partitions:
+            for bucket in range(BUCKETS):
+                pipe.hgetall(self.rows_key(p, bucket))
         ids: list[bytes] = []
         values: list[bytes] = []
         for reply in pipe.execute():

@@ -1,13 +1,14 @@
-"""Redis persona model store: ``ns:persona:samples`` (list of JSON feature vectors),
-``ns:persona:model`` (the pickled model) and ``ns:persona:version`` (its version number)."""
+"""Redis persona model store: ``{ns:persona}:samples`` (list of JSON feature vectors),
+``{ns:persona}:model`` (the pickled model) and ``{ns:persona}:version`` (its version number),
+under one hash tag so a model and its version are saved in one ``MULTI`` on a cluster too."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 import orjson
-import redis
 
+from segmentflow.state.client import RedisClient
 from segmentflow.state.keys import Keys
 from segmentflow.state.personas import PersonaModelStore
 
@@ -23,7 +24,7 @@ class RedisPersonaStore(PersonaModelStore):
         Key prefix (``SEGMENTFLOW_NAMESPACE``).
     """
 
-    def __init__(self, client: redis.Redis[bytes], namespace: str = "segmentflow") -> None:
+    def __init__(self, client: RedisClient, namespace: str = "segmentflow") -> None:
         self.client = client
         self.namespace = namespace
         self.keys = Keys(namespace)

@@ -1,5 +1,5 @@
-"""RFM rank sync through Redis: ``ns:rfm`` (hash customer_id -> packed metrics) and
-``ns:rfm:log`` (a stream of metric updates).
+"""RFM rank sync through Redis: per home partition, ``{ns:pP}:rfm`` (hash customer_id ->
+packed metrics) and ``{ns:pP}:rfm:log`` (a stream of metric updates).
 
 Every worker keeps an exact local :class:`RankIndex` of the whole population, loaded from the
 hash at start (:meth:`RedisRankSync.attach`, in bulk) and kept current by reading the stream
@@ -10,7 +10,10 @@ uninterrupted worker's would, and other workers' customers are not re-walked at 
 
 The :class:`~segmentflow.state.redis_store.RedisStore` drives it: its loads queue the stream
 read (:meth:`RedisRankSync.queue_read`) in their round trip, and its commits queue the metric
-writes (:meth:`RedisRankSync.queue_commit`) in their transaction.
+writes (:meth:`RedisRankSync.queue_commit`) in their transaction. Each partition's metrics and
+log live under its hash tag (issue 17): a commit writes its own partition's, and every worker
+reads every partition's log (one ``XREAD`` per partition, in the same round trip), so no
+single stream is a write hot spot on a cluster.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-import redis
 
 from segmentflow.engine.state import CustomerState, T
 from segmentflow.segmenters.rfm import Metrics, RankIndex, Scores, given_scores
+from segmentflow.state.client import RedisClient
 from segmentflow.state.keys import Keys
 from segmentflow.state.ranks import RankSync
 
@@ -45,55 +48,53 @@ class RedisRankSync(RankSync):
         Key prefix (``SEGMENTFLOW_NAMESPACE``).
     """
 
-    def __init__(self, client: redis.Redis[bytes], namespace: str = "segmentflow") -> None:
+    def __init__(
+        self, client: RedisClient, namespace: str = "segmentflow", partitions: range = range(1)
+    ) -> None:
         self.client = client
         self.namespace = namespace
         self.keys = Keys(namespace)
+        self.partitions = partitions
         self.ranks: RankIndex | None = None
         #: home partition of the customers whose metrics were read (the store's shards)
         self.homes: dict[str, int] = {}
-        self._log_id = "0-0"
+        self._log_ids: dict[int, str] = {p: "0-0" for p in partitions}
         self._read_at = 0.0
         self._corrupt = 0
-
-    @property
-    def hash_key(self) -> str:
-        return self.keys.rfm
-
-    @property
-    def log_key(self) -> str:
-        return self.keys.rfm_log
 
     @property
     def corrupt_metrics(self) -> int:
         return self._corrupt
 
     def attach(self, ranks: RankIndex) -> None:
-        last = self.client.xrevrange(self.log_key, count=1)
-        self._log_id = last[0][0].decode() if last else "0-0"
+        pipe = self.client.pipeline(transaction=False)
+        for p in self.partitions:
+            pipe.xrevrange(self.keys.part(p).rfm_log, count=1)
+        for p, last in zip(self.partitions, pipe.execute(), strict=True):
+            self._log_ids[p] = last[0][0].decode() if last else "0-0"
         reload = len(ranks) > 0
         stored: set[str] = set()
         ids: list[str] = []
         metrics: list[Metrics] = []
         given: list[Scores | None] = []
         homes = self.homes
-        for cid, packed in self.client.hscan_iter(self.hash_key, count=10_000):
-            customer = cid.decode("utf-8", "replace")
-            if reload:
-                stored.add(customer)
-            try:
-                values, home, scores = unpack_entry(packed)
-            except Exception as exc:
-                self._unreadable(cid, exc)
-                continue
-            if home is not None:
-                homes[customer] = home
-            if values is None:  # a deletion marker
-                ranks.update(customer, None)
-                continue
-            ids.append(customer)
-            metrics.append(values)
-            given.append(scores)
+        for p in self.partitions:
+            for cid, packed in self.client.hscan_iter(self.keys.part(p).rfm, count=10_000):
+                customer = cid.decode("utf-8", "replace")
+                if reload:
+                    stored.add(customer)
+                try:
+                    values, home, scores = unpack_entry(packed)
+                except Exception as exc:
+                    self._unreadable(cid, exc)
+                    continue
+                homes[customer] = p if home is None else home
+                if values is None:  # a deletion marker
+                    ranks.update(customer, None)
+                    continue
+                ids.append(customer)
+                metrics.append(values)
+                given.append(scores)
         if reload:
             for gone in [cid for cid in ranks.customers() if cid not in stored]:
                 ranks.update(gone, None)
@@ -101,40 +102,59 @@ class RedisRankSync(RankSync):
         self.ranks = ranks
         self._read_at = time.monotonic()
 
-    def queue_read(self, pipe: Any) -> bool:
-        """Queue the read of the updates logged since the last one on ``pipe``; ``False`` (and
-        nothing queued) while no index is attached. A worker that has not read for half the
-        log's retention reloads from the hash first (entries may have been trimmed)."""
+    def queue_read(self, pipe: Any) -> int:
+        """Queue the reads of the updates logged since the last one on ``pipe`` (one per
+        partition); how many were queued (none while no index is attached). A worker that has
+        not read for half the log's retention reloads from the hashes first (entries may have
+        been trimmed)."""
         if self.ranks is None:
-            return False
+            return 0
         if time.monotonic() - self._read_at > RANK_LOG_RETENTION_MS / 2000:
             self.attach(self.ranks)
-        pipe.xread({self.log_key: self._log_id}, count=1_000_000)
-        return True
+        for p in self.partitions:
+            pipe.xread({self.keys.part(p).rfm_log: self._log_ids[p]}, count=1_000_000)
+        return len(self.partitions)
 
-    def apply_read(self, reply: Any) -> None:
-        """Apply the reply of the read :meth:`queue_read` queued."""
+    def apply_read(self, replies: Sequence[Any]) -> None:
+        """Apply the replies of the reads :meth:`queue_read` queued."""
         assert self.ranks is not None
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                self._log_id = entry_id.decode()
-                for cid, packed in fields.items():
-                    self._update(self.ranks, cid, packed)
+        for p, reply in zip(self.partitions, replies, strict=True):
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    self._log_ids[p] = entry_id.decode()
+                    for cid, packed in fields.items():
+                        self._update(self.ranks, cid, packed)
         self._read_at = time.monotonic()
 
-    def queue_commit(self, pipe: Any, states: Mapping[str, CustomerState]) -> None:
-        """Queue the metric writes of committed ``states`` (while an index is attached)."""
+    def queue_commit(self, pipe: Any, home: int, states: Mapping[str, CustomerState]) -> None:
+        """Queue the metric writes of committed ``states`` homed in partition ``home`` (while
+        an index is attached)."""
         if self.ranks is None:
             return
         packed = {cid: pack_metrics(s) for cid, s in states.items() if s.last_order is not None}
         if packed:
-            pipe.hset(self.hash_key, mapping=packed)
-            pipe.xadd(self.log_key, packed, **self.log_trim())
+            part = self.keys.part(home)
+            pipe.hset(part.rfm, mapping=packed)
+            pipe.xadd(part.rfm_log, packed, **self.log_trim(home))
 
-    def queue_forget(self, pipe: Any, customer_id: str) -> None:
+    def queue_forget(self, pipe: Any, home: int, customer_id: str) -> None:
         """Queue the removal of a customer's metrics (every worker's index drops it)."""
-        pipe.hdel(self.hash_key, customer_id)
-        pipe.xadd(self.log_key, {customer_id: b""}, **self.log_trim())
+        part = self.keys.part(home)
+        pipe.hdel(part.rfm, customer_id)
+        pipe.xadd(part.rfm_log, {customer_id: b""}, **self.log_trim(home))
+
+    def stored(self, homes: Mapping[str, int]) -> dict[str, bytes]:
+        """The stored entries of customers (id -> home), one round trip."""
+        by_home: dict[int, list[str]] = {}
+        for cid, home in homes.items():
+            by_home.setdefault(home, []).append(cid)
+        pipe = self.client.pipeline(transaction=False)
+        for home, ids in by_home.items():
+            pipe.hmget(self.keys.part(home).rfm, ids)
+        out: dict[str, bytes] = {}
+        for ids, values in zip(by_home.values(), pipe.execute(), strict=True):
+            out.update({cid: v for cid, v in zip(ids, values, strict=True) if v is not None})
+        return out
 
     def _unreadable(self, cid: bytes, exc: Exception) -> None:
         """Count and log an entry that cannot be read: it is skipped (the customer's next
@@ -157,11 +177,12 @@ class RedisRankSync(RankSync):
         if given is not None:
             ranks.record(customer, given)
 
-    def log_trim(self) -> dict[str, Any]:
-        """Trim ``rfm:log`` to about :data:`RANK_LOG_RETENTION_MS` before the newest entry this
-        worker read (server time), so customer ids and metrics do not linger in it (issue 12:
-        erasure); a worker that has not read it for half that long reloads from the hash."""
-        newest_ms = int(self._log_id.split("-", 1)[0])
+    def log_trim(self, home: int) -> dict[str, Any]:
+        """Trim a partition's log to about :data:`RANK_LOG_RETENTION_MS` before the newest
+        entry this worker read from it (server time), so customer ids and metrics do not linger
+        in it (issue 12: erasure); a worker that has not read it for half that long reloads
+        from the hashes."""
+        newest_ms = int(self._log_ids.get(home, "0-0").split("-", 1)[0])
         if not newest_ms:
             return {"maxlen": 1_000_000, "approximate": True}
         return {"minid": newest_ms - RANK_LOG_RETENTION_MS, "approximate": True}

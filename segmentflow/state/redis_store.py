@@ -1,64 +1,72 @@
-"""Redis state store: one packed value per customer, a sorted set of due moments per shard,
-and a hash of segment populations — all under ``SEGMENTFLOW_NAMESPACE``.
+"""Redis state store: one packed value per customer, a sorted set of due moments, a hash of
+segment populations and an outbox per home partition, under ``SEGMENTFLOW_NAMESPACE``.
 
-Keys (``ns`` = namespace):
+The layout is partition-aligned (layout 2, :mod:`segmentflow.state.keys`, issue 17): every
+key of a customer's data carries its *home* partition's hash tag ``{ns:pP}``, so one
+partition's commit is one ``MULTI`` even on Redis Cluster. Keys of partition ``P``:
 
-- ``ns:s:<customer_id>``: the customer's packed state (:meth:`CustomerState.encode`);
-- ``ns:due:<shard>``: sorted set customer_id -> next due moment (epoch µs); the shard is the
-  customer's *home*: the input partition its first applied event really arrived on (whatever
-  the producer's partitioner), kept in its state, so the worker that consumes the customer's
+- ``{ns:pP}:s:<customer_id>``: the customer's packed state (:meth:`CustomerState.encode`);
+  its home is the input partition its first applied event really arrived on (whatever the
+  producer's partitioner), kept in the state, so the worker that consumes the customer's
   events fires its time-driven changes and publishes its outbox (records of the customer that
-  arrive on another partition are forwarded there). States written before homes existed keep
-  the shard they had: murmur2 of the key modulo the partition count;
-- ``ns:claim:<customer_id>``: a new customer's home claim (``SET NX``, expires after a day:
-  by then the state holds the home);
-- ``ns:partitions``: hash ``topic:partition`` -> incarnation record (cluster id, epoch,
-  highest offset applied) that makes offsets a hint per incarnation (see the processor);
-- ``ns:pop``: hash ``<dimension>\\x1f<value>`` -> number of customers;
-- ``ns:rfm`` (hash customer_id -> packed RFM metrics) and ``ns:rfm:log`` (a stream of metric
-  updates): the rank sync (:mod:`segmentflow.state.redis_ranks`), which this store drives in
-  its round trips and transactions;
-- ``ns:persona:*``: the persona model store (:mod:`segmentflow.state.redis_personas`);
-- ``ns:clv:*``: the shared clv population (:mod:`segmentflow.state.redis_clv`): rows written
-  in the commit transaction of their states once attached;
-- ``ns:outbox:<shard>``: list of change events (CloudEvents JSON) committed with the state that
+  arrive on another partition are forwarded there). States from before homes existed have
+  the shard murmur2 of the key modulo the partition count gives (the migration put them there);
+- ``{ns:pP}:due``: sorted set customer_id -> next due moment (epoch µs);
+- ``{ns:pP}:pop``: hash ``<dimension>\x1f<value>`` -> number of customers homed here
+  (:meth:`RedisStore.populations` sums the partitions);
+- ``{ns:pP}:outbox``: list of change events (CloudEvents JSON) committed with the state that
   caused them and not yet confirmed published (the transactional outbox);
-- ``ns:alias`` (hash merged-away id -> the id it was merged into) and ``ns:aliased:<id>`` (set
-  of the ids merged directly into ``<id>``): the alias map of identity merges (CONTRACT §3
-  "Identity"), written in the commit's ``MULTI`` with the states of the merge; ``forget``
-  removes the aliases from the id and, through the sets, every alias resolving to it;
-- ``ns:handover:<survivor>``: hash ``<merge id>\x1f<merged-away id>`` -> the merged-away
-  profile's encoded state, written by its owner with its tombstone and taken (deleted) by the
-  survivor's owner in the commit that merges it (cross-worker merges, notes/identity.md).
+- ``{ns:pP}:quarantine``: hash customer id -> why its state cannot be decoded;
+- ``{ns:pP}:alias`` (hash merged-away id homed here -> the id it was merged into) and
+  ``{ns:pP}:aliased:<id>`` (set of the ids homed here merged directly into ``<id>``): the
+  alias map of identity merges (CONTRACT §3 "Identity"), written in the commit with the states
+  of the merge; ``forget`` removes the aliases from the id and, through the sets, every alias
+  resolving to it;
+- ``{ns:pP}:handover:<survivor>``: hash ``<merge id>\x1f<merged-away id>`` -> the profile's
+  encoded state, written by its owner with its tombstone and taken (deleted) by the survivor's
+  owner in the commit that merges it (cross-worker merges, notes/identity.md);
+- ``{ns:pP}:rfm``/``:rfm:log`` (:mod:`segmentflow.state.redis_ranks`), ``:clv:*``
+  (:mod:`segmentflow.state.redis_clv`) and ``:m:*`` (:mod:`segmentflow.state.members`),
+  written in the same transactions.
 
-The names come from :class:`~segmentflow.state.keys.Keys` (one module for every key).
+Outside the partitions: the directory ``{ns:d<B>}`` (hash id -> home, written once with
+``HSETNX`` when a new customer's home is claimed: race-free across workers, and how a reader
+that knows only the id finds the state), ``ns:partitions`` (hash ``topic:partition`` ->
+incarnation record that makes offsets a hint per incarnation, see the processor), ``ns:meta``.
 
-Every commit is one ``MULTI``/``EXEC`` round trip, so a crash never leaves half a batch: state,
-due moments, populations and the outbox move together.
+A commit is one ``MULTI`` per home partition it touches (:func:`~segmentflow.state.client.
+transactions`); on one Redis, one ``MULTI`` for all of them. A crash never leaves half a
+partition's batch: state, due moments, populations and the outbox move together.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis
 
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
 from segmentflow.segmenters.rfm import RankIndex
 from segmentflow.state import members as member_index
 from segmentflow.state.base import StateStore, population_deltas
-from segmentflow.state.keys import Keys
+from segmentflow.state.client import (
+    RedisClient,
+    connect,
+    queue_mget,
+    queue_mset,
+    scan_keys,
+    transactions,
+)
+from segmentflow.state.keys import SEP as SEP  # re-exported (tests and tools import it)
+from segmentflow.state.keys import Keys, PartKeys
 from segmentflow.state.redis_batch import RedisBatch
 from segmentflow.state.redis_clv import RedisClvPopulation
 from segmentflow.state.redis_ranks import RedisRankSync
 
-SEP = "\x1f"
-#: how long a new customer's home claim lives (its state holds the home long before)
-CLAIM_SECONDS = 86_400
 log = logging.getLogger("segmentflow.store")
 
 
@@ -71,35 +79,46 @@ def kafka_partition(key: str, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
+@dataclass(slots=True)
+class _PartWrite:
+    """What one commit writes under one home partition's tag."""
+
+    states: dict[str, CustomerState] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    handovers: dict[tuple[str, str, str], bytes | None] = field(default_factory=dict)
+
+
 class RedisStore(StateStore):
-    """State in Redis.
+    """State in Redis (one Redis or a Redis Cluster).
 
     Parameters
     ----------
     client_or_url
-        A ``redis.Redis`` client or a ``redis://`` URL.
+        A client (``redis.Redis`` or ``RedisCluster``) or a URL
+        (:func:`segmentflow.state.client.connect`).
     namespace
         Key prefix (``SEGMENTFLOW_NAMESPACE``).
     shards
-        The partition count of the input topics (due-index shards are partition numbers).
+        The partition count of the input topics (home partitions are partition numbers).
     shard_of
-        The shard of a customer whose state has no home (default: murmur2 of the key modulo
-        ``shards``: where states written before homes existed have their due entry).
+        The home of a customer whose state has none (default: murmur2 of the key modulo
+        ``shards``: where states written before homes existed live).
     outbox
-        Also append every committed change to the shard's outbox (the worker publishes and
-        then trims it; tools that publish nothing leave it off).
+        Also append every committed change to its home partition's outbox (the worker
+        publishes and then trims it; tools that publish nothing leave it off).
     """
 
     def __init__(
         self,
-        client_or_url: redis.Redis[bytes] | str,
+        client_or_url: RedisClient | str,
         namespace: str = "segmentflow",
         shards: int = 1,
         shard_of: Callable[[str], int] | None = None,
         outbox: bool = False,
     ) -> None:
         if isinstance(client_or_url, str):
-            self.client: redis.Redis[bytes] = redis.Redis.from_url(client_or_url)
+            self.client: RedisClient = connect(client_or_url)
         else:
             self.client = client_or_url
         self.namespace = namespace
@@ -111,17 +130,37 @@ class RedisStore(StateStore):
         )
         #: home partition of the customers this process loaded, committed, claimed or ranked
         self._homes: dict[str, int] = {}
+        #: customers known to have a home but no directory entry yet (written with the next
+        #: commit of their state)
+        self._unlisted: set[str] = set()
         self.outbox = outbox
         #: the RFM rank sync this store drives (idle until :meth:`RedisRankSync.attach`)
-        self.ranks = RedisRankSync(self.client, namespace)
+        owned_range = range(max(shards, 1))
+        self.ranks = RedisRankSync(self.client, namespace, partitions=owned_range)
         #: the shared clv population (rows written with the states once attached)
-        self.clv = RedisClvPopulation(self.client, namespace)
+        self.clv = RedisClvPopulation(self.client, namespace, partitions=owned_range)
         #: customers whose stored state could not be decoded at their last load, and how many
         #: distinct times that happened (``/metrics``)
         self._quarantined: set[str] = set()
         self.corrupt_states = 0
         #: the open batch session (:mod:`segmentflow.state.redis_batch`), if any
         self._batch: RedisBatch | None = None
+        #: home partitions this process recorded in ``ns:span`` / read from it
+        self._marked = 0
+        self._span: int | None = None
+
+    @property
+    def partitions(self) -> range:
+        """Every home partition that holds data: the input partitions, or more if the
+        namespace was written with more (``ns:span``; read once)."""
+        if self._span is None:
+            stored = self.client.zscore(self.keys.span, "partitions")
+            self._span = int(stored or 0)
+        return range(max(self.shards, self._span, 1))
+
+    def part(self, partition: int) -> PartKeys:
+        """The keys of one home partition."""
+        return self.keys.part(partition)
 
     # -- batch sessions (issue 13: no round trips per batch part) ----------------------------
 
@@ -153,6 +192,8 @@ class RedisStore(StateStore):
             self._batch.flush()
             self._batch = RedisBatch(self, self._batch.on_flush)
 
+    # -- homes and the directory ---------------------------------------------------------------
+
     def _shard_of(self, customer_id: str) -> int:
         home = self._homes.get(customer_id)
         if home is None:
@@ -163,6 +204,8 @@ class RedisStore(StateStore):
         """The state's home (a state from before homes adopts its legacy shard)."""
         if state.home is None:
             state.home = self._legacy_shard(state.customer_id)
+        if state.customer_id not in self._homes:
+            self._unlisted.add(state.customer_id)
         self._homes[state.customer_id] = state.home
         return state.home
 
@@ -177,13 +220,29 @@ class RedisStore(StateStore):
     def _claim_homes(self, wanted: Mapping[str, int]) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
         for cid, partition in wanted.items():
-            key = self.keys.claim(cid)
-            pipe.set(key, partition, nx=True, ex=CLAIM_SECONDS)
-            pipe.get(key)
+            key = self.keys.directory(cid)
+            # a home already known wins (stored bytes found unlisted, e.g. undecodable ones)
+            pipe.hsetnx(key, cid, self._homes.get(cid, partition))
+            pipe.hget(key, cid)
         replies = pipe.execute()
         homes = {cid: int(replies[2 * i + 1]) for i, cid in enumerate(wanted)}
         self._homes.update(homes)
+        self._unlisted.difference_update(homes)
         return homes
+
+    def locate(self, customer_ids: Iterable[str]) -> dict[str, int]:
+        """The homes of those customers that have one (the directory, cached)."""
+        ids = list(dict.fromkeys(customer_ids))
+        out = {cid: home for cid in ids if (home := self._homes.get(cid)) is not None}
+        ask = [cid for cid in ids if cid not in out]
+        if ask:
+            pipe = self.client.pipeline(transaction=False)
+            for cid in ask:
+                pipe.hget(self.keys.directory(cid), cid)
+            for cid, home in zip(ask, pipe.execute(), strict=True):
+                if home is not None:
+                    out[cid] = self._homes[cid] = int(home)
+        return out
 
     # -- topic-partition incarnations ------------------------------------------------------
 
@@ -224,7 +283,9 @@ class RedisStore(StateStore):
         return {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.meta).items()}
 
     def _shards(self) -> list[int]:
-        return list(range(self.shards)) if self._owned is None else sorted(self._owned)
+        return list(self.partitions) if self._owned is None else sorted(self._owned)
+
+    # -- loads -----------------------------------------------------------------------------
 
     def load_many(
         self, customer_ids: Iterable[str], *, sync_ranks: bool = True
@@ -264,35 +325,99 @@ class RedisStore(StateStore):
         syncing = sync_ranks and self.ranks.ranks is not None
         if not ids and not syncing:
             return {}, {}
+        values, into = self.read(ids, aliases, syncing)
+        return self._decode_many(values), into
+
+    def read(
+        self, ids: Sequence[str], aliases: bool = False, syncing: bool = False
+    ) -> tuple[dict[str, tuple[int, bytes | None]], dict[str, str]]:
+        """The stored bytes of ``ids`` (id -> (home, bytes or ``None``)) and, with ``aliases``,
+        the first alias hop of each; with ``syncing``, the RFM rank log is read (and applied)
+        in the same round trip. A customer whose home this process does not know yet is looked
+        up in the directory while its state is read where the default partitioner puts it: one
+        round trip when that guess is right, two when not."""
+        known: dict[int, list[str]] = {}
+        guessed: dict[int, list[str]] = {}
+        unknown: list[str] = []
+        for cid in ids:
+            home = self._homes.get(cid)
+            if home is not None:
+                known.setdefault(home, []).append(cid)
+            else:
+                unknown.append(cid)
+                guessed.setdefault(self._legacy_shard(cid), []).append(cid)
         pipe = self.client.pipeline(transaction=False)
-        if ids:
-            pipe.mget([self.keys.state(cid) for cid in ids])
-            if aliases:
-                pipe.hmget(self.keys.alias, ids)
-        if syncing:
-            self.ranks.queue_read(pipe)
+        for cid in unknown:
+            pipe.hget(self.keys.directory(cid), cid)
+        groups = [*known.items(), *guessed.items()]
+        self._queue_reads(pipe, groups, aliases)
+        reads = self.ranks.queue_read(pipe) if syncing else 0
         replies = pipe.execute()
-        if syncing:
-            self.ranks.apply_read(replies[-1])
-        if not ids:
-            return {}, {}
+        if reads:
+            self.ranks.apply_read(replies[len(replies) - reads :])
+        listed = dict(zip(unknown, replies[: len(unknown)], strict=True))
+        values, into = self._take_reads(groups, replies[len(unknown) :], aliases)
+        wrong: dict[int, list[str]] = {}
+        for cid, home in listed.items():
+            guess = values[cid][0]
+            if home is None:
+                if values[cid][1] is not None:  # stored without a directory entry
+                    self._homes[cid] = guess
+                    self._unlisted.add(cid)
+                else:
+                    del values[cid]
+                    into.pop(cid, None)
+                continue
+            self._homes[cid] = int(home)
+            if int(home) != guess:
+                del values[cid]
+                into.pop(cid, None)
+                wrong.setdefault(int(home), []).append(cid)
+        if wrong:
+            pipe = self.client.pipeline(transaction=False)
+            regroups = list(wrong.items())
+            self._queue_reads(pipe, regroups, aliases)
+            more, more_into = self._take_reads(regroups, pipe.execute(), aliases)
+            values.update(more)
+            into.update(more_into)
+        return values, into
+
+    def _queue_reads(
+        self, pipe: Any, groups: Sequence[tuple[int, list[str]]], aliases: bool
+    ) -> None:
+        for home, group in groups:
+            part = self.part(home)
+            queue_mget(pipe, [part.state(cid) for cid in group])
+            if aliases:
+                pipe.hmget(part.alias, group)
+
+    def _take_reads(
+        self, groups: Sequence[tuple[int, list[str]]], replies: Sequence[Any], aliases: bool
+    ) -> tuple[dict[str, tuple[int, bytes | None]], dict[str, str]]:
+        values: dict[str, tuple[int, bytes | None]] = {}
         into: dict[str, str] = {}
-        if aliases:
-            into = {c: t.decode() for c, t in zip(ids, replies[1], strict=True) if t is not None}
-        return self._decode_many(ids, replies[0]), into
+        step = 2 if aliases else 1
+        for i, (home, group) in enumerate(groups):
+            for cid, raw in zip(group, replies[step * i], strict=True):
+                values[cid] = (home, raw)
+            if aliases:
+                for cid, target in zip(group, replies[step * i + 1], strict=True):
+                    if target is not None:
+                        into[cid] = target.decode()
+        return values, into
 
     def _decode_many(
-        self, ids: Sequence[str], values: Sequence[bytes | None]
+        self, values: Mapping[str, tuple[int, bytes | None]]
     ) -> dict[str, CustomerState]:
-        """Decode stored values of ``ids`` (undecodable ones are quarantined)."""
+        """Decode stored values (undecodable ones are quarantined)."""
         states: dict[str, CustomerState] = {}
-        for cid, value in zip(ids, values, strict=True):
+        for cid, (home, value) in values.items():
             if value:
                 try:
                     states[cid] = CustomerState.decode(value)
                     self._home_of(states[cid])
                 except Exception as exc:  # bytes no codec can read (issue 12): never a crash
-                    self._quarantine(cid, f"{exc.__class__.__name__}: {exc}"[:300])
+                    self._quarantine(cid, home, f"{exc.__class__.__name__}: {exc}"[:300])
                     continue
             self._quarantined.discard(cid)  # readable (again): e.g. repaired by an operator
         return states
@@ -305,7 +430,7 @@ class RedisStore(StateStore):
     def peek(self, customer_id: str) -> CustomerState | None:
         """One customer's stored state, read with no side effect: ``None`` when it has none or
         its bytes cannot be decoded (no quarantine record: the owner's load writes that)."""
-        raw = self.client.get(self.keys.state(customer_id))
+        raw = self.read([customer_id])[0].get(customer_id, (0, None))[1]
         if not raw:
             return None
         try:
@@ -313,24 +438,34 @@ class RedisStore(StateStore):
         except Exception:  # unreadable bytes: the worker quarantines and dead-letters
             return None
 
-    def _quarantine(self, customer_id: str, why: str) -> None:
-        """Mark a customer whose state cannot be decoded: counted, logged, recorded in
-        ``ns:quarantine`` (customer -> error); its due entry goes (it would stop the clock at
-        that moment forever); the stored bytes stay for repair."""
+    def _quarantine(self, customer_id: str, home: int, why: str) -> None:
+        """Mark a customer whose state cannot be decoded: counted, logged, recorded in its
+        partition's quarantine hash (customer -> error); its due entry goes (it would stop the
+        clock at that moment forever); the stored bytes stay for repair."""
         if customer_id not in self._quarantined:
             self._quarantined.add(customer_id)
             self.corrupt_states += 1
             log.error("state of customer %r cannot be decoded (%s): quarantined", customer_id, why)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(self.keys.quarantine, customer_id, why)
+        pipe.hset(self.part(home).quarantine, customer_id, why)
         self._unindex_due(pipe, [customer_id])  # its home is in the bytes that failed
         pipe.execute()
 
+    def quarantined(self) -> dict[str, str]:
+        """Every quarantine record (customer -> why), over all partitions."""
+        pipe = self.client.pipeline(transaction=False)
+        for p in self.partitions:
+            pipe.hgetall(self.part(p).quarantine)
+        out: dict[str, str] = {}
+        for reply in pipe.execute():
+            out.update({k.decode(): v.decode() for k, v in reply.items()})
+        return out
+
     def _unindex_due(self, pipe: Any, customer_ids: Sequence[str]) -> None:
-        """Queue the removal of the due entries of ``customer_ids`` from every shard (their
+        """Queue the removal of the due entries of ``customer_ids`` from every partition (their
         home is not known); an open batch session reads its due windows again afterwards."""
-        for shard in range(max(self.shards, 1)):
-            pipe.zrem(self.keys.due(shard), *customer_ids)
+        for p in self.partitions:
+            pipe.zrem(self.part(p).due, *customer_ids)
         if self._batch is not None:
             self._batch.windows.clear()
 
@@ -353,6 +488,8 @@ class RedisStore(StateStore):
         :meth:`RedisRankSync.attach`; the same as ``store.ranks.attach(ranks)``)."""
         self.ranks.attach(ranks)
 
+    # -- commits ---------------------------------------------------------------------------
+
     def commit(
         self,
         states: Mapping[str, CustomerState],
@@ -366,38 +503,128 @@ class RedisStore(StateStore):
                 batch.hold(states, changes)
                 return
             batch.flush()  # a merge: written at once, after what is held
-        pipe = self.client.pipeline(transaction=True)
-        self.add_to(pipe, states, changes)
-        if aliases:
-            self.queue_aliases(pipe, aliases, states)
-        for (survivor, merge_id, gone), raw in (handovers or {}).items():
-            key, field = self.keys.handover(survivor), f"{merge_id}{SEP}{gone}"
-            if raw is None:
-                pipe.hdel(key, field)
-            else:
-                pipe.hset(key, field, raw)
-        pipe.execute()
+        self.write(states, changes, aliases, handovers)
         if batch is not None:
             batch.committed(states)
 
+    def write(
+        self,
+        states: Mapping[str, CustomerState],
+        changes: Sequence[Change],
+        aliases: Mapping[str, str] | None = None,
+        handovers: Mapping[tuple[str, str, str], bytes | None] | None = None,
+        meta: Mapping[str, int] | None = None,
+        after: Callable[[Any], int] | None = None,
+    ) -> list[Any]:
+        """Write a commit: one ``MULTI`` per home partition it touches (on one Redis, one for
+        all), directory entries first, ``meta`` and what ``after`` queues last (the replies
+        of the commands ``after`` queued: it returns how many it queued)."""
+        parts, listing = self._group(states, changes, aliases or {}, handovers or {})
+
+        def before(pipe: Any) -> None:
+            for cid, home in listing.items():
+                pipe.hsetnx(self.keys.directory(cid), cid, home)
+
+        top = max(parts, default=-1) + 1
+        span = max(top, self.shards) if top > self._marked else 0
+
+        def queue_after(pipe: Any) -> None:
+            if meta:
+                pipe.hset(self.keys.meta, mapping=dict(meta))
+            if span:
+                pipe.zadd(self.keys.span, {"partitions": span}, gt=True)
+            if after is not None:
+                after(pipe)
+
+        def writes_of(home: int, write: _PartWrite) -> Callable[[Any], None]:
+            return lambda pipe: self.queue_part(pipe, home, write)
+
+        replies = transactions(
+            self.client,
+            {home: writes_of(home, write) for home, write in parts.items()},
+            before=before if listing else None,
+            after=queue_after if meta or span or after is not None else None,
+        )
+        self._unlisted.difference_update(listing)
+        self._marked = max(self._marked, span)
+        return replies[int(bool(meta)) + int(bool(span)) :]
+
+    def _group(
+        self,
+        states: Mapping[str, CustomerState],
+        changes: Sequence[Change],
+        aliases: Mapping[str, str],
+        handovers: Mapping[tuple[str, str, str], bytes | None],
+    ) -> tuple[dict[int, _PartWrite], dict[str, int]]:
+        """A commit's writes by home partition, and the directory entries it must add."""
+        parts: dict[int, _PartWrite] = {}
+        listing: dict[str, int] = {}
+        for cid, state in states.items():
+            home = self._home_of(state)
+            if cid in self._unlisted:
+                listing[cid] = home
+            parts.setdefault(home, _PartWrite()).states[cid] = state
+        for change in changes:
+            parts.setdefault(self._shard_of(change.customer_id), _PartWrite()).changes.append(
+                change
+            )
+        if aliases:
+            homes = self.locate(aliases)
+            for previous, survivor in aliases.items():
+                found = homes.get(previous)
+                if found is None:  # an id only named: it lives with the survivor
+                    found = homes[previous] = self._homes[previous] = self._shard_of(survivor)
+                    listing[previous] = found
+                parts.setdefault(found, _PartWrite()).aliases[previous] = survivor
+        for key, raw in handovers.items():
+            parts.setdefault(self._shard_of(key[2]), _PartWrite()).handovers[key] = raw
+        return parts, listing
+
+    def queue_part(self, pipe: Any, home: int, write: _PartWrite) -> None:
+        """Queue one home partition's writes of a commit on an open transaction."""
+        part = self.part(home)
+        states, changes = write.states, write.changes
+        if states:
+            queue_mset(pipe, {part.state(cid): s.encode() for cid, s in states.items()})
+            self.ranks.queue_commit(pipe, home, states)
+            self.clv.queue_commit(pipe, home, states)
+            due_of = {cid: s.next_due for cid, s in states.items() if s.next_due is not None}
+            if due_of:
+                pipe.zadd(part.due, due_of)  # type: ignore[arg-type]
+            gone = [cid for cid, s in states.items() if s.next_due is None]
+            if gone:
+                pipe.zrem(part.due, *gone)
+        if changes:
+            for (dim, value), delta in population_deltas(changes).items():
+                if delta:
+                    pipe.hincrby(part.pop, f"{dim}{SEP}{value}", delta)
+            member_index.queue_changes(pipe, part, changes)
+            if self.outbox:
+                pipe.rpush(part.outbox, *(change.to_json() for change in changes))
+        if write.aliases:
+            pipe.hset(part.alias, mapping=write.aliases)  # type: ignore[arg-type]
+            for previous, survivor in write.aliases.items():
+                pipe.sadd(part.aliased(survivor), previous)
+                if previous in states:
+                    self.ranks.queue_forget(pipe, home, previous)
+        for (survivor, merge_id, gone_id), raw in write.handovers.items():
+            key, fld = part.handover(survivor), f"{merge_id}{SEP}{gone_id}"
+            if raw is None:
+                pipe.hdel(key, fld)
+            else:
+                pipe.hset(key, fld, raw)
+
     def handovers(self, survivor: str, merge_id: str) -> dict[str, CustomerState]:
         out: dict[str, CustomerState] = {}
-        for field, raw in self.client.hgetall(self.keys.handover(survivor)).items():
-            mid, _, gone = field.decode().partition(SEP)
-            if mid == merge_id:
-                out[gone] = CustomerState.decode(raw)
+        pipe = self.client.pipeline(transaction=False)
+        for p in self.partitions:
+            pipe.hgetall(self.part(p).handover(survivor))
+        for reply in pipe.execute():
+            for fld, raw in reply.items():
+                mid, _, gone = fld.decode().partition(SEP)
+                if mid == merge_id:
+                    out[gone] = CustomerState.decode(raw)
         return out
-
-    def queue_aliases(
-        self, pipe: Any, aliases: Mapping[str, str], states: Mapping[str, CustomerState]
-    ) -> None:
-        """Queue the writes of ``aliases`` (merged-away id -> survivor) on an open ``MULTI``; a
-        merged-away id committed with them leaves the RFM population."""
-        pipe.hset(self.keys.alias, mapping=dict(aliases))
-        for previous, survivor in aliases.items():
-            pipe.sadd(self.keys.aliased(survivor), previous)
-            if previous in states:
-                self.ranks.queue_forget(pipe, previous)
 
     def resolve_aliases(self, customer_ids: Iterable[str]) -> dict[str, str]:
         ids = list(dict.fromkeys(customer_ids))
@@ -407,59 +634,34 @@ class RedisStore(StateStore):
             if not current:
                 break
             asked = list(dict.fromkeys(current.values()))
-            found = dict(zip(asked, self.client.hmget(self.keys.alias, asked), strict=True))
+            homes = self.locate(asked)
+            located = [cid for cid in asked if cid in homes]
+            pipe = self.client.pipeline(transaction=False)
+            for cid in located:
+                pipe.hget(self.part(homes[cid]).alias, cid)
+            found = dict(zip(located, pipe.execute(), strict=True))
             moved: dict[str, str] = {}
             for cid, at in current.items():
-                target = found[at]
+                target = found.get(at)
                 if target is not None:
                     moved[cid] = out[cid] = target.decode()
             current = moved
         return out
 
-    def add_to(
-        self, pipe: Any, states: Mapping[str, CustomerState], changes: Sequence[Change]
-    ) -> None:
-        """Queue the writes of a commit on an open pipeline (so callers can add their own)."""
-        if states:
-            pipe.mset({self.keys.state(cid): s.encode() for cid, s in states.items()})
-            self.ranks.queue_commit(pipe, states)
-            self.clv.queue_commit(pipe, states)
-        adds: dict[int, dict[str, int]] = {}
-        removes: dict[int, list[str]] = {}
-        for cid, state in states.items():
-            shard = self._home_of(state)
-            if state.next_due is None:
-                removes.setdefault(shard, []).append(cid)
-            else:
-                adds.setdefault(shard, {})[cid] = state.next_due
-        for shard, due_of in adds.items():
-            pipe.zadd(self.keys.due(shard), due_of)
-        for shard, gone in removes.items():
-            pipe.zrem(self.keys.due(shard), *gone)
-        for (dim, value), delta in population_deltas(changes).items():
-            if delta:
-                pipe.hincrby(self.keys.pop, f"{dim}{SEP}{value}", delta)
-        member_index.queue_changes(pipe, self.keys, changes)  # same MULTI (state/members.py)
-        if self.outbox and changes:
-            boxes: dict[int, list[bytes]] = {}
-            for change in changes:
-                encoded = change.to_json()
-                boxes.setdefault(self._shard_of(change.customer_id), []).append(encoded)
-            for shard, encoded_changes in boxes.items():
-                pipe.rpush(self.keys.outbox(shard), *encoded_changes)
+    # -- the outbox, the due index, populations -------------------------------------------
 
     def outbox_pending(self) -> list[tuple[int, list[bytes]]]:
         pipe = self.client.pipeline(transaction=False)
         shards = self._shards()
         for shard in shards:
-            pipe.lrange(self.keys.outbox(shard), 0, -1)
+            pipe.lrange(self.part(shard).outbox, 0, -1)
         return [(shard, rows) for shard, rows in zip(shards, pipe.execute(), strict=True) if rows]
 
     def outbox_done(self, published: Mapping[int, int]) -> None:
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=False)
         for shard, count in published.items():
             if count:
-                pipe.ltrim(self.keys.outbox(shard), count, -1)
+                pipe.ltrim(self.part(shard).outbox, count, -1)
         pipe.execute()
 
     def due(self, upto: int, limit: int) -> list[str]:
@@ -468,7 +670,7 @@ class RedisStore(StateStore):
         pipe = self.client.pipeline(transaction=False)
         for shard in self._shards():
             pipe.zrangebyscore(
-                self.keys.due(shard), "-inf", upto, start=0, num=limit, withscores=True
+                self.part(shard).due, "-inf", upto, start=0, num=limit, withscores=True
             )
         found: list[tuple[float, str]] = []
         for rows in pipe.execute():
@@ -482,76 +684,156 @@ class RedisStore(StateStore):
             return self._batch.next_due()
         pipe = self.client.pipeline(transaction=False)
         for shard in self._shards():
-            pipe.zrange(self.keys.due(shard), 0, 0, withscores=True)
+            pipe.zrange(self.part(shard).due, 0, 0, withscores=True)
         scores = [int(rows[0][1]) for rows in pipe.execute() if rows]
         return min(scores) if scores else None
 
     def populations(self) -> dict[str, dict[str, int]]:
+        pipe = self.client.pipeline(transaction=False)
+        for p in self.partitions:
+            pipe.hgetall(self.part(p).pop)
+        counts: dict[str, int] = {}
+        for reply in pipe.execute():
+            for fld, count in reply.items():
+                counts[fld.decode()] = counts.get(fld.decode(), 0) + int(count)
         out: dict[str, dict[str, int]] = {}
-        for field, count in sorted(self.client.hgetall(self.keys.pop).items()):
-            dim, _, value = field.decode().partition(SEP)
-            if int(count):
-                out.setdefault(dim, {})[value] = int(count)
+        for fld, count in sorted(counts.items()):
+            dim, _, value = fld.partition(SEP)
+            if count:
+                out.setdefault(dim, {})[value] = count
         return out
+
+    # -- deletes ----------------------------------------------------------------------------
 
     def delete(self, customer_id: str) -> CustomerState | None:
         self._leave_batch()
         state = self.get(customer_id)
+        home = self._shard_of(customer_id)
+        part = self.part(home)
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self.keys.state(customer_id))
-        self.ranks.queue_forget(pipe, customer_id)
-        self.clv.queue_forget(pipe, customer_id)
-        pipe.zrem(self.keys.due(self._shard_of(customer_id)), customer_id)
+        pipe.delete(part.state(customer_id))
+        self.ranks.queue_forget(pipe, home, customer_id)
+        self.clv.queue_forget(pipe, home, customer_id)
+        pipe.zrem(part.due, customer_id)
         pipe.execute()
         return state
 
-    def _aliases_of(self, customer_id: str) -> tuple[str | None, list[str]]:
-        """The id ``customer_id`` was merged into (or ``None``) and every id resolving to it
-        (walking the reverse sets: a chain points through others)."""
-        raw = self.client.hget(self.keys.alias, customer_id)
-        into, found, pending = None if raw is None else raw.decode(), [], [customer_id]
-        seen = {customer_id}
+    def _aliases_of(self, customer_id: str) -> tuple[str | None, list[tuple[str, int]]]:
+        """The id ``customer_id`` was merged into (or ``None``) and every id resolving to it,
+        with its home (walking the reverse sets of every partition: a chain points through
+        others)."""
+        home = self.locate([customer_id]).get(customer_id)
+        raw = None if home is None else self.client.hget(self.part(home).alias, customer_id)
+        into = None if raw is None else raw.decode()
+        found: list[tuple[str, int]] = []
+        pending, seen = [customer_id], {customer_id}
         while pending:
-            for member in self.client.smembers(self.keys.aliased(pending.pop())):
-                previous = member.decode()
-                if previous not in seen:
-                    seen.add(previous)
-                    found.append(previous)
-                    pending.append(previous)
+            target = pending.pop()
+            pipe = self.client.pipeline(transaction=False)
+            for p in self.partitions:
+                pipe.smembers(self.part(p).aliased(target))
+            for p, members in zip(self.partitions, pipe.execute(), strict=True):
+                for member in members:
+                    previous = member.decode()
+                    if previous not in seen:
+                        seen.add(previous)
+                        found.append((previous, p))
+                        pending.append(previous)
         return into, found
 
     def erase(self, customer_id: str, tomb: CustomerState, changes: Sequence[Change]) -> None:
         self._leave_batch()
         into, merged = self._aliases_of(customer_id)
-        pipe = self.client.pipeline(transaction=True)
-        self.add_to(pipe, {customer_id: tomb}, changes)
-        if into is not None:
-            pipe.hdel(self.keys.alias, customer_id)
-            pipe.srem(self.keys.aliased(into), customer_id)
-        if merged:
-            pipe.hdel(self.keys.alias, *merged)
-        pipe.delete(self.keys.aliased(customer_id), *map(self.keys.aliased, merged))
-        pipe.delete(self.keys.handover(customer_id))
-        pipe.hdel(self.ranks.hash_key, customer_id)
-        self.clv.queue_forget(pipe, customer_id)
-        pipe.hdel(self.keys.quarantine, customer_id)
-        member_index.queue_forget(pipe, self.client, self.keys, customer_id)
-        pipe.xadd(self.ranks.log_key, {customer_id: b""}, **self.ranks.log_trim())
-        pipe.execute()
+        home = self._home_of(tomb)
+        segments = self._segments_ever()
+        every = [customer_id, *(previous for previous, _ in merged)]
+        merged_in: dict[int, list[str]] = {}
+        for previous, p in merged:
+            merged_in.setdefault(p, []).append(previous)
+
+        def queue(p: int) -> Callable[[Any], None]:
+            def queue_partition(pipe: Any) -> None:
+                part = self.part(p)
+                if p == home:
+                    self.queue_part(pipe, home, _PartWrite({customer_id: tomb}, list(changes)))
+                    pipe.hdel(part.alias, customer_id)
+                    if into is not None:
+                        pipe.srem(part.aliased(into), customer_id)
+                    self.ranks.queue_forget(pipe, home, customer_id)
+                    self.clv.queue_forget(pipe, home, customer_id)
+                    pipe.hdel(part.quarantine, customer_id)
+                    for dim, value in segments:
+                        pipe.zrem(part.segment(dim, value), customer_id)
+                if p in merged_in:
+                    pipe.hdel(part.alias, *merged_in[p])
+                pipe.delete(*(part.aliased(cid) for cid in every))
+                pipe.delete(part.handover(customer_id))
+
+            return queue_partition
+
+        listing = {customer_id: home} if customer_id in self._unlisted else {}
+
+        def before(pipe: Any) -> None:
+            for cid, p in listing.items():
+                pipe.hsetnx(self.keys.directory(cid), cid, p)
+
+        order = [home, *(p for p in self.partitions if p != home)]
+        transactions(self.client, {p: queue(p) for p in order}, before=before if listing else None)
+        self._unlisted.difference_update(listing)
+
+    def _segments_ever(self) -> list[tuple[str, str]]:
+        """Every (dimension, value) any partition ever counted (the population fields)."""
+        pipe = self.client.pipeline(transaction=False)
+        for p in self.partitions:
+            pipe.hkeys(self.part(p).pop)
+        fields = {f for reply in pipe.execute() for f in reply}
+        out = []
+        for raw in sorted(fields):
+            dim, _, value = raw.decode().partition(SEP)
+            out.append((dim, value))
+        return out
+
+    # -- walks ------------------------------------------------------------------------------
 
     def customer_count(self) -> int:
-        pattern = self.keys.state_prefix + "*"
-        return sum(1 for _ in self.client.scan_iter(match=pattern, count=1000))
+        return sum(1 for _ in self.iter_ids())
 
     def scan_ids(self, cursor: int, count: int) -> tuple[int, list[str]]:
-        pattern = self.keys.state_prefix + "*"
-        after, found = self.client.scan(cursor, match=pattern, count=count)
-        return int(after), [self.keys.customer_of(key) for key in found]
+        """One step of a walk over every stored customer; the cursor names a partition and a
+        position in it (``0`` starts, and ends when returned)."""
+        parts = max(self.shards, 1)
+        p, inner = cursor % parts, cursor // parts
+        part = self.part(p)
+        after, found = scan_keys(self.client, part.due, part.state_prefix + "*", inner, count)
+        ids = [part.customer_of(key) for key in found]
+        if after:
+            return after * parts + p, ids
+        return (p + 1 if p + 1 < parts else 0), ids
 
     def iter_ids(self) -> Iterable[str]:
-        """Every customer id with state (SCAN; for sweeps and tools)."""
-        for key in self.client.scan_iter(match=self.keys.state_prefix + "*", count=1000):
-            yield self.keys.customer_of(key)
+        """Every customer id with state (SCAN of each partition; for sweeps and tools)."""
+        for p in self.partitions:
+            yield from self.partition_ids(p)
+
+    def partition_ids(self, partition: int) -> Iterable[str]:
+        """The ids of the customers homed in ``partition`` with state."""
+        part = self.part(partition)
+        cursor = 0
+        while True:
+            cursor, found = scan_keys(self.client, part.due, part.state_prefix + "*", cursor, 1000)
+            yield from (part.customer_of(key) for key in found)
+            if not cursor:
+                return
+
+    def partition_keys(self, partition: int, suffix: str) -> Iterable[bytes]:
+        """The keys of ``partition`` whose name after its tag matches ``suffix`` (a glob)."""
+        part = self.part(partition)
+        cursor = 0
+        while True:
+            cursor, found = scan_keys(self.client, part.due, f"{part.tag}:{suffix}", cursor, 1000)
+            yield from found
+            if not cursor:
+                return
 
     def close(self) -> None:
         self.client.close()

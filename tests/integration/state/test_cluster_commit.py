@@ -1,10 +1,7 @@
-"""Today's RedisStore on a Redis Cluster (issue 17): the blocker, documented exactly.
-
-A commit is one ``MULTI`` over the customers' state keys, the due index, the populations, the
-membership index and the outbox: keys in many slots (notes/cluster-design.md). redis-py refuses
-such a transaction on a cluster, and so does the server. The xfail test states the goal: once
-the partition-aligned layout lands, a commit on the cluster writes exactly what it writes on a
-single Redis; then it passes, ``strict`` turns that into a failure, and the mark goes.
+"""The RedisStore on a Redis Cluster (issue 17): layout 2 puts every key a home partition's
+commit writes under its hash tag ``{ns:pP}``, so each partition's part of a commit is one
+``MULTI`` on one node, and a commit on a 3-primary cluster writes exactly what it writes on a
+single Redis; reads (loads by id, populations, members, due index, walks) agree too.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-import redis
 
 from segmentflow.config import config_from_dict
 from segmentflow.embedded_cluster import EmbeddedRedisCluster, slot_of
@@ -23,6 +19,7 @@ from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, validate_event
 from segmentflow.service.replay import run
 from segmentflow.state.keys import Keys
+from segmentflow.state.members import RedisMembers, iter_members, reader_for
 from segmentflow.state.memory import MemoryStore
 from segmentflow.state.redis_store import RedisStore
 from segmentflow.synthetic import generate
@@ -83,13 +80,19 @@ def _dump(client: Any, keys: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _every_key(client: Any, namespace: str) -> list[str]:
+    return sorted(
+        k.decode()
+        for pattern in Keys(namespace).everything
+        for k in client.scan_iter(match=pattern, count=1000)
+    )
+
+
 def _single_node_commit(redis_url: str, namespace: str, batch: Commit) -> dict[str, Any]:
     store = RedisStore(redis_url, namespace, shards=SHARDS, outbox=True)
     try:
         store.commit(*batch)
-        pattern = Keys(namespace).everything
-        keys = sorted(k.decode() for k in store.client.scan_iter(match=pattern, count=1000))
-        return _dump(store.client, keys)
+        return _dump(store.client, _every_key(store.client, namespace))
     finally:
         store.close()
 
@@ -99,49 +102,27 @@ def _cluster_keys(cluster: EmbeddedRedisCluster, namespace: str) -> list[str]:
     for node in cluster.primaries():
         client = node.connect()
         try:
-            pattern = Keys(namespace).everything
-            found.update(k.decode() for k in client.scan_iter(match=pattern, count=1000))
+            found.update(_every_key(client, namespace))
         finally:
             client.close()
     return sorted(found)
 
 
-def test_todays_commit_spans_slots_and_the_cluster_refuses_it(
+def test_a_partitions_keys_share_its_slot(
     cluster: EmbeddedRedisCluster, batch: Commit, redis_url: str, namespace: str
 ) -> None:
     written = _single_node_commit(redis_url, namespace, batch)
-    # what one commit touches: every customer's state key, due shards, pop, members, outboxes
-    slots = {slot_of(k) for k in written}
-    assert len(slots) > len(batch[0])  # a slot per customer at least, and the shared keys'
-    assert len({cluster.primary_for(k).port for k in written}) == 3  # on every primary
-
-    # redis-py's cluster client refuses the commit before sending anything (its states' MSET;
-    # with one SET per key the MULTI would still span slots: CrossSlotTransactionError) ...
-    store = RedisStore(cast(Any, cluster.client()), namespace, shards=SHARDS, outbox=True)
-    with pytest.raises(redis.exceptions.RedisClusterException) as refused:
-        store.commit(*batch)
-    assert str(refused.value) == MSET_BLOCKED
-
-    # ... and the server refuses it too (its first multi-key command, the states' MSET, gets
-    # CROSSSLOT; EXEC then aborts the whole transaction)
-    node = cluster.primary_for(Keys(namespace).state(next(iter(batch[0]))))
-    direct = RedisStore(node.connect(), namespace, shards=SHARDS, outbox=True)
-    with pytest.raises(redis.exceptions.ClusterCrossSlotError) as crossslot:
-        direct.commit(*batch)
-    message = str(crossslot.value)  # redis-py names the command that got the reply
-    assert message.startswith("Command # 1 (MSET ") and message.endswith(
-        f"of pipeline caused error: {CROSSSLOT_SERVER}"
-    )
-    direct.close()
-    assert _cluster_keys(cluster, namespace) == []  # nothing half-written anywhere
+    keys = Keys(namespace)
+    tags = {keys.part(p).tag: slot_of(keys.part(p).due) for p in range(SHARDS)}
+    by_tag: dict[str, set[int]] = {}
+    for key in written:
+        if key.startswith("{") and ":p" in key.split("}")[0]:
+            by_tag.setdefault(key.split("}")[0] + "}", set()).add(slot_of(key))
+    assert set(by_tag) == set(tags)  # the commit touched every partition ...
+    assert all(slots == {tags[tag]} for tag, slots in by_tag.items())  # ... each in one slot
+    assert len({cluster.primary_for(keys.part(p).due).port for p in range(SHARDS)}) > 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=redis.exceptions.RedisClusterException,
-    reason="issue 17: a commit spans many slots (CROSSSLOT) until the partition-aligned key "
-    "layout of notes/cluster-design.md lands; remove this mark then",
-)
 def test_a_commit_on_the_cluster_equals_the_single_node_commit(
     cluster: EmbeddedRedisCluster, batch: Commit, redis_url: str, namespace: str
 ) -> None:
@@ -151,3 +132,31 @@ def test_a_commit_on_the_cluster_equals_the_single_node_commit(
     store.commit(*batch)
     assert _cluster_keys(cluster, namespace) == sorted(expected)
     assert _dump(client, sorted(expected)) == expected
+
+    single = RedisStore(redis_url, namespace, shards=SHARDS, outbox=True)
+    fresh = RedisStore(cast(Any, cluster.client()), namespace, shards=SHARDS, outbox=True)
+    try:  # a store that knows no home yet finds every state (directory, then the state)
+        ids = sorted(batch[0])
+        assert fresh.load_many(ids) == single.load_many(ids) == batch[0]
+        assert fresh.populations() == single.populations()
+        assert sorted(fresh.iter_ids()) == sorted(single.iter_ids()) == ids
+        assert fresh.due(2**62, 1000) == single.due(2**62, 1000)
+        assert fresh.next_due() == single.next_due()
+        assert fresh.outbox_pending() == single.outbox_pending()
+        segments = [(d, v) for d, values in single.populations().items() for v in values]
+        on_cluster, on_single = reader_for(fresh), reader_for(single)
+        fresh_members = RedisMembers(fresh.client, namespace, SHARDS)
+        for dim, value in segments:
+            pages = list(iter_members(on_cluster, dim, value, page_size=7))
+            assert pages == list(iter_members(on_single, dim, value, page_size=7))
+            assert fresh_members.count(dim, value) == len(pages)
+        cursor, walked = 0, []
+        while True:  # the resumable walk (config changes) visits every partition's node
+            cursor, page = fresh.scan_ids(cursor, 5)
+            walked.extend(page)
+            if not cursor:
+                break
+        assert sorted(walked) == ids
+    finally:
+        single.close()
+        fresh.close()

@@ -71,8 +71,11 @@ def test_two_workers_one_customer_two_partitions_one_owner(stores: list[RedisSto
     state = stores[1].get("c-1")
     assert state is not None and state.home == 1 and stores[1].shard_of("c-1") == 1
     client = stores[0].client
-    assert client.zscore(f"{stores[0].namespace}:due:1", "c-1") is not None
-    assert all(client.zscore(f"{stores[0].namespace}:due:{s}", "c-1") is None for s in (0, 2, 3))
+    keys = stores[0].keys
+    assert client.zscore(keys.due(1), "c-1") is not None
+    assert all(client.zscore(keys.due(s), "c-1") is None for s in (0, 2, 3))
+    assert client.exists(keys.state("c-1", 1))  # its data lives under its home's hash tag
+    assert client.hget(keys.directory("c-1"), "c-1") == b"1"  # found from the id alone
 
 
 def test_a_state_from_before_homes_keeps_its_murmur2_shard(stores: list[RedisStore]) -> None:
@@ -84,22 +87,22 @@ def test_a_state_from_before_homes_keeps_its_murmur2_shard(stores: list[RedisSto
     fields = orjson.loads(state.body())[:16]
     v2 = b"\x02\x00\x00" + array("Q").tobytes() + _codec()[0].compress(orjson.dumps(fields))
     store = stores[0]
-    store.client.set(f"{store.namespace}:s:old-customer", v2)
+    legacy = kafka_partition("old-customer", 4)  # where the migration put it
+    store.client.set(store.keys.state("old-customer", legacy), v2)
     loaded = store.get("old-customer")
     assert loaded is not None and loaded.home == kafka_partition("old-customer", 4)
     store.commit({"old-customer": loaded}, [])
-    due = store.client.zscore(f"{store.namespace}:due:{loaded.home}", "old-customer")
+    due = store.client.zscore(store.keys.due(loaded.home), "old-customer")
     assert due == T0 + 1
 
 
 def test_an_undecodable_state_is_quarantined_not_a_crash(stores: list[RedisStore]) -> None:
     store = stores[0]
-    store.client.set(f"{store.namespace}:s:broken", b"\x03\x05not a state")
+    store.client.set(store.keys.state("broken", store.shard_of("broken")), b"\x03\x05garbage")
     proc = Processor(config_from_dict({"rfm": {"enabled": False}}), store)
     with pytest.raises(StateQuarantined, match="broken"):
         proc.process([record("fine", "e1", 0, 0), record("broken", "e2", 0, 1)])
     assert store.is_quarantined("broken")
     proc.process([record("fine", "e1", 0, 0)])  # the others go on (one by one in the worker)
     assert proc.counters.applied[TOPIC] == 1
-    client: redis.Redis[bytes] = store.client
-    assert client.hget(f"{store.namespace}:quarantine", "broken")
+    assert "broken" in store.quarantined()

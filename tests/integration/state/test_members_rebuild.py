@@ -27,17 +27,16 @@ Index = dict[tuple[str, str], dict[str, int]]
 
 
 def _index(client: redis.Redis[bytes], namespace: str) -> Index:
-    prefix = f"{namespace}:m:"
-    out: Index = {}
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        dim, _, value = key.decode()[len(prefix) :].partition(SEP)
+    out: Index = {}  # every home partition's sets ({ns:pP}:m:<dim>\x1f<value>) merged
+    for key in client.scan_iter(match=f"{{{namespace}:p*}}:m:*", count=1000):
+        dim, _, value = key.decode().partition("}:m:")[2].partition(SEP)
         members = client.zrange(key, 0, -1, withscores=True)
-        out[(dim, value)] = {m.decode(): int(s) for m, s in members}
+        out.setdefault((dim, value), {}).update({m.decode(): int(s) for m, s in members})
     return out
 
 
 def _drop_index(client: redis.Redis[bytes], namespace: str) -> None:
-    keys = list(client.scan_iter(match=f"{namespace}:m:*", count=1000))
+    keys = list(client.scan_iter(match=f"{{{namespace}:p*}}:m:*", count=1000))
     if keys:
         client.delete(*keys)
 
@@ -107,10 +106,12 @@ def test_rebuild_keeps_known_since_and_removes_stale_members(
     states = _states(stored)
     (dim, value), members = next((s, m) for s, m in sorted(built.items()) if len(m) >= 3)
     missing = sorted(members)[:2]
-    client.zrem(segment_key(namespace, dim, value), *missing)
+    for cid in missing:
+        client.zrem(segment_key(namespace, dim, value, stored.shard_of(cid)), cid)
     stranger = next(c for c in sorted(states) if c not in members)
-    client.zadd(segment_key(namespace, dim, value), {stranger: 1})  # stale
-    client.zadd(segment_key(namespace, "lifecycle", "nobody"), {"ghost": 1})  # no such state
+    home = stored.shard_of(stranger)
+    client.zadd(segment_key(namespace, dim, value, home), {stranger: 1})  # stale
+    client.zadd(segment_key(namespace, "lifecycle", "nobody", 0), {"ghost": 1})  # no state
     report = rebuild_members(stored, page=7)
     assert (report.customers, report.added, report.removed) == (120, 2, 2)
     rebuilt = _index(client, namespace)

@@ -60,13 +60,13 @@ def events(customers: int, seed: int) -> list[Event]:
 
 
 def stored_index(client: redis.Redis[bytes], ns: str) -> dict[tuple[str, str], dict[str, int]]:
-    """Every member set under ``ns`` read raw (SCAN + ZRANGE), not through the code under test."""
-    out = {}
-    prefix = len(f"{ns}:m:")
-    for key in client.scan_iter(match=f"{ns}:m:*", count=1000):
-        dim, _, value = key.decode()[prefix:].partition(SEP)
+    """Every member set under ``ns`` read raw (SCAN + ZRANGE), not through the code under test;
+    the sets of every home partition (``{ns:pP}:m:<dim>\x1f<value>``) merged."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for key in client.scan_iter(match=f"{{{ns}:p*}}:m:*", count=1000):
+        dim, _, value = key.decode().partition("}:m:")[2].partition(SEP)
         rows = client.zrange(key, 0, -1, withscores=True)
-        out[(dim, value)] = {cid.decode(): int(score) for cid, score in rows}
+        out.setdefault((dim, value), {}).update({cid.decode(): int(s) for cid, s in rows})
     return out
 
 
@@ -96,7 +96,7 @@ def test_index_after_replay_equals_change_stream_populations_and_memory(
         victim = max(changes, key=lambda c: c.at).customer_id
         held = [seg for seg, members in expected.items() if victim in members]
         assert held
-        stray = segment_key(namespace, "lifecycle", "churned")  # an entry that drifted
+        stray = segment_key(namespace, "lifecycle", "churned", store.shard_of(victim))  # drifted
         client.zadd(stray, {victim: 1})
         changes.extend(processor.forget(victim))
         after = stored_index(client, namespace)
@@ -108,20 +108,37 @@ def test_index_after_replay_equals_change_stream_populations_and_memory(
 
 @pytest.fixture
 def members(client: redis.Redis[bytes], namespace: str) -> RedisMembers:
-    return RedisMembers(client, namespace)
+    return RedisMembers(client, namespace, PARTS)
+
+
+#: home partitions the paging tests spread members over (a page merges their pages)
+PARTS = 3
+
+
+def _spread(
+    client: redis.Redis[bytes], ns: str, seg: tuple[str, str], rows: dict[str, int]
+) -> None:
+    """Add ``rows`` to the segment's sets, each member in the partition its id picks."""
+    for cid, since in rows.items():
+        client.zadd(segment_key(ns, *seg, part_of(cid)), {cid: since})
+
+
+def part_of(cid: str) -> int:
+    return sum(cid.encode()) % PARTS
 
 
 def test_pages_with_ties_a_vanished_cursor_and_non_ascii_ids(
     members: RedisMembers, client: redis.Redis[bytes], namespace: str
 ) -> None:
-    key = segment_key(namespace, "rule:x", "in")
+    seg = ("rule:x", "in")
     ids = ["a", "b", "é", "Z", "zz", "a\u00ff", "\u4e2d", "b2"]
-    entries: dict[str | bytes, float] = {cid: 100 for cid in ids}
-    client.zadd(key, entries | {"early": 5, "late": 900})
+    _spread(client, namespace, seg, {cid: 100 for cid in ids} | {"early": 5, "late": 900})
+    assert len({part_of(cid) for cid in ids}) == PARTS  # the merge across partitions is tested
     ties = sorted((Member(100, cid) for cid in ids), key=lambda m: m.customer_id.encode())
     expected = [Member(5, "early"), *ties, Member(900, "late")]
     assert list(iter_members(members, "rule:x", "in", page_size=3)) == expected
     cursor = expected[4]
+    key = segment_key(namespace, *seg, part_of(cursor.customer_id))
     client.zrem(key, cursor.customer_id)  # the cursor's member leaves
     assert members.page("rule:x", "in", 100, cursor) == expected[5:]
     client.zadd(key, {cursor.customer_id: 50})  # ... and comes back earlier
@@ -153,10 +170,8 @@ def test_paging_script_agrees_with_memory_index(
     cursor: tuple[int, str],
     limit: int,
 ) -> None:
-    key = segment_key(namespace, "persona", "p")
-    client.delete(key)
-    if state:
-        client.zadd(key, state)  # type: ignore[arg-type]
+    client.delete(*(segment_key(namespace, "persona", "p", p) for p in range(PARTS)))
+    _spread(client, namespace, ("persona", "p"), state)
     memory = MemberIndex()
     memory.apply([Change(cid, "persona", None, "p", 1, at, None) for cid, at in state.items()])
     after = Member(*cursor)

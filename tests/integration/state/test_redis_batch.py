@@ -113,20 +113,20 @@ def test_a_failed_flush_at_the_end_of_a_batch_is_retried_to_the_same_result(
     processor, store = _redis_processor(redis_url, namespace)
     processor.apply(items[:250])
     armed: list[bool] = []
-    real_end, real_add = RedisStore.end_batch, RedisStore.add_to
+    real_end, real_queue = RedisStore.end_batch, RedisStore.queue_part
 
     def end_batch(self: RedisStore, ok: bool) -> None:
         armed.append(ok)
         real_end(self, ok)
 
-    def add_to(self: RedisStore, pipe: Any, states: Any, changes: Any) -> None:
-        real_add(self, pipe, states, changes)
+    def queue_part(self: RedisStore, pipe: Any, home: int, write: Any) -> None:
+        real_queue(self, pipe, home, write)
         if armed == [True]:  # the end-of-batch MULTI fails (Redis refuses the transaction)
             armed.append(False)
             pipe.execute_command("NO-SUCH-COMMAND")
 
     monkeypatch.setattr(RedisStore, "end_batch", end_batch)
-    monkeypatch.setattr(RedisStore, "add_to", add_to)
+    monkeypatch.setattr(RedisStore, "queue_part", queue_part)
     batch = items[250:500]
     with pytest.raises(redis.ResponseError):
         processor.apply(batch)
@@ -156,10 +156,11 @@ def test_a_due_customer_whose_state_cannot_be_decoded_does_not_stop_the_advance(
     again and again, forever, and the worker applied nothing more)."""
     client = redis.Redis.from_url(redis_url)
     at = int(START.timestamp() * 1_000_000)
-    client.set(f"{namespace}:s:corrupt-1", b"\x03\xff\xff garbage")
-    for shard in range(PARTITIONS):
-        client.zadd(f"{namespace}:due:{shard}", {"corrupt-1": at + 1})
     store = RedisStore(client, namespace, shards=PARTITIONS, outbox=True)
+    corrupt_key = store.keys.state("corrupt-1", store.shard_of("corrupt-1"))
+    client.set(corrupt_key, b"\x03\xff\xff garbage")
+    for shard in range(PARTITIONS):
+        client.zadd(store.keys.due(shard), {"corrupt-1": at + 1})
     processor = Processor(config_from_dict({"persona": {"enabled": False}}), store)
     assert processor.next_work() == at + 1
     later = _items(_events(1, 2, seed=5))  # another customer's events, after the due moment
@@ -168,7 +169,7 @@ def test_a_due_customer_whose_state_cannot_be_decoded_does_not_stop_the_advance(
     assert {c.customer_id for c in changes} == {"c-0"}
     assert store.is_quarantined("corrupt-1")
     assert processor.next_work() != at + 1
-    assert client.get(f"{namespace}:s:corrupt-1") == b"\x03\xff\xff garbage", "left for repair"
+    assert client.get(corrupt_key) == b"\x03\xff\xff garbage", "left for repair"
     client.close()
 
 
@@ -179,12 +180,12 @@ def test_a_due_entry_without_a_state_is_dropped_not_due_forever(
     never loadable, it cut every batch at that moment forever (with or without a session)."""
     client = redis.Redis.from_url(redis_url)
     at = int(START.timestamp() * 1_000_000)
-    client.zadd(f"{namespace}:due:1", {"deleted-1": at + 1})
     store = RedisStore(client, namespace, shards=PARTITIONS, outbox=True)
+    client.zadd(store.keys.due(1), {"deleted-1": at + 1})
     processor = Processor(config_from_dict({"persona": {"enabled": False}}), store)
     later = _items(_events(1, 2, seed=5))
     changes = processor.apply(later)
     assert {c.customer_id for c in changes} == {"c-0"}
-    assert client.zscore(f"{namespace}:due:1", "deleted-1") is None
+    assert client.zscore(store.keys.due(1), "deleted-1") is None
     assert not store.is_quarantined("deleted-1")
     client.close()

@@ -14,6 +14,7 @@ import redis
 from segmentflow.engine.state import CustomerState, T
 from segmentflow.segmenters.rfm import RankIndex
 from segmentflow.state.redis_personas import RedisPersonaStore
+from segmentflow.state.keys import Keys
 from segmentflow.state.redis_store import RedisStore
 
 pytestmark = pytest.mark.integration
@@ -52,8 +53,9 @@ def test_a_commit_reaches_the_other_workers_rank_index_with_the_home(
     assert set(ranks_a.customers()) == {"c-1"}
     assert b.shard_of("c-1") == 3  # the home travels with the metrics
     raw = redis.Redis.from_url(redis_url)
-    assert orjson.loads(raw.hget(f"{namespace}:rfm", "c-1") or b"") == [1_000, 2, 30.5, 3]
-    assert raw.xlen(f"{namespace}:rfm:log") == 1
+    part = a.part(3)  # the metrics live in the home partition
+    assert orjson.loads(raw.hget(part.rfm, "c-1") or b"") == [1_000, 2, 30.5, 3]
+    assert raw.xlen(part.rfm_log) == 1
     a.delete("c-1")
     b.load_many([])
     assert list(ranks_b.customers()) == []
@@ -64,7 +66,7 @@ def test_a_late_attach_loads_the_population_and_skips_unreadable_metrics(
 ) -> None:
     (a, _), _ = workers
     a.commit({f"c-{n}": buyer(f"c-{n}", 1_000 + n, 1, 10.0, home=n % 4) for n in range(5)}, [])
-    redis.Redis.from_url(redis_url).hset(f"{namespace}:rfm", "bad", b"null")
+    redis.Redis.from_url(redis_url).hset(a.part(2).rfm, "bad", b"null")
     late, ranks = RedisStore(redis_url, namespace, shards=4), RankIndex()
     assert late.ranks.corrupt_metrics == 0
     late.ranks.attach(ranks)
@@ -76,7 +78,7 @@ def test_a_late_attach_loads_the_population_and_skips_unreadable_metrics(
 def test_without_an_attached_index_no_metrics_are_written(redis_url: str, namespace: str) -> None:
     store = RedisStore(redis_url, namespace, shards=4)
     store.commit({"c-1": buyer("c-1", 1_000, 1, 5.0, home=0)}, [])
-    assert not redis.Redis.from_url(redis_url).exists(f"{namespace}:rfm")
+    assert not redis.Redis.from_url(redis_url).exists(store.part(0).rfm)
     store.close()
 
 
@@ -91,4 +93,4 @@ def test_persona_samples_and_models_are_shared_by_workers(redis_url: str, namesp
     assert other.take_samples(10) == []
     one.save_model(b"pickled", 7)
     assert (other.model_version(), other.load_model()) == (7, b"pickled")
-    assert client.get(f"{namespace}:persona:version") == b"7"
+    assert client.get(Keys(namespace).persona_version) == b"7"

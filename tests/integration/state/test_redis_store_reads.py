@@ -25,9 +25,9 @@ def test_peek_reads_a_state_without_side_effects(store: RedisStore) -> None:
     peeked = store.peek("a")
     assert peeked is not None and peeked.customer_id == "a" and peeked.next_due == 9
     assert store.peek("nobody") is None
-    store.client.set(store.keys.state("a"), b"\x03\x05not a state")
+    store.client.set(store.keys.state("a", 1), b"\x03\x05not a state")
     assert store.peek("a") is None  # unreadable: None, and nothing recorded or removed
-    assert store.client.hget(store.keys.quarantine, "a") is None
+    assert store.client.hget(store.part(1).quarantine, "a") is None
     assert store.client.zscore(store.keys.due(1), "a") == 9
     assert store.corrupt_states == 0 and not store.is_quarantined("a")
 

@@ -66,7 +66,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     first = open_store()
 
     def corrupt(cid: str) -> None:
-        first.client.set(f"{namespace}:s:{cid}", b"\x03\x05not a state")
+        first.client.set(first.keys.state(cid, first.shard_of(cid)), b"\x03\x05not a state")
 
     yield Backend(
         first,

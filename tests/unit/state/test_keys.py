@@ -4,71 +4,97 @@ from __future__ import annotations
 
 import ast
 import itertools
+import zlib
 
 from support.packages import module_files
 
-from segmentflow.state.keys import Keys
+from segmentflow.state.keys import Keys, LegacyKeys
 from segmentflow.state.members import segment_key
 
 
 def test_every_key_name_is_the_stored_one() -> None:
     k = Keys("sf")
+    p = k.part(3)
     assert {
-        "state": k.state("c:1 é"),
+        "state": k.state("c:1 é", 3),
         "due": k.due(3),
         "outbox": k.outbox(0),
-        "claim": k.claim("c1"),
+        "directory": k.directory("c1"),
         "partitions": k.partitions,
         "meta": k.meta,
-        "pop": k.pop,
-        "quarantine": k.quarantine,
-        "alias": k.alias,
-        "aliased": k.aliased("c1"),
-        "handover": k.handover("c1"),
-        "rfm": k.rfm,
-        "rfm_log": k.rfm_log,
+        "layout": k.layout,
+        "span": k.span,
+        "pop": p.pop,
+        "quarantine": p.quarantine,
+        "alias": p.alias,
+        "aliased": p.aliased("c1"),
+        "handover": p.handover("c1"),
+        "rfm": p.rfm,
+        "rfm_log": p.rfm_log,
         "persona_samples": k.persona_samples,
         "persona_model": k.persona_model,
         "persona_version": k.persona_version,
-        "clv_rows": k.clv_rows(63),
-        "clv_version": k.clv_version,
+        "clv_rows": p.clv_rows(63),
+        "clv_version": p.clv_version,
         "clv_fits": k.clv_fits,
         "clv_ready": k.clv_ready,
         "clv_lock": k.clv_lock,
-        "segment": k.segment("rule:vip", "in"),
+        "segment": k.segment(3, "rule:vip", "in"),
         "everything": k.everything,
     } == {
-        "state": "sf:s:c:1 é",
-        "due": "sf:due:3",
-        "outbox": "sf:outbox:0",
-        "claim": "sf:claim:c1",
+        "state": "{sf:p3}:s:c:1 é",
+        "due": "{sf:p3}:due",
+        "outbox": "{sf:p0}:outbox",
+        "directory": "{sf:d" + str(zlib.crc32(b"c1") % 1024) + "}",
         "partitions": "sf:partitions",
         "meta": "sf:meta",
-        "pop": "sf:pop",
-        "quarantine": "sf:quarantine",
-        "alias": "sf:alias",
-        "aliased": "sf:aliased:c1",
-        "handover": "sf:handover:c1",
-        "rfm": "sf:rfm",
-        "rfm_log": "sf:rfm:log",
-        "persona_samples": "sf:persona:samples",
-        "persona_model": "sf:persona:model",
-        "persona_version": "sf:persona:version",
-        "clv_rows": "sf:clv:rows:63",
-        "clv_version": "sf:clv:version",
+        "layout": "sf:layout",
+        "span": "sf:span",
+        "pop": "{sf:p3}:pop",
+        "quarantine": "{sf:p3}:quarantine",
+        "alias": "{sf:p3}:alias",
+        "aliased": "{sf:p3}:aliased:c1",
+        "handover": "{sf:p3}:handover:c1",
+        "rfm": "{sf:p3}:rfm",
+        "rfm_log": "{sf:p3}:rfm:log",
+        "persona_samples": "{sf:persona}:samples",
+        "persona_model": "{sf:persona}:model",
+        "persona_version": "{sf:persona}:version",
+        "clv_rows": "{sf:p3}:clv:rows:63",
+        "clv_version": "{sf:p3}:clv:version",
         "clv_fits": "sf:clv:fits",
         "clv_ready": "sf:clv:ready",
         "clv_lock": "sf:clv:lock",
-        "segment": "sf:m:rule:vip\x1fin",
-        "everything": "sf:*",
+        "segment": "{sf:p3}:m:rule:vip\x1fin",
+        "everything": ("sf:*", "{sf:*"),
     }
+
+
+def test_a_partitions_keys_share_one_hash_tag() -> None:
+    p = Keys("sf").part(7)
+    names = [p.state("x"), p.due, p.outbox, p.pop, p.rfm, p.rfm_log, p.alias, p.aliased("y")]
+    names += [p.handover("y"), p.clv_rows(1), p.clv_version, p.segment("d", "v"), p.quarantine]
+    assert {name.split("}")[0] + "}" for name in names} == {p.tag} == {"{sf:p7}"}
+
+
+def test_legacy_names_are_layout_1() -> None:
+    old = LegacyKeys("sf")
+    assert (old.state("c"), old.due(2), old.outbox(1), old.claim("c"), old.pop) == (
+        "sf:s:c",
+        "sf:due:2",
+        "sf:outbox:1",
+        "sf:claim:c",
+        "sf:pop",
+    )
+    assert old.segment_of(old.segment("rule:x", "in").encode()) == ("rule:x", "in")
 
 
 def test_round_trips_of_scanned_keys() -> None:
     k = Keys("ns:with:colons")
-    assert k.customer_of(k.state("a:b").encode()) == "a:b"
-    assert k.segment_of(k.segment("rule:x", "in").encode()) == ("rule:x", "in")
-    assert segment_key("ns:with:colons", "lifecycle", "new") == k.segment("lifecycle", "new")
+    p = k.part(2)
+    assert p.customer_of(k.state("a:b", 2).encode()) == "a:b"
+    assert p.segment_of(k.segment(2, "rule:x", "in").encode()) == ("rule:x", "in")
+    assert segment_key("ns:with:colons", "lifecycle", "new", 2) == k.segment(2, "lifecycle", "new")
 
 
 def _spelled_keys(tree: ast.AST) -> list[int]:

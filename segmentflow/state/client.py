@@ -1,0 +1,148 @@
+"""The Redis client the adapters talk to: one Redis, or a Redis Cluster (issue 17).
+
+The adapters use one key layout for both (:mod:`segmentflow.state.keys`); only three things
+differ, and they live here:
+
+- :func:`connect`: ``SEGMENTFLOW_REDIS_URL`` names a cluster with the ``redis+cluster://`` or
+  ``rediss+cluster://`` scheme and a comma-separated seed list
+  (``redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7000/``); anything else is one Redis;
+- :func:`transactions`: one home partition's writes are one ``MULTI``; on one Redis every
+  partition of a commit goes into a single ``MULTI`` (one round trip, atomic across them), on a
+  cluster each partition's ``MULTI`` runs on the node of its hash tag;
+- :func:`scan_keys`: a resumable ``SCAN`` of the keys matching a pattern under one hash tag,
+  on the node that holds the tag (a cluster's cursors are per node).
+
+Examples
+--------
+>>> seeds("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001/0")
+('redis://:pw@10.0.0.1:7000/0', [('10.0.0.1', 7000), ('10.0.0.2', 7001)])
+>>> seeds("redis://localhost:6379/0") is None
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+#: what the adapters accept: one Redis or a cluster (both ``bytes`` replies). A
+#: ``RedisCluster`` offers the same command methods; it is typed as ``redis.Redis`` because
+#: the types-redis stubs of ``RedisCluster`` lack most of them.
+RedisClient: TypeAlias = "redis.Redis[bytes]"
+#: queues one partition's writes on an open transaction pipeline
+Writes = Callable[[Any], None]
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def seeds(url: str) -> tuple[str, list[tuple[str, int]]] | None:
+    """For a cluster URL, a one-node URL carrying its options and the seed nodes; else None."""
+    parts = urlsplit(url)
+    scheme = CLUSTER_SCHEMES.get(parts.scheme)
+    if scheme is None:
+        return None
+    auth, _, hosts = parts.netloc.rpartition("@")
+    nodes: list[tuple[str, int]] = []
+    for hostport in hosts.split(","):
+        host, _, port = hostport.strip().rpartition(":")
+        if not host:
+            host, port = port, "6379"
+        nodes.append((host, int(port)))
+    first = f"{auth}@{nodes[0][0]}:{nodes[0][1]}" if auth else f"{nodes[0][0]}:{nodes[0][1]}"
+    single = urlunsplit((scheme, first, parts.path, parts.query, parts.fragment))
+    return single, nodes
+
+
+def connect(url: str, **options: Any) -> RedisClient:
+    """A client for ``url`` (a ``redis+cluster://`` seed list gives a ``RedisCluster``)."""
+    found = seeds(url)
+    if found is None:
+        single: redis.Redis[bytes] = redis.Redis.from_url(url, **options)
+        return single
+    first, nodes = found
+    cluster: RedisCluster[bytes] = RedisCluster.from_url(
+        first, startup_nodes=[ClusterNode(host, port) for host, port in nodes], **options
+    )
+    return cast("redis.Redis[bytes]", cluster)
+
+
+def is_client(client: object) -> bool:
+    """Whether ``client`` is a Redis client this module can use."""
+    return isinstance(client, redis.Redis | RedisCluster)
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` talks to a Redis Cluster."""
+    return isinstance(client, RedisCluster)
+
+
+def transactions(
+    client: RedisClient,
+    writes: Mapping[int, Writes],
+    before: Writes | None = None,
+    after: Writes | None = None,
+) -> list[Any]:
+    """Run each home partition's queued writes as one ``MULTI`` (see the module docstring);
+    the replies of what ``after`` queued.
+
+    ``before`` queues commands on other keys that must land first (directory entries), and
+    ``after`` ones that must run after every partition's transaction (global meta, reads of
+    other partitions' logs). On one Redis all of it is one ``MULTI``; on a cluster ``before``
+    and ``after`` are plain pipelines and each partition's ``MULTI`` runs on its node, in the
+    mapping's order.
+    """
+    if not is_cluster(client):
+        pipe = client.pipeline(transaction=True)
+        if before is not None:
+            before(pipe)
+        for queue in writes.values():
+            queue(pipe)
+        mark = len(pipe)
+        if after is not None:
+            after(pipe)
+        if not len(pipe):
+            return []
+        return list(pipe.execute()[mark:])
+    if before is not None:
+        _run(client, before, transaction=False)
+    for queue in writes.values():
+        _run(client, queue, transaction=True)
+    return [] if after is None else _run(client, after, transaction=False)
+
+
+def _run(client: RedisClient, queue: Writes, transaction: bool) -> list[Any]:
+    pipe = client.pipeline(transaction=transaction)
+    queue(pipe)
+    return list(pipe.execute()) if len(pipe) else []
+
+
+def queue_mget(pipe: Any, keys: list[str]) -> None:
+    """Queue an ``MGET`` of keys of one hash tag (redis-py refuses the method in a cluster
+    pipeline, though the server runs it when every key is in one slot)."""
+    pipe.execute_command("MGET", *keys)
+
+
+def queue_mset(pipe: Any, mapping: Mapping[str, bytes]) -> None:
+    """Queue an ``MSET`` of keys of one hash tag (see :func:`queue_mget`)."""
+    args: list[Any] = []
+    for key, value in mapping.items():
+        args.append(key)
+        args.append(value)
+    pipe.execute_command("MSET", *args)
+
+
+def scan_keys(
+    client: RedisClient, tag_key: str, pattern: str, cursor: int, count: int
+) -> tuple[int, list[bytes]]:
+    """One ``SCAN`` step over the keys matching ``pattern`` on the node holding ``tag_key``."""
+    if is_cluster(client):
+        cluster: Any = client
+        node = cluster.get_node_from_key(tag_key)  # a primary (the slot's owner now)
+        after, found = node.redis_connection.scan(cursor, match=pattern, count=count)
+    else:
+        after, found = client.scan(cursor, match=pattern, count=count)
+    return int(after), list(found)
