@@ -112,7 +112,10 @@ def register(app: faust.App, worker: SegmentWorker) -> None:
         if (response := denied(web, request)) is not None:
             return response
         reader = reader_for(worker.processor.store)
-        status, body = members_response(reader, dimension, value, request.query)
+        try:
+            status, body = members_response(reader, dimension, value, request.query)
+        except READ_ERRORS as exc:  # one not wrapped as StoreUnavailable (a cluster's own)
+            return unavailable(web, exc)
         return web.json(body, status=status)
 
     @app.page("/customers/{customer_id}")

@@ -311,3 +311,19 @@ def test_an_unreachable_cluster_is_reported_without_the_password() -> None:
     message = str(failed.value)
     assert "Redis Cluster" in message and "SEGMENTFLOW_REDIS_URL" in message
     assert "s3cret" not in message and "app:***@127.0.0.1" in message
+
+
+def test_a_members_page_of_a_slot_that_is_down_answers_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class DownReader:
+        def page(self, *args: Any, **kwargs: Any) -> Any:
+            raise SlotNotCoveredError('Slot "12" is not covered by the cluster.')
+
+        def count(self, *args: Any, **kwargs: Any) -> Any:
+            raise SlotNotCoveredError('Slot "12" is not covered by the cluster.')
+
+    monkeypatch.setattr(web, "reader_for", lambda store: DownReader())
+    call = served(worker())
+    status, body = call("/segments/{dimension}/{value}/members", dimension="rfm", value="x")
+    assert status == 503 and "SlotNotCoveredError" in body["error"]
