@@ -50,7 +50,13 @@ from typing import Any
 import numpy as np
 
 from segmentflow.engine.state import CustomerState
-from segmentflow.state.client import RedisClient, is_cluster, transactions
+from segmentflow.state.client import (
+    RedisClient,
+    is_cluster,
+    queue_mget,
+    queue_mset,
+    transactions,
+)
 from segmentflow.state.keys import DIRECTORY_BUCKETS, LAYOUT, SEP, Keys, LegacyKeys
 from segmentflow.state.members import indexed
 
@@ -181,35 +187,78 @@ def _bucket(customer_id: str) -> int:
     return zlib.crc32(customer_id.encode("utf-8")) % CLV_BUCKETS
 
 
+class _Part:
+    """One home partition's writes of a page, merged per key (a few commands, not one per
+    entry)."""
+
+    __slots__ = ("hashes", "lists", "sets", "strings", "zsets")
+
+    def __init__(self) -> None:
+        self.strings: dict[str, bytes] = {}
+        self.zsets: dict[str, dict[str, float]] = {}
+        self.hashes: dict[str, dict[bytes | str, bytes | str]] = {}
+        self.sets: dict[str, set[str]] = {}
+        #: lists replaced whole (a copy written twice is the same list)
+        self.lists: dict[str, list[bytes]] = {}
+
+    def queue(self, pipe: Any) -> None:
+        for chunk in _pages(self.strings.items(), _CHUNK):
+            queue_mset(pipe, dict(chunk))
+        for key, scores in self.zsets.items():
+            pipe.zadd(key, scores)
+        for key, fields in self.hashes.items():
+            pipe.hset(key, mapping=fields)
+        for key, members in self.sets.items():
+            pipe.sadd(key, *members)
+        for key, rows in self.lists.items():
+            pipe.delete(key)
+            for chunk in _pages(rows, _CHUNK):
+                pipe.rpush(key, *chunk)
+
+
 class _Writes:
     """One page's writes: directory entries, then one ``MULTI`` per home partition."""
 
     def __init__(self, target: Any, keys: Keys, dry_run: bool) -> None:
         self.target, self.keys, self.dry_run = target, keys, dry_run
         self.directory: dict[str, int] = {}
-        self.parts: dict[int, list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {}
+        self.parts: dict[int, _Part] = {}
 
-    def __call__(self, part: int, command: str, *args: Any, **kwargs: Any) -> None:
-        self.parts.setdefault(part, []).append((command, args, kwargs))
+    def part(self, home: int) -> _Part:
+        found = self.parts.get(home)
+        if found is None:
+            found = self.parts[home] = _Part()
+        return found
+
+    def set(self, home: int, key: str, value: bytes) -> None:
+        self.part(home).strings[key] = value
+
+    def zadd(self, home: int, key: str, member: str, score: float) -> None:
+        self.part(home).zsets.setdefault(key, {})[member] = score
+
+    def hset(self, home: int, key: str, name: bytes | str, value: bytes | str) -> None:
+        self.part(home).hashes.setdefault(key, {})[name] = value
+
+    def sadd(self, home: int, key: str, member: str) -> None:
+        self.part(home).sets.setdefault(key, set()).add(member)
+
+    def replace_list(self, home: int, key: str, rows: list[bytes]) -> None:
+        self.part(home).lists[key] = rows
 
     def flush(self) -> None:
         directory, parts = self.directory, self.parts
         self.directory, self.parts = {}, {}
         if self.dry_run or not (directory or parts):
             return
+        buckets: dict[str, dict[str, str]] = {}
+        for cid, home in directory.items():
+            buckets.setdefault(self.keys.directory(cid), {})[cid] = str(home)
 
         def entries(pipe: Any) -> None:  # other hash tags: first (on a cluster, no MULTI)
-            for cid, home in directory.items():
-                pipe.hset(self.keys.directory(cid), cid, str(home))
+            for bucket, mapping in buckets.items():
+                pipe.hset(bucket, mapping=mapping)
 
-        def queue(commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> Any:
-            def run(pipe: Any) -> None:
-                for command, args, kwargs in commands:
-                    getattr(pipe, command)(*args, **kwargs)
-
-            return run
-
-        writes = {p: queue(parts[p]) for p in sorted(parts)}
+        writes = {p: parts[p].queue for p in sorted(parts)}
         transactions(self.target, writes, before=entries if directory else None)
 
 
@@ -466,19 +515,19 @@ class _Migration:
             report.add("states")
             report.add("directory")
             writes.directory[cid] = home
-            writes(home, "set", part.state(cid), raw)
+            writes.set(home, part.state(cid), raw)
             score = next((d[i] for d in dues if d[i] is not None), None)
             if score is None and state is not None and state.next_due is not None:
                 score = state.next_due
             if score is not None:
                 report.add("due")
-                writes(home, "zadd", part.due, {cid: score})
+                writes.zadd(home, part.due, cid, score)
             if rfm[i] is not None:
                 report.add("rfm")
-                writes(home, "hset", part.rfm, cid, rfm[i])
+                writes.hset(home, part.rfm, cid, rfm[i])
             if cid in clv:
                 report.add("clv rows")
-                writes(home, "hset", part.clv_rows(_bucket(cid)), cid, clv[cid])
+                writes.hset(home, part.clv_rows(_bucket(cid)), cid, clv[cid])
             if state is not None:
                 decoded[cid] = (state, home)
         self._members_from_states(decoded, writes)
@@ -487,7 +536,8 @@ class _Migration:
     def _members_from_states(
         self, decoded: dict[str, tuple[CustomerState, int]], writes: _Writes
     ) -> None:
-        """Index the segments the states hold that the old index lacks (since = clock); a dry
+        """The memberships the states' values imply: ``since`` from the old index, or the
+        state's clock where the old index lacks the member (as ``members --rebuild``); a dry
         run also counts the populations here."""
         by_segment: dict[tuple[str, str], list[str]] = {}
         for cid, (state, home) in decoded.items():
@@ -504,11 +554,13 @@ class _Migration:
             pipe.zmscore(self.old.segment(dim, value), ids)
         for ((dim, value), ids), scores in zip(by_segment.items(), pipe.execute(), strict=True):
             for cid, since in zip(ids, scores, strict=True):
+                state, home = decoded[cid]
                 if since is None:
-                    state, home = decoded[cid]
                     self.report.add("members from states")
-                    key = self.keys.segment(home, dim, value)
-                    writes(home, "zadd", key, {cid: state.clock or 0})
+                    since = state.clock or 0
+                else:
+                    self.report.add("members")
+                writes.zadd(home, self.keys.segment(home, dim, value), cid, since)
 
     def copy_quarantine(self) -> None:
         for rows in _pages(self.source.hscan_iter(self.old.quarantine, count=self.page), self.page):
@@ -517,7 +569,7 @@ class _Migration:
             for cid, why in rows:
                 home = homes[cid.decode()]
                 self.report.add("quarantine")
-                writes(home, "hset", self.keys.part(home).quarantine, cid, why)
+                writes.hset(home, self.keys.part(home).quarantine, cid, why)
             writes.flush()
 
     def copy_aliases(self) -> None:
@@ -532,7 +584,7 @@ class _Migration:
             for (merged, survivor), has_state in zip(pairs, stated.execute(), strict=True):
                 home = homes[merged]
                 report.add("aliases")
-                writes(home, "hset", keys.part(home).alias, merged, survivor)
+                writes.hset(home, keys.part(home).alias, merged, survivor)
                 if not has_state:  # its state went (merged): the directory still says where
                     writes.directory[merged] = home
                     report.add("directory")
@@ -546,7 +598,7 @@ class _Migration:
                 writes = _Writes(self.target, keys, self.dry_run)
                 for cid in ids:
                     report.add("aliased")
-                    writes(homes[cid], "sadd", keys.part(homes[cid]).aliased(survivor), cid)
+                    writes.sadd(homes[cid], keys.part(homes[cid]).aliased(survivor), cid)
                 writes.flush()
         prefix = f"{self.namespace}:handover:"
         for raw in self._scan(src, self._pattern("handover:*")):
@@ -558,7 +610,7 @@ class _Migration:
             for name, value in items.items():
                 home = homes[fields[name]]
                 report.add("handovers")
-                writes(home, "hset", keys.part(home).handover(survivor), name, value)
+                writes.hset(home, keys.part(home).handover(survivor), name, value)
             writes.flush()
 
     def _directory(self, ids: Sequence[str]) -> dict[str, int]:
@@ -579,17 +631,36 @@ class _Migration:
             dim, value = self.old.segment_of(raw)
             yield raw, dim, value
 
+    def _unindexed(self, dim: str, value: str, ids: list[str]) -> list[str]:
+        """Which of ``ids`` no partition's new index of segment ``dim=value`` lists."""
+        pipe = self.target.pipeline(transaction=False)
+        for part in self._parts():
+            pipe.zmscore(self.keys.segment(part, dim, value), ids)
+        listed: set[str] = set()
+        for scores in pipe.execute():
+            listed.update(cid for cid, score in zip(ids, scores, strict=True) if score is not None)
+        return [cid for cid in ids if cid not in listed]
+
+    def _parts(self) -> range:
+        return range(max(self.shards, max(self.bad_homes, default=-1) + 1))
+
     def copy_members(self) -> None:
+        """The old memberships the states' values do not imply (stale entries: kept as they
+        were, under the member's home)."""
+        if self.dry_run:  # those the state pass did not count
+            total = sum(int(self.source.zcard(raw)) for raw, _, _ in self._old_segments())
+            self.report.add("members", max(0, total - self.report.counts["members"]))
+            return
         for raw, dim, value in self._old_segments():
             for rows in _pages(self.source.zscan_iter(raw, count=self.page), self.page):
-                ids = [m.decode() for m, _ in rows]
-                homes = self._directory(ids) if not self.dry_run else {}
+                since = {m.decode(): score for m, score in rows}
+                stale = self._unindexed(dim, value, list(since))
+                homes = self._directory(stale)
                 writes = _Writes(self.target, self.keys, self.dry_run)
-                for cid, (_, since) in zip(ids, rows, strict=True):
+                for cid in stale:
                     self.report.add("members")
-                    if not self.dry_run:
-                        key = self.keys.segment(homes[cid], dim, value)
-                        writes(homes[cid], "zadd", key, {cid: since})
+                    key = self.keys.segment(homes[cid], dim, value)
+                    writes.zadd(homes[cid], key, cid, since[cid])
                 writes.flush()
             self._tick()
 
@@ -600,10 +671,7 @@ class _Migration:
             if not rows:
                 continue
             writes = _Writes(self.target, self.keys, self.dry_run)
-            key = self.keys.outbox(shard)
-            writes(shard, "delete", key)  # the whole list each time: a second copy is the same
-            for chunk in _pages(rows, _CHUNK):
-                writes(shard, "rpush", key, *chunk)
+            writes.replace_list(shard, self.keys.outbox(shard), rows)
             writes.flush()
 
     # -- recount and verify ----------------------------------------------------------------
@@ -623,23 +691,26 @@ class _Migration:
                 pipe.hgetall(bucket)
             entries = [(c, int(h)) for reply in pipe.execute() for c, h in reply.items()]
             for rows in _pages(entries, self.page):
-                pipe = target.pipeline(transaction=False)
+                by_home: dict[int, list[bytes]] = {}
                 for cid, home in rows:
-                    pipe.get(keys.part(home).state(cid.decode()))
-                raws = pipe.execute()
-                present = [c for (c, _), raw in zip(rows, raws, strict=True) if raw is not None]
-                hashes.append(np.array([_id_hash(c) for c in present], dtype=np.uint64))
-                for (_, home), raw in zip(rows, raws, strict=True):
-                    if raw is None:
-                        continue  # an alias's entry (its state went with the merge)
-                    try:
-                        state = CustomerState.decode(raw)
-                    except Exception:  # copied as it was: counted, its values unknown
-                        self.undecodable += 1
-                        continue
-                    for dim, value in _segments(state).items():
-                        slot = (home, f"{dim}{SEP}{value}")
-                        pop[slot] = pop.get(slot, 0) + 1
+                    by_home.setdefault(home, []).append(cid)
+                pipe = target.pipeline(transaction=False)
+                for home, ids in by_home.items():  # one MGET per partition (one hash tag)
+                    queue_mget(pipe, [keys.part(home).state(c.decode()) for c in ids])
+                for (home, ids), raws in zip(by_home.items(), pipe.execute(), strict=True):
+                    present = [c for c, raw in zip(ids, raws, strict=True) if raw is not None]
+                    hashes.append(np.array([_id_hash(c) for c in present], dtype=np.uint64))
+                    for raw in raws:
+                        if raw is None:
+                            continue  # an alias's entry (its state went with the merge)
+                        try:
+                            state = CustomerState.decode(raw)
+                        except Exception:  # copied as it was: counted, its values unknown
+                            self.undecodable += 1
+                            continue
+                        for dim, value in _segments(state).items():
+                            slot = (home, f"{dim}{SEP}{value}")
+                            pop[slot] = pop.get(slot, 0) + 1
         parts = sorted({p for p, _ in pop} | set(range(self.shards)))
         per_part: dict[int, dict[str, int]] = {p: {} for p in parts}
         for (part, name), count in pop.items():
@@ -748,12 +819,7 @@ class _Migration:
         absent = 0
         for raw, dim, value in self._old_segments():
             for rows in _pages(self.source.zscan_iter(raw, count=self.page), self.page):
-                ids = [m.decode() for m, _ in rows]
-                homes = self._directory(ids)
-                pipe = self.target.pipeline(transaction=False)
-                for cid in ids:
-                    pipe.zscore(self.keys.segment(homes[cid], dim, value), cid)
-                absent += sum(score is None for score in pipe.execute())
+                absent += len(self._unindexed(dim, value, [m.decode() for m, _ in rows]))
         return absent
 
 
