@@ -324,6 +324,16 @@ def test_a_wrong_partition_count_is_refused_before_writing(
     assert snapshot(client, namespace) == before
 
 
+def test_a_state_homed_beyond_the_partitions_is_a_difference(
+    client: redis.Redis[bytes], namespace: str
+) -> None:
+    write_legacy(client, namespace)
+    client.set(LegacyKeys(namespace).state("c5"), _state("c5", 6, {}, None, 1).encode())
+    with pytest.raises(MigrationError, match=r"homed outside partitions 0\.\.3: 6 \(1 "):
+        migrate(client, client, namespace, SHARDS)
+    assert not client.exists(Keys(namespace).layout)
+
+
 def test_ensure_layout(client: redis.Redis[bytes], namespace: str) -> None:
     keys = Keys(namespace)
     ensure_layout(client, namespace)  # fresh: marked
