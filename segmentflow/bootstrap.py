@@ -89,8 +89,17 @@ def _cluster_enabled(client: RedisClient) -> bool:
 
 
 def redis_store(settings: Settings, outbox: bool = False) -> RedisStore:
-    """The Redis state store under ``SEGMENTFLOW_NAMESPACE`` (sharded like the input topics)."""
+    """The Redis state store under ``SEGMENTFLOW_NAMESPACE`` (sharded like the input topics);
+    raises :class:`~segmentflow.state.migrate_layout.LayoutError` when the namespace still holds
+    the old key layout (``segmentflow migrate-layout``), marks a fresh one."""
+    from segmentflow.state.migrate_layout import ensure_layout
+
     client = redis_client(settings)
+    try:
+        ensure_layout(client, settings.namespace)
+    except BaseException:
+        client.close()
+        raise
     return RedisStore(client, settings.namespace, shards=settings.input_partitions, outbox=outbox)
 
 
