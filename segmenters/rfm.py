@@ -37,6 +37,7 @@ from segmentflow.segmenters.dimension import (
 )
 
 Metrics = tuple[int, int, float]  # (last order time, orders, net revenue)
+_T_ORDERS, _T_REVENUE = T["orders"], T["revenue"]
 Scores = tuple[int, int, int]
 
 
@@ -110,8 +111,10 @@ class RankIndex:
             slot, old = entry
             if old == metrics:
                 return
-            for values, value in zip(self._lists, old, strict=True):
-                values.remove(value)
+            rs, fs, ms = self._lists
+            rs.remove(old[0])
+            fs.remove(old[1])
+            ms.remove(old[2])
         elif metrics is None:
             return
         self.version += 1
@@ -142,8 +145,29 @@ class RankIndex:
         self._last[slot] = last
         self._orders[slot] = orders
         self._revenue[slot] = revenue
-        for values, value in zip(self._lists, metrics, strict=True):
-            values.add(value)
+        rs, fs, ms = self._lists
+        rs.add(last)
+        fs.add(orders)
+        ms.add(revenue)
+
+    def rescore(self, customer_id: str, metrics: Metrics) -> Scores:
+        """:meth:`update` then :meth:`scores` (the per-event path).
+
+        Examples
+        --------
+        >>> ranks = RankIndex()
+        >>> ranks.rescore("a", (10, 1, 5.0)), ranks.rescore("b", (20, 3, 50.0))
+        ((1, 1, 1), (3, 3, 3))
+        """
+        self.update(customer_id, metrics)
+        n = len(self._slots)
+        last, orders, revenue = metrics
+        rs, fs, ms = self._lists
+        return (
+            min(5, 1 + 5 * rs.bisect_left(last) // n),
+            min(5, 1 + 5 * fs.bisect_left(orders) // n),
+            min(5, 1 + 5 * ms.bisect_left(revenue) // n),
+        )
 
     def load(
         self,
@@ -428,6 +452,7 @@ class Rfm(Dimension, PopulationWork):
         self.enabled = params.enabled
         self.ranks = ranks if ranks is not None else RankIndex()
         self.segments = SegmentMap.parse(params.segments)
+        self._names = self.segments.table
         self.sweep_every_us = parse_duration_us(params.sweep_every) if self.enabled else None
 
     def names(self) -> list[str]:
@@ -437,21 +462,20 @@ class Rfm(Dimension, PopulationWork):
         """Re-score against the population; a change when the segment differs."""
         if not self.enabled or state.first_order is None or state.last_order is None:
             return []
-        orders = int(state.totals[T["orders"]])
-        revenue = float(state.totals[T["revenue"]])
-        self.ranks.update(state.customer_id, (state.last_order, orders, revenue))
-        scores = self.ranks.scores(state.customer_id)
-        if scores is None:
-            return []
-        return self.on_sweep(state, at, scores, emit)
+        totals = state.totals
+        metrics = (state.last_order, int(totals[_T_ORDERS]), float(totals[_T_REVENUE]))
+        return self.on_sweep(state, at, self.ranks.rescore(state.customer_id, metrics), emit)
 
     def on_sweep(self, state: CustomerState, at: Moment, payload: Any, emit: Emit) -> list[Change]:
         """Give the customer ``payload`` (its new scores): a change if the segment moved."""
         assert state.last_order is not None
         r, f, m = payload
         self.ranks.record(state.customer_id, payload)
-        self.slice(state).scores = [r, f, m]
-        name = self.segments.name(r, f)
+        held = state.slices.get(self.kind)
+        if type(held) is not RfmSlice:  # not created or decoded yet
+            held = self.slice(state)
+        held.scores = [r, f, m]
+        name = self._names.get((r, f), "other")  # SegmentMap.name
         if name == state.values.get(self.kind):
             return []
         reason = {
@@ -459,8 +483,8 @@ class Rfm(Dimension, PopulationWork):
             "f": f,
             "m": m,
             "days_since_last_order": (at.t - state.last_order) // DAY_US,
-            "orders": int(state.totals[T["orders"]]),
-            "revenue": round(float(state.totals[T["revenue"]]), 2),
+            "orders": int(state.totals[_T_ORDERS]),
+            "revenue": round(float(state.totals[_T_REVENUE]), 2),
             "population": len(self.ranks),
         }
         return [emit(state, self.kind, name, at, reason)]

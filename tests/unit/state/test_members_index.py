@@ -149,3 +149,38 @@ def test_pagination_stable_while_members_change(
             )
     assert steady <= set(seen)
     assert all(seen.count(cid) == 1 for cid in steady)
+
+
+_VALUES = st.sampled_from([None, "a", "b", "c", "in", "out"])
+_CHANGES = st.lists(
+    st.tuples(
+        st.sampled_from(["x", "y", "z"]),
+        st.sampled_from(["lifecycle", "rule:vip"]),
+        _VALUES,
+        _VALUES,
+        st.integers(0, 50),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=_CHANGES, commit=_CHANGES)
+def test_in_memory_index_applies_exactly_the_member_ops(
+    before: list[tuple[str, str, str | None, str | None, int]],
+    commit: list[tuple[str, str, str | None, str | None, int]],
+) -> None:
+    # the in-memory index makes the writes as it reads the net effects (no MemberOps): the
+    # same segments, members and entry times as applying member_ops' removes, then its adds,
+    # also for change lists whose `previous` does not chain (an index that drifted)
+    index = MemberIndex()
+    reference: dict[tuple[str, str], dict[str, int]] = {}
+    for changes in ([ch(*c) for c in before], [ch(*c) for c in commit]):
+        index.apply(changes)
+        ops = member_ops(changes)
+        for segment, gone in ops.removes.items():
+            for cid in gone:
+                reference.get(segment, {}).pop(cid, None)
+        for segment, entered in ops.adds.items():
+            reference.setdefault(segment, {}).update(entered)
+        assert index._segments == reference
