@@ -684,6 +684,7 @@ class _Migration:
         """Populations per (partition, field) counted from the migrated states (each listed
         once in the directory), written per partition; clv versions; the ids' hashes."""
         if self.dry_run:
+            self.report.add("populations", sum(1 for n in self.dry_pop.values() if n))
             return self.dry_pop, np.zeros(0, dtype=np.uint64)
         target, keys = self.target, self.keys
         pop: dict[tuple[int, str], int] = {}

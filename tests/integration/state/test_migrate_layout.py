@@ -65,11 +65,7 @@ def clv_bucket(cid: str) -> int:
 @pytest.fixture
 def client(redis_url: str, namespace: str) -> Iterator[redis.Redis[bytes]]:
     c: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
-    yield c
-    for pattern in (f"{{{namespace}:*", f"{{{namespace}}}:*"):  # the fixture drops `ns*`
-        keys = list(c.scan_iter(match=pattern, count=1000))
-        if keys:
-            c.delete(*keys)
+    yield c  # (the namespace fixture deletes both layouts' keys)
     c.close()
 
 
@@ -277,9 +273,7 @@ def test_a_dry_run_writes_nothing(client: redis.Redis[bytes], namespace: str) ->
     assert dry.ok and dry.dry_run
     assert dry.dropped == len([k for k in before if k.decode() not in shared])
     real = migrate(client, client, namespace, SHARDS)
-    assert {k: v for k, v in dry.counts.items() if k != "populations"} == {
-        k: v for k, v in real.counts.items() if k != "populations"
-    }
+    assert dry.counts == real.counts
 
 
 def test_drop_old_leaves_only_layout_2(client: redis.Redis[bytes], namespace: str) -> None:
