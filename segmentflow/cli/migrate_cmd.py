@@ -176,7 +176,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         verb = "would delete" if args.dry_run else "deleted"
         console.print(f"{verb} {report.dropped:,} layout-1 keys")
     if args.dry_run:
-        console.print("dry run: nothing written (the populations check above is a preview)")
+        console.print(
+            "dry run: nothing written (the populations counted from the states match the old)"
+        )
     elif not report.already:
         kept = "" if args.drop_old else "; the layout-1 keys stay until --drop-old"
         console.print(f"[green]verified[/green]: namespace marked layout 2{kept}")

@@ -952,7 +952,8 @@ def ensure_layout(client: RedisClient, namespace: str) -> None:
             found.append(keys_found[0].decode())
     if found:
         raise LayoutError(
-            f"namespace {namespace!r} holds keys of the old layout 1 ({', '.join(found)}) and "
+            f"namespace {namespace!r} holds keys of the old layout 1 ({', '.join(found[:3])}"
+            f"{', ...' if len(found) > 3 else ''}) and "
             f"no {keys.layout} marker: stop every worker of the old version, then run "
             f"`SEGMENTFLOW_NAMESPACE={namespace} segmentflow migrate-layout` (README "
             "'Upgrading to layout 2')"
