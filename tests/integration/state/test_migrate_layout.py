@@ -22,6 +22,7 @@ from segmentflow.engine.state import CustomerState
 from segmentflow.state.keys import LAYOUT, SEP, Keys, LegacyKeys
 from segmentflow.state.migrate_layout import (
     META_CURSOR,
+    META_STEP,
     LayoutError,
     MigrationError,
     MigrationReport,
@@ -241,22 +242,26 @@ def test_a_second_run_changes_nothing(client: redis.Redis[bytes], namespace: str
     assert snapshot(client, namespace) == migrated
 
 
-def test_an_interrupted_run_resumes(client: redis.Redis[bytes], namespace: str) -> None:
+@pytest.mark.parametrize("during", ["states", "members"])
+def test_an_interrupted_run_resumes(
+    client: redis.Redis[bytes], namespace: str, during: str
+) -> None:
     write_legacy(client, namespace)
-    pages: list[int] = []
+    keys = Keys(namespace)
 
     class Stop(Exception):
         pass
 
     def interrupt(report: MigrationReport) -> None:
-        pages.append(report.counts["states"])
-        if len(pages) == 2:
+        cursor = int(client.hget(keys.meta, META_CURSOR) or 0)
+        step = int(client.hget(keys.meta, META_STEP) or 0)
+        if during == "states" and report.counts["states"] and cursor:  # mid state pass
+            raise Stop
+        if during == "members" and step == 3:  # states, aliases done; members under way
             raise Stop
 
     with pytest.raises(Stop):
         migrate(client, client, namespace, SHARDS, page=1, progress=interrupt)
-    keys = Keys(namespace)
-    assert int(client.hget(keys.meta, META_CURSOR) or 0) > 0
     assert not client.exists(keys.layout)
     resumed = migrate(client, client, namespace, SHARDS, page=1)
     assert resumed.ok and resumed.resumed
