@@ -23,7 +23,11 @@ def bench_redis(url: str | None, *namespaces: str) -> Iterator[tuple[str, redis.
             yield server.url, client
         finally:
             for ns in namespaces:
-                keys = list(client.scan_iter(match=Keys(ns).everything, count=1000))
+                keys = [
+                    key
+                    for pattern in Keys(ns).everything
+                    for key in client.scan_iter(match=pattern, count=1000)
+                ]
                 for i in range(0, len(keys), 1000):
                     client.delete(*keys[i : i + 1000])
             client.close()

@@ -91,10 +91,10 @@ def shared(rows: dict[str, tuple[int, int, int, float]], at: int, repeat: int) -
                 state.home = 0
                 states[cid] = state
             pipe = client.pipeline(transaction=True)
-            pop.queue_commit(pipe, states)
+            pop.queue_commit(pipe, 0, states)  # one home partition
             pipe.execute()
         write = time.perf_counter() - start
-        stored = sum(int(client.memory_usage(pop.rows_key(b)) or 0) for b in range(BUCKETS))
+        stored = sum(int(client.memory_usage(pop.rows_key(0, b)) or 0) for b in range(BUCKETS))
         best = float("inf")
         for _ in range(repeat):
             start = time.perf_counter()

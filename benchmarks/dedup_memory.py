@@ -3,8 +3,11 @@ id hash within ``dedup_horizon``, with its event time, and the home partition) â
 
 Populations: the synthetic one of the benchmarks (all three topics, 120 days), a CDNOW-like one
 (purchases only, 1-10 orders per customer over 18 months), and a heavy one (200 orders in a
-week, the retried-SDK-batch customer). Each state is written to a private redis-server and
-measured with ``MEMORY USAGE`` (key and value, allocator overhead included).
+week, the retried-SDK-batch customer). Each state is written to a private redis-server under
+its layout 2 key (``{ns:pP}:s:<id>``, issue 17) and measured with ``MEMORY USAGE`` (key and
+value, allocator overhead included), as is each population's share of the customer directory
+(``{ns:d<B>}``: id -> home; the per-customer figure shrinks with the population as its 1024
+buckets fill: ``benchmarks/run.py`` measures it at 100k).
 
 Usage::
 
@@ -29,10 +32,11 @@ from segmentflow.engine.state import CustomerState, _codec
 from segmentflow.schemas.decode import Limits
 from segmentflow.schemas.timefmt import format_us
 from segmentflow.service.replay import events_from_dicts, run
+from segmentflow.state.keys import Keys
 from segmentflow.state.memory import MemoryStore
 from segmentflow.synthetic import generate
 
-PREFIX = "sf-dedup-memory:"
+NAMESPACE = "sf-dedup-memory"
 
 
 def encode_v2(state: CustomerState) -> bytes:
@@ -90,18 +94,30 @@ def heavy(customers: int) -> list[dict[str, Any]]:
 
 
 def measure(client: redis.Redis[bytes], name: str, states: list[CustomerState]) -> dict[str, Any]:
+    keys = Keys(NAMESPACE)
     out: dict[str, Any] = {"population": name, "customers": len(states)}
+    names = [keys.state(s.customer_id, s.home or 0) for s in states]
     for label, encode in (("before_v2", encode_v2), ("after_v3", CustomerState.encode)):
         pipe = client.pipeline(transaction=False)
-        for state in states:
-            pipe.set(f"{PREFIX}{label}:s:{state.customer_id}", encode(state))
+        for key, state in zip(names, states, strict=True):
+            pipe.set(key, encode(state))
         pipe.execute()
-        for state in states:
-            pipe.memory_usage(f"{PREFIX}{label}:s:{state.customer_id}", samples=0)
+        for key in names:
+            pipe.memory_usage(key, samples=0)
         out[label] = round(statistics.mean(int(v or 0) for v in pipe.execute()), 1)
+        client.delete(*names)
     out["ids_kept_mean"] = round(statistics.mean(len(s.recent) for s in states), 1)
-    client.set(f"{PREFIX}claim:c-0000001", 3, ex=86_400)
-    out["claim_key_bytes_for_a_day"] = client.memory_usage(f"{PREFIX}claim:c-0000001", samples=0)
+    pipe = client.pipeline(transaction=False)
+    for state in states:  # the directory entry (what replaced the claim key of layout 1)
+        pipe.hset(keys.directory(state.customer_id), state.customer_id, state.home or 0)
+    pipe.execute()
+    buckets = sorted({keys.directory(s.customer_id) for s in states})
+    for bucket in buckets:
+        pipe.memory_usage(bucket, samples=0)
+    directory = sum(int(v or 0) for v in pipe.execute())
+    out["directory_buckets"] = len(buckets)
+    out["directory_bytes_per_customer"] = round(directory / len(states), 1)
+    client.delete(*buckets)
     return out
 
 
@@ -122,8 +138,9 @@ def main() -> None:
             ("heavy_200_orders_a_week", heavy(50)),
         ):
             print(orjson.dumps(measure(client, name, states_of(events, home=True))).decode())
-        for key in list(client.scan_iter(match=f"{PREFIX}*", count=1000)):
-            client.delete(key)
+        for pattern in Keys(NAMESPACE).everything:
+            for key in list(client.scan_iter(match=pattern, count=1000)):
+                client.delete(key)
         client.close()
 
 

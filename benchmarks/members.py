@@ -42,7 +42,8 @@ from segmentflow.config import config_from_dict
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, validate_event
 from segmentflow.service.replay import run
-from segmentflow.state.members import SEP, RedisMembers, iter_members
+from segmentflow.state.keys import Keys
+from segmentflow.state.members import RedisMembers, iter_members
 from segmentflow.state.memory import MemoryStore
 from segmentflow.state.redis_store import RedisStore
 from segmentflow.synthetic import customer_id_for, generate
@@ -58,8 +59,9 @@ RULES = {
 }
 
 
-def member_keys(client: redis.Redis[bytes], ns: str) -> list[bytes]:
-    return list(client.scan_iter(match=f"{ns}:m:*", count=1000))
+def member_keys(store: RedisStore) -> list[bytes]:
+    """Every membership key (one sorted set per segment and home partition)."""
+    return [key for p in store.partitions for key in store.partition_keys(p, "m:*")]
 
 
 def memory_usage(client: redis.Redis[bytes], keys: list[bytes]) -> dict[bytes, int]:
@@ -83,7 +85,7 @@ def population_bytes(client: redis.Redis[bytes], ns: str, customers: int) -> dic
     store = RedisStore(client, ns)
     for i in range(0, len(changes), 5000):
         store.commit({}, changes[i : i + 5000])
-    keys = member_keys(client, ns)
+    keys = member_keys(store)
     sizes = memory_usage(client, keys)
     memberships = sum(int(client.zcard(k)) for k in keys)
     with_state = memory.customer_count()
@@ -181,7 +183,7 @@ for cid, since in rows:
 
 
 def zrange_all(url: str, ns: str, out: Path) -> dict[str, Any]:
-    key = f"{ns}:m:rule:bench{SEP}in"
+    key = Keys(ns).segment(0, "rule:bench", "in")  # one home partition: one set
     with out.open("wb") as sink:
         seconds, peak = measured([sys.executable, "-c", NAIVE, url, key], dict(os.environ), sink)
     with out.open("rb") as f:
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         results["population"] = population_bytes(client, f"{ns}-pop", args.customers)
         print("population:", orjson.dumps(results["population"]).decode(), flush=True)
         seconds = fill(client, ns, args.members)
-        key = f"{ns}:m:rule:bench{SEP}in"
+        key = Keys(ns).segment(0, "rule:bench", "in")
         size = int(client.memory_usage(key, samples=0) or 0)
         results["fill"] = {
             "seconds": round(seconds, 2),

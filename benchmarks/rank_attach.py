@@ -1,11 +1,11 @@
-"""A worker's RFM rank index (issue 13): loading ``ns:rfm`` into it at start
+"""A worker's RFM rank index (issue 13): loading the RFM hashes into it at start
 (``RedisRankSync.attach``), the first population sweep after a restart and a sweep of a worker
 that owns part of the population, before and after bulk loading and stored scores, measured in
 the same run on the same hash.
 
-For each size, ``ns:rfm`` is filled with CDNOW-like metrics (last order within 18 months, 1-10
-orders, lognormal revenue) and the scores each customer was given (what a worker's commits
-store). Then, on a fresh index each:
+For each size, the hashes ``{ns:pP}:rfm`` of 12 home partitions (layout 2, issue 17) are filled
+with CDNOW-like metrics (last order within 18 months, 1-10 orders, lognormal revenue) and the
+scores each customer was given (what a worker's commits store). Then, on a fresh index each:
 
 - **before**: the previous attach, one ``RankIndex.update`` (three sorted-list inserts) per
   entry, no scores, so the first sweep finds every customer moved (each would be loaded,
@@ -42,7 +42,6 @@ import redis
 from _redis import bench_redis
 
 from segmentflow.segmenters.rfm import Metrics, RankIndex, Scores
-from segmentflow.state.keys import Keys
 from segmentflow.state.redis_ranks import unpack_metrics
 from segmentflow.state.redis_store import RedisStore
 
@@ -50,8 +49,9 @@ DAY_US = 86_400_000_000
 END_US = 1_751_328_000_000_000  # 2025-07-01
 
 
-def fill(client: redis.Redis[bytes], key: str, customers: int, seed: int) -> None:
-    """``customers`` entries in ``key`` as a worker's commits write them (with scores)."""
+def fill(client: redis.Redis[bytes], keys: list[str], customers: int, seed: int) -> None:
+    """``customers`` entries in the hashes ``keys`` (one per home partition) as a worker's
+    commits write them (with scores)."""
     rng = random.Random(seed)
     metrics: dict[str, Metrics] = {}
     for n in range(customers):
@@ -64,22 +64,26 @@ def fill(client: redis.Redis[bytes], key: str, customers: int, seed: int) -> Non
     pipe = client.pipeline(transaction=False)
     for i, (cid, (last, orders, revenue)) in enumerate(metrics.items()):
         r, f, m = given[cid]
-        pipe.hset(key, cid, orjson.dumps([last, orders, revenue, i % 12, 100 * r + 10 * f + m]))
+        home = i % len(keys)
+        pipe.hset(
+            keys[home], cid, orjson.dumps([last, orders, revenue, home, 100 * r + 10 * f + m])
+        )
         if i % 10_000 == 9_999:
             pipe.execute()
     pipe.execute()
 
 
-def before(client: redis.Redis[bytes], key: str) -> tuple[float, RankIndex]:
+def before(client: redis.Redis[bytes], keys: list[str]) -> tuple[float, RankIndex]:
     """The attach before bulk loading: one update per entry (no scores stored then)."""
     ranks, homes = RankIndex(), {}
     began = time.perf_counter()
-    for cid, packed in client.hscan_iter(key, count=5000):
-        metrics, home = unpack_metrics(packed)
-        customer = cid.decode("utf-8", "replace")
-        ranks.update(customer, metrics)
-        if home is not None:
-            homes[customer] = home
+    for key in keys:
+        for cid, packed in client.hscan_iter(key, count=5000):
+            metrics, home = unpack_metrics(packed)
+            customer = cid.decode("utf-8", "replace")
+            ranks.update(customer, metrics)
+            if home is not None:
+                homes[customer] = home
     return time.perf_counter() - began, ranks
 
 
@@ -91,11 +95,12 @@ def after(store: RedisStore) -> tuple[float, RankIndex]:
     return time.perf_counter() - began, ranks
 
 
-def scan_only(client: redis.Redis[bytes], key: str) -> float:
+def scan_only(client: redis.Redis[bytes], keys: list[str]) -> float:
     began = time.perf_counter()
-    for cid, packed in client.hscan_iter(key, count=10_000):
-        cid.decode("utf-8", "replace")
-        unpack_metrics(packed)
+    for key in keys:
+        for cid, packed in client.hscan_iter(key, count=10_000):
+            cid.decode("utf-8", "replace")
+            unpack_metrics(packed)
     return time.perf_counter() - began
 
 
@@ -126,19 +131,19 @@ def changed_sweep(ranks: RankIndex, owns: Callable[[str], bool]) -> tuple[float,
 
 
 def measure(client: redis.Redis[bytes], namespace: str, customers: int) -> dict[str, Any]:
-    key = Keys(namespace).rfm
-    client.delete(key)
-    fill(client, key, customers, seed=customers)
-    out: dict[str, Any] = {"customers": customers}
-    gc.collect()
-    out["scan_only_s"] = scan_only(client, key)
-    gc.collect()
-    out["before_attach_s"], old = before(client, key)
-    out["before_sweep_s"], moved = first_sweep(old)
-    out["before_sweep_moved"] = len(moved)
     # a worker owning half of the 12 shards (homes from the entries)
     store = RedisStore(client, namespace, shards=12)
     store.assign_partitions(range(6))
+    keys = [store.part(p).rfm for p in store.partitions]
+    client.delete(*keys)
+    fill(client, keys, customers, seed=customers)
+    out: dict[str, Any] = {"customers": customers}
+    gc.collect()
+    out["scan_only_s"] = scan_only(client, keys)
+    gc.collect()
+    out["before_attach_s"], old = before(client, keys)
+    out["before_sweep_s"], moved = first_sweep(old)
+    out["before_sweep_moved"] = len(moved)
     gc.collect()
     out["after_attach_s"], new = after(store)
     out["after_sweep_s"], moved_now = first_sweep(new)
@@ -153,7 +158,7 @@ def measure(client: redis.Redis[bytes], namespace: str, customers: int) -> dict[
     out["before_changed_sweep_s"], out["before_changed_walked"] = changed_sweep(old, store.owns)
     out["after_changed_sweep_s"], out["after_changed_walked"] = changed_sweep(new, store.owns)
     del old, new, moved
-    client.delete(key)
+    client.delete(*keys)
     print(json.dumps(out), file=sys.stderr, flush=True)
     return out
 

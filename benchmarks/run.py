@@ -22,8 +22,8 @@ Figures (issue 7):
    + rfm, + persona (the default config), + 3 rule segments);
 3. ``replay`` events/s on the event file;
 4. event-to-change latency p50/p99 at about half the measured worker throughput;
-5. Redis bytes per customer (``MEMORY USAGE``: state key + due-index, RFM hash and RFM log
-   shares) at 100k customers, extrapolated to 1M;
+5. Redis bytes per customer (``MEMORY USAGE``: state key + due-index, RFM hash, directory
+   and RFM log shares, summed over the home partitions) at 100k customers, extrapolated to 1M;
 6. two workers in one consumer group against one (scaling ratio).
 
 Internal roles (run by the driver as subprocesses): ``_inproc`` (figures 2, 3, 5; prints JSON)
@@ -147,7 +147,9 @@ def _run_processor(records: list[Any], config: Any, store: Any, batch: int = 200
 def _drop(client: Any, namespace: str) -> None:
     from segmentflow.state.keys import Keys
 
-    keys = list(client.scan_iter(match=Keys(namespace).everything, count=5000))
+    everything = Keys(namespace).everything  # one pattern in layout 1 (a --baseline-ref)
+    patterns = everything if isinstance(everything, tuple) else (everything,)
+    keys = [key for pattern in patterns for key in client.scan_iter(match=pattern, count=5000)]
     for i in range(0, len(keys), 5000):
         client.delete(*keys[i : i + 5000])
 
@@ -170,22 +172,40 @@ def _memory(client: Any, namespace: str, templates: list[Any], customers: int) -
             store.commit(chunk, [])
             chunk = {}
     sample = [f"m-{n:07d}" for n in range(0, customers, max(1, customers // 2000))]
-    keys = store.keys
+    keys: Any = store.keys
+    if hasattr(store, "part"):  # layout 2 (issue 17): keys per home partition, a directory
+        parts = [store.part(p) for p in store.partitions]
+        state_keys = [keys.state(cid, store.shard_of(cid)) for cid in sample]
+        due_keys = [part.due for part in parts]
+        rfm_keys = [part.rfm for part in parts]
+        log_keys = [part.rfm_log for part in parts]
+        # the directory (1024 buckets): compact listpacks up to ~128 ids a bucket (~131k
+        # customers), hash tables beyond, so its share at 1M is above this measure's
+        directory = sorted({keys.directory(f"m-{n:07d}") for n in range(customers)})
+    else:  # layout 1 (a --baseline-ref from before issue 17)
+        state_keys = [keys.state(cid) for cid in sample]
+        due_keys = [keys.due(s) for s in range(4)]
+        rfm_keys, log_keys, directory = [keys.rfm], [keys.rfm_log], []
+
+    def usage(names: list[str]) -> int:
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.memory_usage(name, samples=0)
+        return sum(int(v or 0) for v in pipe.execute())
+
     pipe = client.pipeline(transaction=False)
-    for cid in sample:
-        pipe.memory_usage(keys.state(cid), samples=0)
+    for key in state_keys:
+        pipe.memory_usage(key, samples=0)
     state_bytes = statistics.mean(int(v or 0) for v in pipe.execute())
-    due = sum(int(client.memory_usage(keys.due(s), samples=0) or 0) for s in range(4))
-    rfm_hash = int(client.memory_usage(keys.rfm, samples=0) or 0)
-    rfm_log = int(client.memory_usage(keys.rfm_log, samples=0) or 0)
-    raw = statistics.mean(len(client.get(keys.state(cid)) or b"") for cid in sample[:200])
+    raw = statistics.mean(len(client.get(key) or b"") for key in state_keys[:200])
     per = {
         "state_key": state_bytes,
-        "due_share": due / customers,
-        "rfm_hash_share": rfm_hash / customers,
-        "rfm_log_share": rfm_log / customers,
+        "due_share": usage(due_keys) / customers,
+        "rfm_hash_share": usage(rfm_keys) / customers,
+        "directory_share": usage(directory) / customers,
+        "rfm_log_share": usage(log_keys) / customers,
     }
-    total = per["state_key"] + per["due_share"] + per["rfm_hash_share"]
+    total = per["state_key"] + per["due_share"] + per["rfm_hash_share"] + per["directory_share"]
     return {
         "customers": customers,
         "state_value_bytes": raw,
@@ -930,7 +950,8 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 _fmt(mem["bytes_per_customer"], " B")
                 + (f" (before {_fmt(bm.get('bytes_per_customer'), ' B')})" if bm else ""),
                 f"state {mem['state_key']:.0f} + due {mem['due_share']:.0f} + rfm "
-                f"{mem['rfm_hash_share']:.0f} (+ rfm log {mem['rfm_log_share']:.0f}); "
+                f"{mem['rfm_hash_share']:.0f} + dir {mem.get('directory_share', 0):.0f} "
+                f"(+ rfm log {mem['rfm_log_share']:.0f}); "
                 f"1M: {mem['mb_at_1m']:.0f} MB",
                 "<= 600 B",
             )

@@ -20,6 +20,7 @@ from support.procs import alive, descendants
 
 from segmentflow.cli.main import build_parser
 from segmentflow.embedded import free_port
+from segmentflow.state.keys import Keys
 
 pytestmark = pytest.mark.e2e
 
@@ -97,7 +98,8 @@ def test_dev_sessions_own_namespaces_and_stop_everything_on_sigterm_sighup_sigin
         client = redis.Redis.from_url(redis_url)
         try:
             for ns in namespaces[:2]:  # a fresh namespace is dropped on exit
-                assert not list(client.scan_iter(match=f"{ns}:*", count=1000))
+                for pattern in Keys(ns).everything:
+                    assert not list(client.scan_iter(match=pattern, count=1000)), pattern
         finally:
             client.close()
     finally:

@@ -27,6 +27,7 @@ from segmentflow.cli.forget_cmd import request
 from segmentflow.devstack import DevStack
 from segmentflow.engine.state import CustomerState
 from segmentflow.service.processor import FORGOTTEN, is_tombstone
+from segmentflow.state.keys import Keys
 from segmentflow.synthetic import customer_id_for, generate
 
 pytestmark = pytest.mark.e2e
@@ -42,8 +43,10 @@ FORGETS = 50
 LATER = 10  # forgotten customers that send one more event afterwards
 
 
-def _state(client: redis.Redis[bytes], ns: str, cid: str) -> CustomerState | None:
-    raw = client.get(f"{ns}:s:{cid}")
+def _state(client: redis.Redis[bytes], keys: Keys, cid: str) -> CustomerState | None:
+    """A customer's stored state, read raw: its home from the directory, then its key."""
+    home = client.hget(keys.directory(cid), cid)
+    raw = None if home is None else client.get(keys.state(cid, int(home)))
     return CustomerState.decode(raw) if raw else None
 
 
@@ -64,7 +67,7 @@ def test_forgets_racing_the_worker_hold(
         extra_env={"SEGMENTFLOW_BATCH_SIZE": "200"},  # small batches: forgets land mid-stream
     ) as stack:
         s = stack.settings
-        ns = stack.namespace
+        keys = Keys(stack.namespace)
         topics = s.input_topics
         produce(s, ((topics[m.topic_kind], m.key, m.value) for m in messages))
         changes = TopicReader(s, s.topic_segment_changes)
@@ -82,7 +85,7 @@ def test_forgets_racing_the_worker_hold(
         client = redis.Redis.from_url(stack.redis.url)
 
         def applied() -> int:
-            states = {cid: _state(client, ns, cid) for cid in victims}
+            states = {cid: _state(client, keys, cid) for cid in victims}
             return sum(
                 1 for c, st in states.items() if st and st.extra.get(FORGOTTEN) == requests[c]
             )
@@ -119,11 +122,12 @@ def test_forgets_racing_the_worker_hold(
             return {e["event_id"] for e in later} <= got
 
         changes.wait_quiet(later_seen, 120)
-        final = {cid: _state(client, ns, cid) for cid in victims}
-        rfm = {k.decode() for k in client.hkeys(f"{ns}:rfm")}
-        due = set()
-        for key in client.scan_iter(f"{ns}:due:*"):
-            due |= {m.decode() for m in client.zrange(key, 0, -1)}
+        final = {cid: _state(client, keys, cid) for cid in victims}
+        rfm: set[str] = set()
+        due: set[str] = set()
+        for p in range(stack.partitions):
+            rfm |= {k.decode() for k in client.hkeys(keys.part(p).rfm)}
+            due |= {m.decode() for m in client.zrange(keys.due(p), 0, -1)}
         client.close()
         changes.close()
         assert stack.health() == 200 and stack.workers[0].poll() is None

@@ -21,6 +21,8 @@ from support.streams import write_config
 from support.worker_e2e import TopicReader, check, event, expected, metrics, produce
 
 from segmentflow.devstack import DevStack
+from segmentflow.state.keys import Keys
+from segmentflow.state.redis_store import kafka_partition
 from segmentflow.synthetic import generate
 
 pytestmark = pytest.mark.e2e
@@ -76,11 +78,15 @@ def test_overflow_future_and_corrupt_state_are_quarantined(
         topics = s.input_topics
         ns = stack.namespace
         client = redis.Redis.from_url(stack.redis.url)
-        # stored data no codec reads: a state, two RFM metrics (null revenue: what inf became)
-        client.set(f"{ns}:s:corrupt-1", b"\x03\xff\xff garbage")
+        keys = Keys(ns)
+        # stored data no codec reads: a state, two RFM metrics (null revenue: what inf became),
+        # written raw where the store finds ids with no directory entry (the legacy shard)
+        home = kafka_partition("corrupt-1", stack.partitions)
+        client.set(keys.state("corrupt-1", home), b"\x03\xff\xff garbage")
         for shard in range(stack.partitions):  # a due entry at the start of event time
-            client.zadd(f"{ns}:due:{shard}", {"corrupt-1": int(START.timestamp() * 1e6) + 1})
-        client.hset(f"{ns}:rfm", mapping={"rfmbad-1": b"null", "rfmbad-2": b"[1,2,null]"})
+            client.zadd(keys.due(shard), {"corrupt-1": int(START.timestamp() * 1e6) + 1})
+        for cid, packed in {"rfmbad-1": b"null", "rfmbad-2": b"[1,2,null]"}.items():
+            client.hset(keys.part(kafka_partition(cid, stack.partitions)).rfm, cid, packed)
         valid_events = [m.event for m in messages if m.event] + good
         out = [(topics[m.topic_kind], m.key, m.value) for m in messages]
         out += [(topics["purchase"], e["customer_id"].encode(), orjson.dumps(e)) for e in good[:1]]
@@ -110,8 +116,10 @@ def test_overflow_future_and_corrupt_state_are_quarantined(
         letters.poll(2.0)
         changes.poll(1.0)
         assert stack.health() == 200 and stack.workers[0].poll() is None
-        left = client.get(f"{ns}:s:corrupt-1")
-        quarantine = client.hgetall(f"{ns}:quarantine")
+        left = client.get(keys.state("corrupt-1", home))
+        quarantine: dict[bytes, bytes] = {}
+        for p in range(stack.partitions):
+            quarantine |= client.hgetall(keys.part(p).quarantine)
         client.close()
         changes.close()
         letters.close()

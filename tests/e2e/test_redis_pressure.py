@@ -89,7 +89,8 @@ def test_maxmemory_stalls_then_every_event_is_applied(
         ids = {c["id"] for c in want}
         changes.wait_quiet(lambda: ids <= {orjson.loads(v)["id"] for v in changes.values}, 120)
         letters.poll(1.0)
-        outbox = sum(int(client.llen(k)) for k in client.scan_iter(f"{stack.namespace}:outbox:*"))
+        outboxes = client.scan_iter(match=f"{{{stack.namespace}:p*}}:outbox")
+        outbox = sum(int(client.llen(k)) for k in outboxes)
         client.close()
         changes.close()
         letters.close()

@@ -12,6 +12,7 @@ import redis
 from segmentflow.config import Settings
 from segmentflow.devstack import DevStack
 from segmentflow.engine.state import CustomerState, T
+from segmentflow.state.keys import Keys
 from segmentflow.state.redis_store import RedisStore
 from support import streams
 from support.metrics import fetch_text
@@ -96,10 +97,11 @@ def _totals(state: CustomerState) -> tuple[int, float]:
 def due_shards(settings: Settings, partitions: int) -> dict[str, list[int]]:
     """Customer -> the due-index shards it is in (exactly one owner: at most one each)."""
     client = redis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.namespace)
     out: dict[str, list[int]] = {}
     try:
         for shard in range(partitions):
-            for member in client.zrange(f"{settings.namespace}:due:{shard}", 0, -1):
+            for member in client.zrange(keys.due(shard), 0, -1):
                 out.setdefault(member.decode(), []).append(shard)
     finally:
         client.close()

@@ -15,6 +15,7 @@ import redis
 from support.metrics import fetch
 
 from segmentflow.devstack import DevStack
+from segmentflow.state.keys import Keys
 from segmentflow.streams.kafka_clients import consumer, producer
 from segmentflow.synthetic import generate
 
@@ -48,7 +49,7 @@ def test_shared_persona_model(tmp_path: Path, redis_url: str) -> None:
         kafka.flush()
         kafka.close()
         client = redis.Redis.from_url(stack.redis.url)
-        version_key = f"{stack.namespace}:persona:version"
+        version_key = Keys(stack.namespace).persona_version
         _wait(lambda: int(client.get(version_key) or 0) >= 1, 90)
         _wait(lambda: (_metric(stack, "segmentflow_persona_model_version") or 0) >= 1, 30)
         # more traffic after the first model: customers get personas
