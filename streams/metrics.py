@@ -173,7 +173,10 @@ def redis_memory_metrics(worker: SegmentWorker) -> Iterator[Metric]:
         value=0 if worker.ranks is None else worker.ranks.corrupt_metrics,
     )
     client = worker.redis
-    if client is not None and worker.memory.due():  # the tick may wait behind a stalled batch
+    last = worker.memory.sample
+    # the tick may wait behind a stalled batch; not while a cluster primary does not answer
+    # (this runs on the event loop: the tick samples off it, a silent node costs a timeout)
+    if client is not None and worker.memory.due() and not (last is not None and last.degraded):
         with contextlib.suppress(Exception):
             worker.memory.poll(client)
     sample = worker.memory.sample

@@ -327,3 +327,25 @@ def test_a_members_page_of_a_slot_that_is_down_answers_503(
     call = served(worker())
     status, body = call("/segments/{dimension}/{value}/members", dimension="rfm", value="x")
     assert status == 503 and "SlotNotCoveredError" in body["error"]
+
+
+def test_a_scrape_does_not_sample_on_the_loop_while_a_primary_is_down() -> None:
+    """The tick samples off the event loop; a scrape runs on it, where a silent node would
+    cost a socket timeout: while degraded it shows the tick's figures."""
+    client = three()
+    w = worker(client)
+    client.down.add("10.0.0.3:7000")
+    w.memory.poll(as_client(client))
+    asked: list[str] = []
+    info = client.info
+
+    def counting(section: Any = None, *args: Any, **kwargs: Any) -> Any:
+        asked.append(str(section))
+        return info(section, *args, **kwargs)
+
+    client.info = counting  # type: ignore[method-assign]
+    w.memory.expire()
+    metrics = parse(render(registry_for(w)).decode())
+    assert asked == [] and metrics.total("segmentflow_redis_primaries_unreachable") == 1
+    asyncio.run(w.tick())  # the tick does sample (off the loop)
+    assert "memory" in asked
