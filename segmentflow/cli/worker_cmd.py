@@ -25,12 +25,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from segmentflow.streams import hangup, worker
+    from segmentflow.streams.redis_health import redacted
 
     settings = Settings()
     settings.segment_config()  # fail fast on a bad config, before any connection
     hangup.catch_early()  # SIGHUP re-reads SEGMENTFLOW_CONFIG (streams/hangup.py), never kills
     console.print(
-        f"segmentflow worker: kafka {settings.kafka_url}, redis {settings.redis_url}, "
+        f"segmentflow worker: kafka {settings.kafka_url}, redis {redacted(settings.redis_url)}, "
         f"group {settings.namespace}, web :{settings.web_port}"
     )
     # waits for Redis and the broker (start in any order), then runs until stopped
