@@ -505,3 +505,21 @@ def test_a_store_reads_the_migrated_namespace_as_before(
         page = reader.page(dim, value, 1_000_000, None)
         assert [(m.since, m.customer_id) for m in page] == listed
     assert store.customer_count() == len(ids)
+
+
+def test_a_store_reads_the_migrated_identity_outbox_and_quarantine(
+    client: redis.Redis[bytes], namespace: str
+) -> None:
+    from segmentflow.state.redis_store import RedisStore
+
+    write_legacy(client, namespace)
+    migrate(client, client, namespace, SHARDS)
+    store = RedisStore(client, namespace, shards=SHARDS, outbox=True)
+    assert store.resolve_aliases(["m1", "c2x", "c1"]) == {"m1": "c1", "c2x": "c2"}
+    handed = store.handovers("c1", "merge-1")
+    assert list(handed) == ["c3"] and handed["c3"].body() == STATES["c3"].body()
+    assert store.quarantined() == {"c4": "ValueError: unknown state encoding version ?"}
+    assert store.outbox_pending() == [(0, [b'{"n":1}', b'{"n":2}']), (2, [b'{"n":3}'])]
+    assert store.get_meta("swept") == 123
+    assert store.load_many(["c4"], sync_ranks=False) == {}  # undecodable: quarantined again
+    assert store.shard_of("c4") == legacy_shard("c4", SHARDS)
