@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,8 @@ KINDS = (
 )
 #: legacy clv row buckets (``ns:clv:rows:<b>``; crc32 of the id modulo this)
 CLV_BUCKETS = 64
+#: how long the migration lock outlives its holder's last sign of life (ms)
+LOCK_MS = 120_000
 _STATE_STEP, _ALIAS_STEP, _MEMBER_STEP, _OUTBOX_STEP = 2, 3, 4, 5
 _CHUNK = 10_000
 
@@ -341,6 +344,9 @@ class _Migration:
         self.bad_homes: dict[int, int] = {}
         #: migrated states whose bytes cannot be decoded (counted by :meth:`recount`)
         self.undecodable = 0
+        #: the migration lock's key and this run's token while held
+        self.lock_key = f"{namespace}:migrate-layout:lock"
+        self.lock: str | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -374,8 +380,29 @@ class _Migration:
             self.target.hset(self.keys.meta, name, value)
 
     def _tick(self) -> None:
+        if self.lock is not None:
+            self.target.pexpire(self.lock_key, LOCK_MS)
         if self.progress is not None:
             self.progress(self.report)
+
+    def take_lock(self) -> None:
+        """One migration of a namespace at a time (the lock expires if its holder dies)."""
+        if self.dry_run:
+            return
+        token = uuid.uuid4().hex
+        if not self.target.set(self.lock_key, token, nx=True, px=LOCK_MS):
+            left = max(0, int(self.target.pttl(self.lock_key))) / 1000
+            raise MigrationError(
+                f"another `segmentflow migrate-layout` of {self.namespace!r} is running (its "
+                f"lock {self.lock_key} expires in {left:.0f} s unless it goes on): wait for it; "
+                "if it was killed, run again once the lock has expired"
+            )
+        self.lock = token
+
+    def release_lock(self) -> None:
+        if self.lock is not None and self.target.get(self.lock_key) == self.lock.encode():
+            self.target.delete(self.lock_key)
+        self.lock = None
 
     def _home_ok(self, home: int) -> None:
         if not 0 <= home < self.shards:
@@ -697,6 +724,7 @@ class _Migration:
             entries = [(c, int(h)) for reply in pipe.execute() for c, h in reply.items()]
             for _, home in entries:
                 self._home_ok(home)
+            self._tick()
             for rows in _pages(entries, self.page):
                 by_home: dict[int, list[bytes]] = {}
                 for cid, home in rows:
@@ -881,7 +909,11 @@ def migrate(
         report = migration.report
         report.already = True
     else:
-        report = migration.run()
+        migration.take_lock()
+        try:
+            report = migration.run()
+        finally:
+            migration.release_lock()
         if report.differences:
             raise MigrationError(
                 f"the migration of {namespace!r} found differences (layout not switched):\n- "

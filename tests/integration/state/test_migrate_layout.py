@@ -268,6 +268,20 @@ def test_an_interrupted_run_resumes(
     assert_layout_2(client, namespace)
 
 
+def test_one_migration_at_a_time(client: redis.Redis[bytes], namespace: str) -> None:
+    write_legacy(client, namespace)
+    lock = f"{namespace}:migrate-layout:lock"
+    client.set(lock, "another run", px=60_000)
+    with pytest.raises(MigrationError, match="another `segmentflow migrate-layout`"):
+        migrate(client, client, namespace, SHARDS)
+    assert not client.exists(Keys(namespace).layout)
+    client.delete(lock)
+    seen: list[int] = []
+    migrate(client, client, namespace, SHARDS, progress=lambda r: seen.append(client.pttl(lock)))
+    assert seen and all(ttl > 0 for ttl in seen)  # held (and refreshed) while it ran
+    assert not client.exists(lock)  # released
+
+
 def test_a_dry_run_writes_nothing(client: redis.Redis[bytes], namespace: str) -> None:
     write_legacy(client, namespace)
     before = snapshot(client, namespace)
