@@ -327,6 +327,19 @@ def test_differences_stop_the_switch(client: redis.Redis[bytes], namespace: str)
     assert client.exists(old.state("c1"))  # nothing dropped
 
 
+def test_a_shortfall_within_the_undecodable_states_is_a_note(
+    client: redis.Redis[bytes], namespace: str
+) -> None:
+    write_legacy(client, namespace)
+    client.hincrby(
+        LegacyKeys(namespace).pop, f"lifecycle{SEP}active", 1
+    )  # c4, before its bytes broke
+    report = migrate(client, client, namespace, SHARDS)
+    assert report.ok and client.get(Keys(namespace).layout) == b"2"
+    assert "population lifecycle=active: 3 before, 2 migrated" in report.notes
+    assert any("within the 1 undecodable states" in note for note in report.notes)
+
+
 def test_a_wrong_partition_count_is_refused_before_writing(
     client: redis.Redis[bytes], namespace: str
 ) -> None:
