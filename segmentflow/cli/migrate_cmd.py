@@ -49,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--partitions",
         type=positive,
+        metavar="N",
         default=None,
         help="the input topics' partition count (default: read from the broker, else "
         "SEGMENTFLOW_PARTITIONS)",
