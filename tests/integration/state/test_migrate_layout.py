@@ -1,8 +1,10 @@
 """``segmentflow migrate-layout`` against a real Redis (and a real Redis Cluster): a layout-1
 namespace written key by key (states, due entries, populations, members, RFM, clv rows,
 quarantine, aliases, a hand-over, outboxes, meta, persona) is copied to layout 2 as the spec
-says, verified, resumable, idempotent; a dry run writes nothing; ``--drop-old`` leaves only
-layout 2; workers refuse a layout-1 namespace (:func:`ensure_layout`)."""
+says, verified, resumable, idempotent, one run at a time; a dry run writes nothing;
+``--drop-old`` leaves only layout 2; workers refuse a layout-1 namespace (:func:`ensure_layout`);
+the layout-2 ``RedisStore`` reads a migrated replay's states, populations, due entries and
+members as they were."""
 
 from __future__ import annotations
 
