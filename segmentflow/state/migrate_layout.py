@@ -169,6 +169,21 @@ def _pages(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield page
 
 
+def same_redis(a: Any, b: Any) -> bool:
+    """Whether two clients reach the same database of the same Redis server (then the global
+    keys both layouts share are neither copied nor dropped)."""
+    if a is b:
+        return True
+    if is_cluster(a) or is_cluster(b):
+        return False
+
+    def where(client: Any) -> tuple[str, int]:
+        run_id = str(client.info("server").get("run_id", ""))
+        return run_id, int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+
+    return where(a) == where(b)
+
+
 def legacy_shard(customer_id: str, shards: int) -> int:
     """The layout-1 shard of a customer whose state has no home (murmur2, as Kafka)."""
     from segmentflow.state.redis_store import kafka_partition
@@ -330,7 +345,7 @@ class _Migration:
         progress: Callable[[MigrationReport], None] | None,
     ) -> None:
         self.source, self.target = source, target
-        self.same = source is target
+        self.same = same_redis(source, target)
         self.old, self.keys = LegacyKeys(namespace), Keys(namespace)
         self.namespace, self.shards, self.page = namespace, shards, page
         self.dry_run, self.progress = dry_run, progress
@@ -899,7 +914,8 @@ def migrate(
             f"namespace {namespace!r} is at layout {int(marker)}, written by another version "
             f"of segmentflow (this one reads layout {LAYOUT}): use that version's tools"
         )
-    if marker is None and src is not dst and src.get(keys.layout) is not None:
+    same = same_redis(src, dst)
+    if marker is None and not same and src.get(keys.layout) is not None:
         raise MigrationError(
             f"the source already holds layout {int(src.get(keys.layout))} of {namespace!r}: "
             "nothing to migrate (point --from at the Redis holding the old layout)"
@@ -921,7 +937,7 @@ def migrate(
                 report,
             )
     if drop_old:
-        report.dropped = _drop_old(src, namespace, same=src is dst, dry_run=dry_run)
+        report.dropped = _drop_old(src, namespace, same=same, dry_run=dry_run)
     return report
 
 

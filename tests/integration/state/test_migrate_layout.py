@@ -309,6 +309,20 @@ def test_drop_old_leaves_only_layout_2(client: redis.Redis[bytes], namespace: st
     ensure_layout(client, namespace)  # a worker starts on it
 
 
+def test_two_clients_of_one_redis_are_one_redis(
+    client: redis.Redis[bytes], namespace: str, redis_url: str
+) -> None:
+    """Another client (another URL spelling) of the same database keeps the shared globals."""
+    write_legacy(client, namespace)
+    other: redis.Redis[bytes] = redis.Redis.from_url(redis_url.replace("127.0.0.1", "localhost"))
+    try:
+        report = migrate(client, other, namespace, SHARDS, drop_old=True)
+    finally:
+        other.close()
+    assert report.ok and report.counts["globals"] == 3  # the persona keys only
+    assert_layout_2(client, namespace)
+
+
 def test_drop_old_later_on_a_migrated_namespace(client: redis.Redis[bytes], namespace: str) -> None:
     write_legacy(client, namespace)
     migrate(client, client, namespace, SHARDS)
