@@ -100,7 +100,14 @@ def redis_store(settings: Settings, outbox: bool = False) -> RedisStore:
     except BaseException:
         client.close()
         raise
-    return RedisStore(client, settings.namespace, shards=settings.input_partitions, outbox=outbox)
+    return RedisStore(
+        client,
+        settings.namespace,
+        shards=settings.input_partitions,
+        outbox=outbox,
+        min_replicas=settings.redis_min_replicas,
+        replica_timeout=settings.redis_replica_timeout,
+    )
 
 
 def memory_store(outbox: bool = False) -> StateStore:
@@ -110,7 +117,7 @@ def memory_store(outbox: bool = False) -> StateStore:
 
 def member_reader(store: RedisStore) -> RedisMembers:
     """The membership index of ``store`` (``segmentflow members``)."""
-    return RedisMembers(store.client, store.namespace)
+    return RedisMembers(store.client, store.namespace, store.shards)
 
 
 def rebuild_members(

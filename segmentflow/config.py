@@ -307,6 +307,13 @@ class Settings(BaseSettings):
     #: ``rediss+cluster://`` for TLS); query options (``?ssl_cert_reqs=none``,
     #: ``ssl_ca_certs=...``) reach every node (README "Redis Cluster")
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: replicas that must hold every commit before its changes are published and its offsets
+    #: committed (0: the primary's acknowledgement is enough). Redis replicates
+    #: asynchronously, so with 0 a failover can lose the last commits of a dead primary;
+    #: with 1 on a cluster whose primaries have a replica, nothing acknowledged is lost
+    redis_min_replicas: int = Field(default=0, ge=0)
+    #: seconds a commit waits for ``redis_min_replicas`` before it counts as failed (retried)
+    redis_replica_timeout: float = Field(default=5.0, gt=0)
     namespace: str = "segmentflow"
     config: str | None = None
     web_port: int = 6066

@@ -541,6 +541,14 @@ class EmbeddedRedisCluster(Managed):
         node.kill()
         return pid
 
+    def restart(self, node: ClusterNode, timeout: float = 120.0) -> None:
+        """Start a killed ``node`` again (on new ports, with its ``nodes.conf``): it rejoins,
+        as a replica of whichever node took over its slots; waits until the cluster is ok."""
+        if node.running():
+            raise ValueError(f"{node.address} is running: kill it first")
+        self._start_node(node, time.monotonic() + timeout)
+        self.wait_ok(timeout)
+
     def wait_replicated(self, timeout: float = 120.0) -> None:
         """Wait until every replica has acknowledged everything its primary had written when
         this was called (replication is asynchronous: a write acknowledged by a primary that

@@ -22,7 +22,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -112,6 +113,59 @@ def transactions(
     for queue in writes.values():
         _run(client, queue, transaction=True)
     return [] if after is None else _run(client, after, transaction=False)
+
+
+class ReplicaLag(redis.RedisError):
+    """A commit was not acknowledged by enough replicas in time (it may be lost if its
+    primary fails now); the worker retries the batch (its events are then duplicates)."""
+
+
+def wait_replicas(
+    client: RedisClient,
+    keys: Iterable[str],
+    replicas: int,
+    timeout: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Wait until ``replicas`` replicas of every primary holding one of ``keys`` have
+    everything that primary had written when this was called (the ``WAIT`` command, for writes
+    of any connection: ``INFO replication`` offsets). Raises :class:`ReplicaLag` after
+    ``timeout`` seconds."""
+    if replicas <= 0:
+        return
+    if is_cluster(client):
+        cluster: Any = client
+        nodes = {node.name: node for node in map(cluster.get_node_from_key, keys)}
+        servers: list[Any] = [node.redis_connection for node in nodes.values()]
+    else:
+        servers = [client]
+    deadline = clock() + timeout
+    for server in servers:
+        info = server.info("replication")
+        target = int(info.get("master_repl_offset", 0))
+        pause = 0.0005
+        while _acked(info, target) < replicas:
+            if clock() > deadline:
+                raise ReplicaLag(
+                    f"{_acked(info, target)} of {replicas} replicas acknowledged a commit within "
+                    f"{timeout:g} s (SEGMENTFLOW_REDIS_MIN_REPLICAS): is a replica down or "
+                    "lagging? The batch is retried."
+                )
+            sleep(pause)
+            pause = min(2 * pause, 0.05)
+            info = server.info("replication")
+
+
+def _acked(info: Mapping[str, Any], target: int) -> int:
+    """Replicas (``slaveN`` entries of ``INFO replication``) at or past offset ``target``."""
+    return sum(
+        1
+        for name, replica in info.items()
+        if name.startswith("slave")
+        and isinstance(replica, dict)
+        and int(replica.get("offset", -1)) >= target
+    )
 
 
 def _run(client: RedisClient, queue: Writes, transaction: bool) -> list[Any]:

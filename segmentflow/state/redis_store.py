@@ -60,6 +60,7 @@ from segmentflow.state.client import (
     queue_mset,
     scan_keys,
     transactions,
+    wait_replicas,
 )
 from segmentflow.state.keys import SEP as SEP  # re-exported (tests and tools import it)
 from segmentflow.state.keys import Keys, PartKeys
@@ -107,6 +108,11 @@ class RedisStore(StateStore):
     outbox
         Also append every committed change to its home partition's outbox (the worker
         publishes and then trims it; tools that publish nothing leave it off).
+    min_replicas, replica_timeout
+        A commit returns only once ``min_replicas`` replicas of each primary it wrote to hold
+        it (``SEGMENTFLOW_REDIS_MIN_REPLICAS``: a failover then loses nothing acknowledged);
+        else it raises :class:`~segmentflow.state.client.ReplicaLag` after
+        ``replica_timeout`` seconds.
     """
 
     def __init__(
@@ -116,6 +122,8 @@ class RedisStore(StateStore):
         shards: int = 1,
         shard_of: Callable[[str], int] | None = None,
         outbox: bool = False,
+        min_replicas: int = 0,
+        replica_timeout: float = 5.0,
     ) -> None:
         if isinstance(client_or_url, str):
             self.client: RedisClient = connect(client_or_url)
@@ -134,6 +142,8 @@ class RedisStore(StateStore):
         #: commit of their state)
         self._unlisted: set[str] = set()
         self.outbox = outbox
+        self.min_replicas = min_replicas
+        self.replica_timeout = replica_timeout
         #: the RFM rank sync this store drives (idle until :meth:`RedisRankSync.attach`)
         owned_range = range(max(shards, 1))
         self.ranks = RedisRankSync(self.client, namespace, partitions=owned_range)
@@ -545,9 +555,15 @@ class RedisStore(StateStore):
             before=before if listing else None,
             after=queue_after if meta or span or after is not None else None,
         )
+        self._replicated([*(self.part(p).due for p in parts), *map(self.keys.directory, listing)])
         self._unlisted.difference_update(listing)
         self._marked = max(self._marked, span)
         return replies[int(bool(meta)) + int(bool(span)) :]
+
+    def _replicated(self, keys: Sequence[str]) -> None:
+        """Wait for the replicas of the primaries holding ``keys`` (``min_replicas``)."""
+        if self.min_replicas and keys:
+            wait_replicas(self.client, keys, self.min_replicas, self.replica_timeout)
 
     def _group(
         self,
@@ -779,6 +795,7 @@ class RedisStore(StateStore):
 
         order = [home, *(p for p in self.partitions if p != home)]
         transactions(self.client, {p: queue(p) for p in order}, before=before if listing else None)
+        self._replicated([*(self.part(p).due for p in order), *map(self.keys.directory, listing)])
         self._unlisted.difference_update(listing)
 
     def _segments_ever(self) -> list[tuple[str, str]]:
