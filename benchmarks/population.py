@@ -58,8 +58,14 @@ def decode(lines: list[bytes]) -> list[Event]:
     return list(_events_from_lines(lines, Limits(), "<population>"))
 
 
+#: CPU seconds of the latest :func:`replay` (this process only: steadier than wall time on a
+#: shared machine, where other jobs stretch the wall clock)
+CPU: dict[str, float] = {"last": 0.0}
+
+
 def replay(events: list[Event], config: SegmentConfig) -> tuple[float, int, Processor]:
-    """Seconds, changes and the processor of one replay (GC paused as in a long-lived run)."""
+    """Seconds, changes and the processor of one replay, with the cyclic collector tuned as
+    ``segmentflow replay`` tunes it (``run(long_lived=True)``); CPU seconds in ``CPU``."""
     count = 0
 
     def emit(_change: Any) -> None:
@@ -67,9 +73,12 @@ def replay(events: list[Event], config: SegmentConfig) -> tuple[float, int, Proc
         count += 1
 
     gc.collect()
+    cpu = time.process_time()
     began = time.perf_counter()
-    processor, _ = run(events, config, None, emit, MemoryStore())
-    return time.perf_counter() - began, count, processor
+    processor, _ = run(events, config, None, emit, MemoryStore(), long_lived=True)
+    seconds = time.perf_counter() - began
+    CPU["last"] = time.process_time() - cpu
+    return seconds, count, processor
 
 
 def gap_cost(lines: list[bytes], config: SegmentConfig) -> dict[str, Any]:
@@ -143,6 +152,8 @@ def measure_size(name: str, customers: int, gap: bool) -> dict[str, Any]:
         "events": len(events),
         "replay_s": seconds,
         "replay_eps": len(events) / seconds,
+        "replay_cpu_s": CPU["last"],
+        "replay_cpu_eps": len(events) / CPU["last"],
         "changes": changes,
     }
     out |= sweep_figures(processor, events[-1].ts)
@@ -159,8 +170,14 @@ def measure_cdnow(profile: bool) -> dict[str, Any] | None:
         return None
     lines = data.cdnow_lines(path)
     events = decode(lines)
-    default_s, changes, _ = replay(events, config_from_dict({}))
-    life_s, _, _ = replay(events, config_from_dict(LIFECYCLE))
+    # interleaved, best of two: one load spike on a shared machine does not make the ratio
+    default_s = life_s = default_cpu = life_cpu = float("inf")
+    changes = 0
+    for _ in range(2):
+        seconds, changes, _ = replay(events, config_from_dict({}))
+        default_s, default_cpu = min(default_s, seconds), min(default_cpu, CPU["last"])
+        seconds, _, _ = replay(events, config_from_dict(LIFECYCLE))
+        life_s, life_cpu = min(life_s, seconds), min(life_cpu, CPU["last"])
     out: dict[str, Any] = {
         "events": len(events),
         "default_s": default_s,
@@ -168,6 +185,9 @@ def measure_cdnow(profile: bool) -> dict[str, Any] | None:
         "lifecycle_s": life_s,
         "lifecycle_eps": len(events) / life_s,
         "default_vs_lifecycle_time": default_s / life_s,
+        "default_cpu_s": default_cpu,
+        "lifecycle_cpu_s": life_cpu,
+        "default_vs_lifecycle_cpu": default_cpu / life_cpu,
         "changes": changes,
     }
     out["gap"] = gap_cost(lines, config_from_dict({}))
@@ -202,19 +222,24 @@ def say(**kw: Any) -> None:
 
 
 def table(r: dict[str, Any]) -> str:
-    rows = [
-        "segmentflow population benchmarks (in-process replay, this machine, this run)",
-        "",
-        "| customers | events | replay events/s | vs smallest | sweep (1 change) | "
-        "idle sweep | scoring only | rank arrays B/cust | state B/cust |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
     sizes = r["sizes"]
+    smallest = f"{sizes[0]['customers'] // 1000}k" if sizes else "smallest"
+    rows = [
+        "segmentflow population benchmarks (in-process replay, this machine, this run; the "
+        "issue's target: 1M >= 0.7x the 10k figure)",
+        "",
+        f"| customers | events | replay events/s | vs {smallest} | events/CPU-s | vs {smallest} "
+        "(CPU) | sweep (1 change) | idle sweep | scoring only | rank arrays B/cust | "
+        "state B/cust |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     base = sizes[0]["replay_eps"] if sizes else None
+    base_cpu = sizes[0]["replay_cpu_eps"] if sizes else None
     for s in sizes:
         rows.append(
             f"| {s['customers']:,} | {s['events']:,} | {s['replay_eps']:,.0f} | "
-            f"{s['replay_eps'] / base:.2f}x | {1000 * s['sweep_s']:.1f} ms "
+            f"{s['replay_eps'] / base:.2f}x | {s['replay_cpu_eps']:,.0f} | "
+            f"{s['replay_cpu_eps'] / base_cpu:.2f}x | {1000 * s['sweep_s']:.1f} ms "
             f"({s['sweep_changes']} changes) | {1000 * s['idle_sweep_s']:.2f} ms | "
             f"{1000 * s['scoring_s']:.1f} ms | {s['rank_arrays_bytes_per_customer']:.0f} | "
             f"{s['state_bytes_per_customer']:.0f} |"
@@ -232,7 +257,9 @@ def table(r: dict[str, Any]) -> str:
         rows.append(
             f"\nCDNOW ({c['events']:,} orders): default {c['default_eps']:,.0f} events/s, "
             f"lifecycle only {c['lifecycle_eps']:,.0f} events/s: default takes "
-            f"{c['default_vs_lifecycle_time']:.2f}x the lifecycle-only time (target <= 1.5x); "
+            f"{c['default_vs_lifecycle_time']:.2f}x the lifecycle-only time (target <= 1.5x; "
+            f"CPU time {c['default_cpu_s']:.1f} s / {c['lifecycle_cpu_s']:.1f} s = "
+            f"{c['default_vs_lifecycle_cpu']:.2f}x, best of two interleaved); "
             f"a {c['gap']['days']}-day gap: advance {c['gap']['advance_s']:.3f} s, "
             f"{c['gap']['changes']:,} changes, {c['gap']['sweeps']} sweeps"
         )

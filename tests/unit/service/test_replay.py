@@ -313,3 +313,38 @@ def test_cli_subprocess_replay_and_config_error(synthetic_file: Path, tmp_path: 
     assert done.returncode == 2
     assert "no_such_var" in done.stderr and "wibble" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_long_lived_replay_same_changes_and_collector_restored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``run(long_lived=True)`` (the CLI's): the collector off, a collection and a freeze every
+    few events, handed back at the end; the same changes as a plain run."""
+    import gc
+
+    from segmentflow.schemas.changes import Change
+    from segmentflow.schemas.decode import Limits
+    from segmentflow.service import replay as replay_module
+    from segmentflow.service.replay import events_from_dicts, run
+    from segmentflow.state.memory import MemoryStore
+
+    monkeypatch.setattr(replay_module, "COLLECT_EVERY", 1000)  # a step after every batch
+    events = [orjson.loads(m.value) for m in generate(60, 5, START, 60)]
+    config = config_from_dict({})
+    outputs = []
+    freezes: list[int] = []
+    freeze = gc.freeze
+
+    def counted() -> None:
+        freezes.append(1)
+        freeze()
+
+    monkeypatch.setattr(gc, "freeze", counted)
+    for long_lived in (False, True):
+        seen: list[Change] = []
+        limits = Limits.of(config)
+        run(events_from_dicts(events, limits), config, None, seen.append, MemoryStore(), long_lived)
+        outputs.append([c.to_json() for c in seen])
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert len(events) > 2000 and len(freezes) >= 2
+    assert outputs[0] == outputs[1] and outputs[0]
