@@ -116,6 +116,8 @@ def test_the_cluster_worker_uses_the_nodes_and_its_own_group_and_outputs(
     nodes = {node_address(services[n]) for n in NODES}
     assert {f"{h}:{p}" for h, p in found[1]} <= nodes
     assert worker["command"] == ["worker"] and "redis-cluster" in worker["networks"]
+    # every commit on a replica too (the create job gives each primary one): failover-safe
+    assert int(env["SEGMENTFLOW_REDIS_MIN_REPLICAS"]) == 1
     assert "default" in worker["networks"]  # Kafka
     deps = worker["depends_on"]
     assert deps["redis-cluster-init"]["condition"] == "service_completed_successfully"
