@@ -481,7 +481,7 @@ class Processor:
                     continue
                 del state.extra[MERGE_PENDING]  # its merging event was lost: a late merge
                 pending = None
-            ask = self._remote_source(event, cid, states, resolved) if source else None
+            ask = self._remote_source(item, cid, states, resolved) if source else None
             if ask is not None:  # a merged id another worker owns: ask it (notes/identity.md)
                 if state is None:
                     state = states[cid] = self.engine.new_state(cid)
@@ -904,19 +904,25 @@ class Processor:
 
     def _remote_source(
         self,
-        event: Event,
+        item: Item,
         survivor: str,
         states: dict[str, CustomerState],
         resolved: dict[str, str],
     ) -> int | None:
-        """The home partition of a profile ``event`` merges that another worker owns (its
-        owner hands it over, :meth:`_hand_over`), or ``None`` when every one is local."""
-        for source in merge_sources(event):
+        """The home partition of a profile the event of ``item`` merges that another worker
+        owns (its owner hands it over, :meth:`_hand_over`), or ``None`` when every one is
+        local. On a store whose commit is atomic only per home partition (Redis Cluster), a
+        profile homed on another partition is handed over the same way, by this worker."""
+        for source in merge_sources(item.event):
             gone = resolved.get(source, source)
             merged = states.get(gone)
             if gone == survivor or merged is None or merged.clock is None:
                 continue
-            if merged.home is not None and not self.store.owns(gone):
+            if merged.home is None:
+                continue
+            if not self.store.owns(gone):
+                return merged.home
+            if not self.store.atomic_commits and merged.home != item.partition:
                 return merged.home
         return None
 

@@ -63,6 +63,13 @@ class StateStore(ABC):
         self._owned = frozenset()
 
     @property
+    def atomic_commits(self) -> bool:
+        """Whether one commit is one transaction whatever home partitions it touches (else
+        one per home partition: Redis Cluster; the processor then merges profiles of two
+        partitions by hand-over, each step in one partition)."""
+        return True
+
+    @property
     def has_outbox(self) -> bool:
         """Whether commits also append their changes to the outbox (:meth:`outbox_pending`)."""
         return False

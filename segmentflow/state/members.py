@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import orjson
 import redis
+from redis.exceptions import RedisClusterException
 
 from segmentflow.schemas.changes import Change
 from segmentflow.state.base import StoreUnavailable
@@ -337,7 +338,7 @@ class RedisMembers:
                     Member(int(float(score)), cid.decode())
                     for cid, score in zip(flat[::2], flat[1::2], strict=True)
                 )
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise StoreUnavailable(str(exc)) from exc
         return heapq.nsmallest(limit, found, key=_order)
 
@@ -348,7 +349,7 @@ class RedisMembers:
             for p in self.partitions:
                 pipe.zcard(self.keys.segment(p, dimension, value))
             return sum(int(n) for n in pipe.execute())
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise StoreUnavailable(str(exc)) from exc
 
 

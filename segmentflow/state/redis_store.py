@@ -56,6 +56,7 @@ from segmentflow.state.base import StateStore, population_deltas
 from segmentflow.state.client import (
     RedisClient,
     connect,
+    is_cluster,
     queue_mget,
     queue_mset,
     scan_keys,
@@ -277,6 +278,10 @@ class RedisStore(StateStore):
     @property
     def has_outbox(self) -> bool:
         return self.outbox
+
+    @property
+    def atomic_commits(self) -> bool:
+        return not is_cluster(self.client)
 
     def get_meta(self, key: str) -> int | None:
         value = self.client.hget(self.keys.meta, key)
@@ -549,9 +554,12 @@ class RedisStore(StateStore):
         def writes_of(home: int, write: _PartWrite) -> Callable[[Any], None]:
             return lambda pipe: self.queue_part(pipe, home, write)
 
+        # a hand-over is taken (deleted) only after the survivor's partition holds what it
+        # absorbed: on a cluster a failure between the two leaves the hand-over, never a loss
+        order = sorted(parts, key=lambda h: None in parts[h].handovers.values())
         replies = transactions(
             self.client,
-            {home: writes_of(home, write) for home, write in parts.items()},
+            {home: writes_of(home, parts[home]) for home in order},
             before=before if listing else None,
             after=queue_after if meta or span or after is not None else None,
         )

@@ -7,13 +7,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+
+import orjson
 
 from segmentflow.bootstrap import replay_events
 from segmentflow.config import config_from_dict
 from segmentflow.schemas.changes import Change
 from segmentflow.service.processor import InputRecord, Processor
 from segmentflow.state.redis_store import RedisStore
+from support.streams import Event
 
 T0 = 1_767_225_600_000_000
 HOUR = 3_600_000_000
@@ -85,3 +89,36 @@ def replay_rows(history: list[dict[str, Any]], until: int, by_sequence: bool = F
     """:func:`change_rows` of ``replay`` of ``history`` up to ``until`` (µs) under
     :data:`CONFIG`."""
     return change_rows(replay_events(history, config_from_dict(CONFIG), until), by_sequence)
+
+
+#: the identity worker tests' config and events (two workers; a Redis Cluster)
+IDENTITY_CONFIG = """\
+rfm: {enabled: false}
+persona: {enabled: false}
+rules:
+  - name: viewer
+    when: 'product_views_30d >= 2'
+"""
+IDENTITY_START = (datetime.now(UTC) - timedelta(days=3)).replace(microsecond=0)
+
+
+def identity_event(n: int, cid: str, kind: str, minutes: int, **extra: Any) -> Event:
+    """Event ``n`` of ``cid`` (page/product view, identify, order), ``minutes`` after the start
+    (website topic; orders on the purchase topic)."""
+    table: dict[str, dict[str, Any]] = {
+        "page_view": {"url": "/"},
+        "product_view": {"product_id": "p1"},
+        "identify": {"traits": {"email": f"{cid}@example.com"}},
+        "order_completed": {"order_id": f"o{n}", "revenue": 30, "currency": "EUR"},
+    }
+    props = table[kind]
+    body = {
+        "event_id": f"{cid}-{n}",
+        "customer_id": cid,
+        "type": kind,
+        "timestamp": (IDENTITY_START + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "properties": props,
+        **extra,
+    }
+    topic = "purchase" if kind == "order_completed" else "website"
+    return Event(topic, cid.encode(), orjson.dumps(body), body)

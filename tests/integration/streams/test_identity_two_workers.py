@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
+from support.identity import IDENTITY_CONFIG as CONFIG
+from support.identity import identity_event as _event
 from support.metrics import fetch_text
 from support.streams import (
     ChangeReader,
-    Event,
     compare,
     expected_changes,
     metric_sum,
@@ -32,35 +31,6 @@ from segmentflow.engine.identity import has_merged
 from segmentflow.state.redis_store import RedisStore, kafka_partition
 
 pytestmark = pytest.mark.integration
-
-CONFIG = """\
-rfm: {enabled: false}
-persona: {enabled: false}
-rules:
-  - name: viewer
-    when: 'product_views_30d >= 2'
-"""
-START = (datetime.now(UTC) - timedelta(days=3)).replace(microsecond=0)
-
-
-def _event(n: int, cid: str, kind: str, minutes: int, **extra: Any) -> Event:
-    table: dict[str, dict[str, Any]] = {
-        "page_view": {"url": "/"},
-        "product_view": {"product_id": "p1"},
-        "identify": {"traits": {"email": f"{cid}@example.com"}},
-        "order_completed": {"order_id": f"o{n}", "revenue": 30, "currency": "EUR"},
-    }
-    props = table[kind]
-    body = {
-        "event_id": f"{cid}-{n}",
-        "customer_id": cid,
-        "type": kind,
-        "timestamp": (START + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "properties": props,
-        **extra,
-    }
-    topic = "purchase" if kind == "order_completed" else "website"
-    return Event(topic, cid.encode(), orjson.dumps(body), body)
 
 
 def _merged(redis_url: str, namespace: str, pairs: list[tuple[str, str]], views: int) -> bool:
