@@ -179,8 +179,8 @@ def _memory(client: Any, namespace: str, templates: list[Any], customers: int) -
         due_keys = [part.due for part in parts]
         rfm_keys = [part.rfm for part in parts]
         log_keys = [part.rfm_log for part in parts]
-        # the directory (1024 buckets): compact listpacks up to ~128 ids a bucket (~131k
-        # customers), hash tables beyond, so its share at 1M is above this measure's
+        # the directory (16,384 buckets): compact listpacks up to ~128 ids a bucket (~2M
+        # customers); its share per customer falls as the buckets fill (31 B at 100k, 15 B at 1M)
         directory = sorted({keys.directory(f"m-{n:07d}") for n in range(customers)})
     else:  # layout 1 (a --baseline-ref from before issue 17)
         state_keys = [keys.state(cid) for cid in sample]

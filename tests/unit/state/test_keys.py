@@ -45,7 +45,7 @@ def test_every_key_name_is_the_stored_one() -> None:
         "state": "{sf:p3}:s:c:1 é",
         "due": "{sf:p3}:due",
         "outbox": "{sf:p0}:outbox",
-        "directory": "{sf:d" + str(zlib.crc32(b"c1") % 1024) + "}",
+        "directory": "{sf:d" + str(zlib.crc32(b"c1") % 16384) + "}",
         "partitions": "sf:partitions",
         "meta": "sf:meta",
         "layout": "sf:layout",
