@@ -44,7 +44,46 @@ DIRECTORY_BUCKETS = 16_384
 LAYOUT = 2
 
 
-class PartKeys:
+class _Prefixed:
+    """Names built from a state prefix and a segment prefix (both layouts)."""
+
+    __slots__ = ()
+    state_prefix: str
+    segment_prefix: str
+
+    def state(self, customer_id: str) -> str:
+        """A customer's packed state."""
+        return self.state_prefix + customer_id
+
+    def customer_of(self, state_key: str | bytes) -> str:
+        """The customer id of a state key (as ``SCAN`` returns it).
+
+        Examples
+        --------
+        >>> Keys("sf").part(1).customer_of(b"{sf:p1}:s:c:1")
+        'c:1'
+        """
+        key = state_key.decode() if isinstance(state_key, bytes) else state_key
+        return key[len(self.state_prefix) :]
+
+    def segment(self, dimension: str, value: str) -> str:
+        """A segment's membership sorted set (customer id -> since)."""
+        return f"{self.segment_prefix}{dimension}{SEP}{value}"
+
+    def segment_of(self, key: str | bytes) -> tuple[str, str]:
+        """(dimension, value) of a membership key.
+
+        Examples
+        --------
+        >>> Keys("sf").part(0).segment_of(b"{sf:p0}:m:rule:vip\\x1fin")
+        ('rule:vip', 'in')
+        """
+        text = key.decode() if isinstance(key, bytes) else key
+        dim, _, value = text[len(self.segment_prefix) :].partition(SEP)
+        return dim, value
+
+
+class PartKeys(_Prefixed):
     """The key names of one home partition (all under its hash tag ``{ns:pP}``)."""
 
     __slots__ = (
@@ -89,21 +128,6 @@ class PartKeys:
     def __repr__(self) -> str:
         return f"PartKeys({self.tag!r})"
 
-    def state(self, customer_id: str) -> str:
-        """A customer's packed state."""
-        return self.state_prefix + customer_id
-
-    def customer_of(self, state_key: str | bytes) -> str:
-        """The customer id of a state key (as ``SCAN`` returns it).
-
-        Examples
-        --------
-        >>> Keys("sf").part(1).customer_of(b"{sf:p1}:s:c:1")
-        'c:1'
-        """
-        key = state_key.decode() if isinstance(state_key, bytes) else state_key
-        return key[len(self.state_prefix) :]
-
     def aliased(self, survivor: str) -> str:
         """The set of ids homed here that were merged directly into ``survivor``."""
         return f"{self.tag}:aliased:{survivor}"
@@ -115,22 +139,6 @@ class PartKeys:
     def clv_rows(self, bucket: int) -> str:
         """A bucket of this partition's clv population rows."""
         return f"{self.tag}:clv:rows:{bucket}"
-
-    def segment(self, dimension: str, value: str) -> str:
-        """A segment's membership sorted set (customer id -> since) of this partition."""
-        return f"{self.segment_prefix}{dimension}{SEP}{value}"
-
-    def segment_of(self, key: str | bytes) -> tuple[str, str]:
-        """(dimension, value) of a membership key.
-
-        Examples
-        --------
-        >>> Keys("sf").part(0).segment_of(b"{sf:p0}:m:rule:vip\\x1fin")
-        ('rule:vip', 'in')
-        """
-        text = key.decode() if isinstance(key, bytes) else key
-        dim, _, value = text[len(self.segment_prefix) :].partition(SEP)
-        return dim, value
 
 
 class Keys:
@@ -217,7 +225,7 @@ class Keys:
         return self.part(partition).segment(dimension, value)
 
 
-class LegacyKeys:
+class LegacyKeys(_Prefixed):
     """Layout 1 (no hash tags; before issue 17): what ``segmentflow migrate-layout`` reads.
 
     Examples
@@ -247,13 +255,6 @@ class LegacyKeys:
         self.clv_lock = f"{ns}:clv:lock"
         self.segment_prefix = f"{ns}:m:"
 
-    def state(self, customer_id: str) -> str:
-        return self.state_prefix + customer_id
-
-    def customer_of(self, state_key: str | bytes) -> str:
-        key = state_key.decode() if isinstance(state_key, bytes) else state_key
-        return key[len(self.state_prefix) :]
-
     def due(self, shard: int) -> str:
         return f"{self.namespace}:due:{shard}"
 
@@ -271,11 +272,3 @@ class LegacyKeys:
 
     def clv_rows(self, bucket: int) -> str:
         return f"{self.namespace}:clv:rows:{bucket}"
-
-    def segment(self, dimension: str, value: str) -> str:
-        return f"{self.segment_prefix}{dimension}{SEP}{value}"
-
-    def segment_of(self, key: str | bytes) -> tuple[str, str]:
-        text = key.decode() if isinstance(key, bytes) else key
-        dim, _, value = text[len(self.segment_prefix) :].partition(SEP)
-        return dim, value
