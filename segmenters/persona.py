@@ -386,6 +386,11 @@ class PersonaModel:
         state.setdefault("_moments", np.zeros((3, len(FEATURES))))
         self.__dict__.update(state)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_mirror", None)  # rebuilt from the ring on use
+        return state
+
     def learn_one(self, vector: dict[str, float]) -> None:
         """Learn from one customer's feature vector."""
         self.learned += 1
@@ -418,6 +423,22 @@ class PersonaModel:
             for key, c in sorted(centers.items())
         ]
 
+    def _sample_array(self) -> np.ndarray:
+        """The ring as an array, oldest first (``np.array`` of the rotated ring): a mirror of
+        the ring in which only the rows written since the last snapshot are converted."""
+        ring, size, fresh = self._ring, len(self._ring), self._since
+        mirror: np.ndarray | None = self.__dict__.get("_mirror")
+        if mirror is None or fresh >= size or mirror.shape != (self.sample, len(FEATURES)):
+            mirror = self.__dict__["_mirror"] = np.zeros((self.sample, len(FEATURES)))
+            mirror[:size] = ring
+        elif fresh:  # the latest writes sit at consecutive ring positions ending at `end`
+            end = size if size < self.sample or self._next == 0 else self._next
+            rows = (np.arange(end - fresh, end) % self.sample).tolist()
+            mirror[rows] = [ring[i] for i in rows]
+        if size < self.sample:
+            return mirror[:size].copy()
+        return np.concatenate((mirror[self._next :], mirror[: self._next]))
+
     def _learn_sample(
         self,
     ) -> tuple[dict[str, float], dict[str, float], list[tuple[Any, np.ndarray]]]:
@@ -428,7 +449,7 @@ class PersonaModel:
                 zero = dict.fromkeys(FEATURES, 0.0)
                 return zero, dict.fromkeys(FEATURES, 1.0), []
             return previous.means, previous.scales, sorted(previous.centers.items())
-        ring = np.array(self._ring[self._next :] + self._ring[: self._next])  # oldest first
+        ring = self._sample_array()  # oldest first
         weights = np.array([WEIGHTS[f] for f in FEATURES])
         fresh = ring[len(ring) - min(self._since, len(ring)) :]
         moments = self._moments

@@ -462,3 +462,22 @@ def test_minibatch_snapshots_are_deterministic_and_survive_pickling() -> None:
 def test_minibatch_snapshot_before_any_vector_is_empty() -> None:
     snap = PersonaModel("minibatch", 3, seed=1).snapshot()
     assert snap.centers == {} and snap.version == 1
+
+
+@pytest.mark.parametrize("sample", [1, 5, 16])
+def test_minibatch_sample_array_matches_the_rotated_ring(sample: int) -> None:
+    # the snapshot's array comes from a mirror updated with the fresh rows only: at every
+    # snapshot it equals np.array of the ring, oldest first (as before the mirror); a pickled
+    # model carries no mirror and rebuilds it
+    rng = random.Random(sample)
+    model = PersonaModel(clusters=2, seed=1, sample=sample)
+    for step in range(200):
+        model.learn_one({f: rng.random() * 10 for f in FEATURES})
+        if rng.random() < 0.3:
+            ring = model._ring[model._next :] + model._ring[: model._next]
+            assert np.array_equal(model._sample_array(), np.array(ring))
+            model.snapshot()
+        if step == 100:
+            data = model.dumps()
+            assert b"_mirror" not in data
+            model = PersonaModel.loads(data)
