@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-import redis
 
 from segmentflow.config import config_from_dict
 from segmentflow.engine.state import CustomerState

@@ -13,8 +13,8 @@ import redis
 
 from segmentflow.engine.state import CustomerState, T
 from segmentflow.segmenters.rfm import RankIndex
-from segmentflow.state.redis_personas import RedisPersonaStore
 from segmentflow.state.keys import Keys
+from segmentflow.state.redis_personas import RedisPersonaStore
 from segmentflow.state.redis_store import RedisStore
 
 pytestmark = pytest.mark.integration
