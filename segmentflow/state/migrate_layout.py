@@ -196,7 +196,9 @@ def _directory_bucket(namespace: str, bucket: int) -> str:
 
     Examples
     --------
-    >>> _directory_bucket("sf", 702) == Keys("sf").directory("c-1")
+    >>> import zlib
+    >>> bucket = zlib.crc32(b"c-1") % DIRECTORY_BUCKETS
+    >>> _directory_bucket("sf", bucket) == Keys("sf").directory("c-1")
     True
     """
     return f"{{{namespace}:d{bucket}}}"
