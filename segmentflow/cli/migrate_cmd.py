@@ -153,6 +153,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             dry_run=args.dry_run,
             drop_old=args.drop_old,
             progress=progress,
+            min_replicas=settings.redis_min_replicas,
+            replica_timeout=max(settings.redis_replica_timeout, 30.0),
         )
     except MigrationError as exc:
         if exc.report is not None:

@@ -56,10 +56,12 @@ import numpy as np
 from segmentflow.engine.state import CustomerState
 from segmentflow.state.client import (
     RedisClient,
+    ReplicaLag,
     is_cluster,
     queue_mget,
     queue_mset,
     transactions,
+    wait_replicas,
 )
 from segmentflow.state.keys import DIRECTORY_BUCKETS, LAYOUT, SEP, Keys, LegacyKeys
 from segmentflow.state.members import indexed
@@ -364,6 +366,7 @@ class _Migration:
         #: the migration lock's key and this run's token while held
         self.lock_key = f"{namespace}:migrate-layout:lock"
         self.lock: str | None = None
+        self.min_replicas, self.replica_timeout = 0, 30.0
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -477,11 +480,29 @@ class _Migration:
         if self.report.differences:
             return self.report
         if not self.dry_run:
+            self.wait_replicas()
             pipe = self.target.pipeline(transaction=False)
             pipe.set(self.keys.layout, LAYOUT)
             pipe.hdel(self.keys.meta, META_CURSOR, META_STEP)
             pipe.execute()
         return self.report
+
+    def wait_replicas(self) -> None:
+        """Every primary written holds its data on ``min_replicas`` replicas (or raise)."""
+        if self.min_replicas <= 0:
+            return
+        touched = [self.keys.part(p).pop for p in self._parts()]
+        touched += [_directory_bucket(self.namespace, b) for b in range(DIRECTORY_BUCKETS)]
+        touched += [self.keys.meta, self.keys.persona_model]
+        try:
+            wait_replicas(self.target, touched, self.min_replicas, self.replica_timeout)
+        except ReplicaLag:
+            raise MigrationError(
+                f"fewer than {self.min_replicas} replicas acknowledged the migrated keys within "
+                f"{self.replica_timeout:g} s (SEGMENTFLOW_REDIS_MIN_REPLICAS): the layout is not "
+                "switched; check the replicas (INFO replication) and run again",
+                self.report,
+            ) from None
 
     def copy_globals(self) -> None:
         src, old, keys, report = self.source, self.old, self.keys, self.report
@@ -885,6 +906,8 @@ def migrate(
     drop_old: bool = False,
     page: int = 1000,
     progress: Callable[[MigrationReport], None] | None = None,
+    min_replicas: int = 0,
+    replica_timeout: float = 30.0,
 ) -> MigrationReport:
     """Copy ``namespace`` from layout 1 on ``source`` to layout 2 on ``target`` (see the module
     docstring); raise :class:`MigrationError` (with the report) when it cannot or when the
@@ -906,6 +929,10 @@ def migrate(
         Keys per ``SCAN`` step and per transaction page.
     progress
         Called with the report after every page.
+    min_replicas, replica_timeout
+        Before the marker, wait until that many replicas of every primary written to hold
+        the migrated keys (``SEGMENTFLOW_REDIS_MIN_REPLICAS``); not in time: the layout is not
+        switched (:class:`MigrationError`).
     """
     src: Any = source
     dst: Any = target
@@ -923,6 +950,7 @@ def migrate(
             "nothing to migrate (point --from at the Redis holding the old layout)"
         )
     migration = _Migration(src, dst, namespace, shards, dry_run, max(1, page), progress)
+    migration.min_replicas, migration.replica_timeout = min_replicas, replica_timeout
     if marker is not None:
         report = migration.report
         report.already = True

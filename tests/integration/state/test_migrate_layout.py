@@ -356,6 +356,14 @@ def test_a_shortfall_within_the_undecodable_states_is_a_note(
     assert any("within the 1 undecodable states" in note for note in report.notes)
 
 
+def test_no_switch_before_the_replicas_hold_it(client: redis.Redis[bytes], namespace: str) -> None:
+    write_legacy(client, namespace)  # (the test Redis has no replica)
+    with pytest.raises(MigrationError, match="fewer than 1 replicas acknowledged"):
+        migrate(client, client, namespace, SHARDS, min_replicas=1, replica_timeout=0.2)
+    assert not client.exists(Keys(namespace).layout)
+    assert migrate(client, client, namespace, SHARDS).ok  # resumed: verified again, switched
+
+
 def test_a_wrong_partition_count_is_refused_before_writing(
     client: redis.Redis[bytes], namespace: str
 ) -> None:
@@ -463,7 +471,7 @@ def test_to_a_redis_cluster(
     write_legacy(client, namespace)
     by_cli = f"{namespace}-cli"  # (its source keys match the fixture's `ns*`)
     write_legacy(client, by_cli)
-    with EmbeddedRedisCluster(primaries=3, replicas=0) as cluster:
+    with EmbeddedRedisCluster(primaries=3, replicas=1) as cluster:
         target: Any = cluster.client()  # (typed as redis.Redis: state/client.py)
         report = migrate(client, target, namespace, SHARDS, page=2)
         assert report.ok
@@ -478,6 +486,7 @@ def test_to_a_redis_cluster(
         assert target.get(Keys(fresh).layout) == b"2"
 
         monkeypatch.setenv("SEGMENTFLOW_NAMESPACE", by_cli)
+        monkeypatch.setenv("SEGMENTFLOW_REDIS_MIN_REPLICAS", "1")  # each primary's replica holds it
         argv = ["migrate-layout", "--from", redis_url, "--to", cluster.url, "--drop-old"]
         assert main([*argv, "--partitions", str(SHARDS)]) == 0
         assert_layout_2(target, by_cli)
