@@ -32,6 +32,7 @@ Examples
 
 from __future__ import annotations
 
+import re
 import zlib
 
 #: separator of a dimension and its value in field and key names
@@ -205,8 +206,23 @@ class Keys:
 
     def directory(self, customer_id: str) -> str:
         """The directory bucket (hash id -> home partition) that holds ``customer_id``."""
-        bucket = zlib.crc32(customer_id.encode("utf-8")) % DIRECTORY_BUCKETS
+        return self.directory_bucket(zlib.crc32(customer_id.encode("utf-8")) % DIRECTORY_BUCKETS)
+
+    def directory_bucket(self, bucket: int) -> str:
+        """Directory bucket number ``bucket``.
+
+        Examples
+        --------
+        >>> keys = Keys("sf")
+        >>> keys.directory_bucket(zlib.crc32(b"c-1") % DIRECTORY_BUCKETS) == keys.directory("c-1")
+        True
+        """
         return f"{{{self.namespace}:d{bucket}}}"
+
+    @property
+    def migrate_lock(self) -> str:
+        """The lock one ``segmentflow migrate-layout`` run of the namespace holds."""
+        return f"{self.namespace}:migrate-layout:lock"
 
     def state(self, customer_id: str, home: int) -> str:
         """A customer's packed state, under its home partition."""
@@ -237,7 +253,8 @@ class LegacyKeys(_Prefixed):
 
     def __init__(self, namespace: str) -> None:
         ns = self.namespace = namespace
-        self.everything = f"{ns}:*"
+        #: ``SCAN`` pattern of every layout 1 key (the namespace's wildcards escaped)
+        self.everything = self.pattern("*")
         self.state_prefix = f"{ns}:s:"
         self.partitions = f"{ns}:partitions"
         self.meta = f"{ns}:meta"
@@ -254,6 +271,20 @@ class LegacyKeys(_Prefixed):
         self.clv_ready = f"{ns}:clv:ready"
         self.clv_lock = f"{ns}:clv:lock"
         self.segment_prefix = f"{ns}:m:"
+
+    def prefix(self, kind: str) -> str:
+        """The prefix of the layout 1 keys of one kind (``s``, ``due``, ``aliased`` ...)."""
+        return f"{self.namespace}:{kind}:"
+
+    def pattern(self, suffix: str) -> str:
+        """``SCAN MATCH`` pattern ``ns:<suffix>``, wildcards in the namespace escaped.
+
+        Examples
+        --------
+        >>> LegacyKeys("a*b").pattern("due:*")
+        'a\\\\*b:due:*'
+        """
+        return glob_escape(f"{self.namespace}:") + suffix
 
     def due(self, shard: int) -> str:
         return f"{self.namespace}:due:{shard}"
@@ -272,3 +303,14 @@ class LegacyKeys(_Prefixed):
 
     def clv_rows(self, bucket: int) -> str:
         return f"{self.namespace}:clv:rows:{bucket}"
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with the ``SCAN MATCH`` wildcards escaped.
+
+    Examples
+    --------
+    >>> glob_escape("a*b[1]")
+    'a\\\\*b\\\\[1\\\\]'
+    """
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)

@@ -45,7 +45,6 @@ Examples
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -135,17 +134,6 @@ class MigrationReport:
         self.counts[kind] += n
 
 
-def _glob(text: str) -> str:
-    """``text`` with the ``SCAN MATCH`` wildcards escaped.
-
-    Examples
-    --------
-    >>> _glob("a*b[1]")
-    'a\\\\*b\\\\[1\\\\]'
-    """
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
-
-
 def _id_hash(customer_id: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(customer_id, digest_size=8).digest(), "little")
 
@@ -191,19 +179,6 @@ def legacy_shard(customer_id: str, shards: int) -> int:
     from segmentflow.state.redis_store import kafka_partition
 
     return kafka_partition(customer_id, shards) if shards > 1 else 0
-
-
-def _directory_bucket(namespace: str, bucket: int) -> str:
-    """The key of directory bucket ``bucket`` (as :meth:`Keys.directory` names it).
-
-    Examples
-    --------
-    >>> import zlib
-    >>> bucket = zlib.crc32(b"c-1") % DIRECTORY_BUCKETS
-    >>> _directory_bucket("sf", bucket) == Keys("sf").directory("c-1")
-    True
-    """
-    return f"{{{namespace}:d{bucket}}}"
 
 
 def _bucket(customer_id: str) -> int:
@@ -364,14 +339,14 @@ class _Migration:
         #: migrated states whose bytes cannot be decoded (counted by :meth:`recount`)
         self.undecodable = 0
         #: the migration lock's key and this run's token while held
-        self.lock_key = f"{namespace}:migrate-layout:lock"
+        self.lock_key = Keys(namespace).migrate_lock
         self.lock: str | None = None
         self.min_replicas, self.replica_timeout = 0, 30.0
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _pattern(self, suffix: str) -> str:
-        return _glob(f"{self.namespace}:") + suffix
+        return self.old.pattern(suffix)
 
     def _scan(self, client: Any, pattern: str) -> Iterator[bytes]:
         yield from client.scan_iter(match=pattern, count=self.page)
@@ -379,7 +354,7 @@ class _Migration:
     def _shard_keys(self, kind: str) -> dict[int, str]:
         """The old per-shard keys ``ns:<kind>:<n>`` found, by shard number."""
         out: dict[int, str] = {}
-        prefix = f"{self.namespace}:{kind}:"
+        prefix = self.old.prefix(kind)
         for raw in self._scan(self.source, self._pattern(f"{kind}:*")):
             key = raw.decode()
             suffix = key[len(prefix) :]
@@ -492,7 +467,7 @@ class _Migration:
         if self.min_replicas <= 0:
             return
         touched = [self.keys.part(p).pop for p in self._parts()]
-        touched += [_directory_bucket(self.namespace, b) for b in range(DIRECTORY_BUCKETS)]
+        touched += [self.keys.directory_bucket(b) for b in range(DIRECTORY_BUCKETS)]
         touched += [self.keys.meta, self.keys.persona_model]
         try:
             wait_replicas(self.target, touched, self.min_replicas, self.replica_timeout)
@@ -658,7 +633,7 @@ class _Migration:
                     writes.directory[merged] = home
                     report.add("directory")
             writes.flush()
-        prefix = f"{self.namespace}:aliased:"
+        prefix = self.old.prefix("aliased")
         for raw in self._scan(src, self._pattern("aliased:*")):
             survivor = raw.decode()[len(prefix) :]
             for members in _pages(src.sscan_iter(raw, count=self.page), self.page):
@@ -669,7 +644,7 @@ class _Migration:
                     report.add("aliased")
                     writes.sadd(homes[cid], keys.part(homes[cid]).aliased(survivor), cid)
                 writes.flush()
-        prefix = f"{self.namespace}:handover:"
+        prefix = self.old.prefix("handover")
         for raw in self._scan(src, self._pattern("handover:*")):
             survivor = raw.decode()[len(prefix) :]
             items = src.hgetall(raw)
@@ -754,7 +729,7 @@ class _Migration:
         target, keys = self.target, self.keys
         pop: dict[tuple[int, str], int] = {}
         hashes: list[np.ndarray[Any, Any]] = []
-        buckets = [_directory_bucket(self.namespace, b) for b in range(DIRECTORY_BUCKETS)]
+        buckets = [self.keys.directory_bucket(b) for b in range(DIRECTORY_BUCKETS)]
         for group in _pages(buckets, 32):
             pipe = target.pipeline(transaction=False)
             for bucket in group:
@@ -946,8 +921,9 @@ def migrate(
     same = same_redis(src, dst)
     if marker is None and not same and src.get(keys.layout) is not None:
         raise MigrationError(
-            f"the source already holds layout {int(src.get(keys.layout))} of {namespace!r}: "
-            "nothing to migrate (point --from at the Redis holding the old layout)"
+            f"the source already holds layout {int(src.get(keys.layout))} of namespace "
+            f"{namespace!r}, so there is nothing to migrate: point --from at the Redis holding "
+            "the old layout"
         )
     migration = _Migration(src, dst, namespace, shards, dry_run, max(1, page), progress)
     migration.min_replicas, migration.replica_timeout = min_replicas, replica_timeout
@@ -990,7 +966,7 @@ def _drop_old(client: Any, namespace: str, *, same: bool, dry_run: bool) -> int:
     layout 2 shares); the number deleted (in a dry run: found)."""
     kept = _kept(Keys(namespace)) if same else set()
     dropped = 0
-    found = client.scan_iter(match=_glob(f"{namespace}:") + "*", count=1000)
+    found = client.scan_iter(match=LegacyKeys(namespace).pattern("*"), count=1000)
     for keys in _pages((k for k in found if k not in kept), 500):
         dropped += len(keys)
         if not dry_run:
@@ -1021,7 +997,7 @@ def ensure_layout(client: RedisClient, namespace: str) -> None:
         pipe.exists(name)
     found = [name for name, n in zip(names, pipe.execute(), strict=True) if n]
     for kind in ("s", "due"):
-        pattern = _glob(f"{namespace}:{kind}:") + "*"
+        pattern = old.pattern(f"{kind}:*")
         if is_cluster(client):
             _, keys_found = redis_client.scan(0, match=pattern, count=1000)
         else:

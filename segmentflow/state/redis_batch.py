@@ -72,11 +72,27 @@ class RedisBatch:
     held: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     held_due: SortedList = field(default_factory=SortedList)  # (due, customer, shard)
     windows: dict[int, _Window] = field(default_factory=dict)
+    #: states of owned customers kept from earlier sessions (the store's, see ``end_batch``)
+    warm: dict[str, CustomerState] | None = None
 
     # -- reads --------------------------------------------------------------------------------
 
+    def _warm_up(self, ids: Iterable[str]) -> None:
+        """Take the states of ``ids`` kept from earlier sessions (only this worker writes an
+        owned customer's state and aliases, so they are what Redis holds)."""
+        warm = self.warm
+        if not warm:
+            return
+        for cid in ids:
+            if cid not in self.states:
+                state = warm.get(cid)
+                if state is not None:
+                    self.states[cid] = state
+                    self.unaliased.add(cid)
+
     def load(self, ids: Sequence[str]) -> dict[str, CustomerState]:
         """The states of ``ids`` (in order), loading only the ones not cached."""
+        self._warm_up(ids)
         missing = [cid for cid in dict.fromkeys(ids) if cid not in self.states]
         if missing:
             self._fetch(missing, [])
@@ -88,6 +104,7 @@ class RedisBatch:
         """As :meth:`RedisStore.load_resolved` when none of ``ids`` is merged away; ``None``
         (nothing cached) when some is: the caller flushes and resolves in Redis."""
         ids = list(dict.fromkeys(ids))
+        self._warm_up(ids)
         missing = [cid for cid in ids if cid not in self.states]
         unknown = [cid for cid in ids if cid not in self.unaliased]
         if (missing or unknown) and self._fetch(missing, unknown):

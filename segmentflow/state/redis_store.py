@@ -70,6 +70,8 @@ from segmentflow.state.redis_clv import RedisClvPopulation
 from segmentflow.state.redis_ranks import RedisRankSync
 
 log = logging.getLogger("segmentflow.store")
+#: states of owned customers a worker keeps between batches (decoded, most recent last)
+WARM_STATES = 10_000
 
 
 def kafka_partition(key: str, partitions: int) -> int:
@@ -156,6 +158,10 @@ class RedisStore(StateStore):
         self.corrupt_states = 0
         #: the open batch session (:mod:`segmentflow.state.redis_batch`), if any
         self._batch: RedisBatch | None = None
+        #: owned customers' states kept between sessions: only this worker writes them, so a
+        #: batch need not read and decode them again; dropped on any change of ownership and
+        #: after a failed session (its states may hold what was not written)
+        self._warm: dict[str, CustomerState] = {}
         #: home partitions this process recorded in ``ns:span`` / read from it
         self._marked = 0
         self._span: int | None = None
@@ -176,7 +182,7 @@ class RedisStore(StateStore):
     # -- batch sessions (issue 13: no round trips per batch part) ----------------------------
 
     def begin_batch(self, on_flush: Callable[[], None] | None = None) -> bool:
-        self._batch = RedisBatch(self, on_flush)
+        self._batch = RedisBatch(self, on_flush, warm=self._warm)
         return True
 
     def flush_batch(self) -> None:
@@ -194,14 +200,39 @@ class RedisStore(StateStore):
             ok = False
             raise
         finally:
-            if not ok:
+            if ok:
+                self._keep_warm(batch.states)
+            else:
+                self._warm.clear()
                 batch.restore_ranks()
+
+    def _keep_warm(self, states: Mapping[str, CustomerState | None]) -> None:
+        """Keep a finished session's states of owned customers (at most :data:`WARM_STATES`,
+        the least recently used go first)."""
+        warm, owned = self._warm, self._owned
+        for cid, state in states.items():
+            warm.pop(cid, None)
+            if state is None or state.clock is None or cid in self._quarantined:
+                continue  # none stored, a tombstone (merged away: aliased), or unreadable
+            if owned is None or state.home in owned:
+                warm[cid] = state
+        while len(warm) > WARM_STATES:
+            del warm[next(iter(warm))]
+
+    def assign_partitions(self, partitions: Iterable[int]) -> None:
+        self._warm.clear()  # a partition owned again may have been written by another worker
+        super().assign_partitions(partitions)
+
+    def revoke_partitions(self) -> None:
+        self._warm.clear()
+        super().revoke_partitions()
 
     def _leave_batch(self) -> None:
         """Before a write past the session (erase, delete): flush, forget what it cached."""
         if self._batch is not None:
             self._batch.flush()
-            self._batch = RedisBatch(self, self._batch.on_flush)
+            self._keep_warm(self._batch.states)
+            self._batch = RedisBatch(self, self._batch.on_flush, warm=self._warm)
 
     # -- homes and the directory ---------------------------------------------------------------
 
@@ -731,6 +762,7 @@ class RedisStore(StateStore):
 
     def delete(self, customer_id: str) -> CustomerState | None:
         self._leave_batch()
+        self._warm.pop(customer_id, None)
         state = self.get(customer_id)
         home = self._shard_of(customer_id)
         part = self.part(home)
@@ -767,6 +799,7 @@ class RedisStore(StateStore):
 
     def erase(self, customer_id: str, tomb: CustomerState, changes: Sequence[Change]) -> None:
         self._leave_batch()
+        self._warm.pop(customer_id, None)
         into, merged = self._aliases_of(customer_id)
         home = self._home_of(tomb)
         segments = self._segments_ever()
