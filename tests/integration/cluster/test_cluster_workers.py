@@ -82,7 +82,7 @@ def test_four_workers_on_a_cluster_equal_replay(
     second half is produced while it lasts, so the workers write through it."""
     started = time.monotonic()
     config = write_config(tmp_path)
-    events = purchases(600, seed=1700)
+    events = purchases(2000, seed=1700)  # a few thousand customers, ~6k orders
     half = len(events) // 2
     env = {"SEGMENTFLOW_REDIS_URL": cluster.url, "SEGMENTFLOW_REDIS_MIN_REPLICAS": "1"}
     with Stack(workers=0, config=str(config), redis_url=redis_url, extra_env=env) as stack:
