@@ -264,7 +264,7 @@ def table(r: dict[str, Any]) -> str:
             f"{c['gap']['changes']:,} changes, {c['gap']['sweeps']} sweeps"
         )
     else:
-        rows.append("\nCDNOW: not measured (pip install lifetimes)")
+        rows.append("\nCDNOW: not measured (--tiny, --no-cdnow, or no `lifetimes` wheel)")
     h = r["heavy"]
     rows.append(
         f"heavy history ({h['customers']} customers, {h['events']:,} events): "
