@@ -225,8 +225,11 @@ class DevStack(Managed):
             from segmentflow.state.keys import Keys
 
             client = redis.Redis.from_url(self.redis.url)
-            everything = Keys(self.namespace).everything
-            keys = list(client.scan_iter(match=everything, count=1000))
+            keys = [
+                key
+                for pattern in Keys(self.namespace).everything
+                for key in client.scan_iter(match=pattern, count=1000)
+            ]
             for start in range(0, len(keys), 1000):
                 client.delete(*keys[start : start + 1000])
             client.close()
