@@ -58,6 +58,8 @@ from segmentflow.streams.redis_health import MemoryWatch, OutOfMemoryError
 from segmentflow.triggers.backoff import Backoff, retry_async
 
 log = logging.getLogger("segmentflow.worker")
+#: events applied, published and acked together when the clock releases many at once
+RELEASE_CHUNK = 4000
 Send = Callable[[str, bytes | None, bytes], Awaitable[object]]
 #: produce to one partition: (topic, partition, key, value)
 SendTo = Callable[[str, int, bytes | None, bytes], Awaitable[object]]
@@ -385,13 +387,25 @@ class SegmentWorker:
 
     async def _release(self) -> None:
         """Apply the held events the watermark has passed (in timestamp order), fire due
-        time-driven changes, publish the outbox, then ack."""
+        time-driven changes, publish the outbox, then ack: in chunks of
+        :data:`RELEASE_CHUNK` events, so a backlog released at once (a catch-up, a clock
+        held by an idle partition) publishes and acks as it goes instead of holding every
+        change until the end; the due work up to the watermark runs after the last chunk."""
         if not await self._check_incarnations():
             return  # offsets could mislead: nothing is applied until the broker answers
         now = self.current_watermark()
         released = list(self.aligner.release(now))
         if not len(self.aligner):
             self.held_since = None
+        for start in range(0, max(len(released), 1), RELEASE_CHUNK):
+            chunk = released[start : start + RELEASE_CHUNK]
+            await self._release_chunk(
+                chunk, now if start + RELEASE_CHUNK >= len(released) else None
+            )
+
+    async def _release_chunk(self, released: list[Held], now: int | None) -> None:
+        """Apply released events, then (with ``now``) fire what is due up to it; forward,
+        publish, ack."""
         items = [held.item for held in released]
         redis_failures = self.redis_failures
 

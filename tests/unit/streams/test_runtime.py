@@ -110,3 +110,46 @@ def test_an_event_that_breaks_the_engine_is_quarantined_not_lost(
     assert sorted(kafka.acked) == ["boom", "ok"]
     counters = w.processor.counters
     assert counters.received[WEB] == counters.applied[WEB] + counters.deadlettered[WEB] == 2
+
+
+def test_a_large_release_publishes_and_acks_chunk_by_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backlog the clock releases at once is applied, published and acked in chunks (each
+    chunk's changes are on the broker before its events are acked, and before the next chunk
+    is applied), and the outcome is the one of a single release."""
+    from segmentflow.streams import runtime
+
+    views = [
+        record(
+            WEB,
+            0,
+            n,
+            event(f"v{n}", f"c-{n}", "page_view", f"2026-01-01T00:00:{n:02d}Z", url="/"),
+            f"c-{n}",
+        )
+        for n in range(10)
+    ]
+    tokens = [f"t{n}" for n in range(10)]
+
+    def run(chunk: int) -> tuple[list[dict[str, Any]], list[Any], list[int]]:
+        monkeypatch.setattr(runtime, "RELEASE_CHUNK", chunk)
+        w, kafka = worker()
+        w.watermark.set_end((WEB, 0), 10)
+        w.watermark.set_end((BUY, 0), 0)
+        published_at_ack: list[int] = []
+        real_ack = kafka.ack
+
+        async def ack(token: Any) -> object:
+            published_at_ack.append(len(kafka.on("segment-changes")))
+            return await real_ack(token)
+
+        w.ack = ack
+        asyncio.run(w.handle_batch(deliveries(views, tokens)))
+        return kafka.on("segment-changes"), kafka.acked, published_at_ack
+
+    whole, acked, _ = run(1000)
+    chunked, acked_chunked, published = run(3)
+    assert chunked == whole and acked_chunked == acked == tokens
+    # the first chunk's three events were acked once their own changes were out, not all
+    assert published[:3] == [published[0]] * 3 and 0 < published[0] < len(whole)
