@@ -10,7 +10,6 @@ import argparse
 import time
 from typing import Any
 
-import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -63,19 +62,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=run)
 
 
-def _connect(url: str, role: str) -> Any:
-    from segmentflow.bootstrap import RedisUnavailable
-    from segmentflow.state.client import connect
+def _connect(settings: Settings, url: str, role: str) -> Any:
+    """A checked client for ``url`` (the bootstrap's: one Redis or a cluster)."""
+    from segmentflow.bootstrap import RedisUnavailable, redis_client
 
     try:
-        client = connect(url, socket_timeout=60)
-        client.ping()
-    except (redis.RedisError, ValueError, IndexError) as exc:
+        return redis_client(settings.model_copy(update={"redis_url": url}))
+    except RedisUnavailable as exc:
+        flag = "--from" if role == "source" else "--to"
         raise RedisUnavailable(
-            f"cannot reach the {role} Redis at {url} ({exc}): check the URL "
-            f"(--{'from' if role == 'source' else 'to'} or SEGMENTFLOW_REDIS_URL)"
+            f"cannot reach the {role} Redis ({flag} or SEGMENTFLOW_REDIS_URL): {exc}"
         ) from None
-    return client
 
 
 def partition_count(settings: Settings, given: int | None, err: Console) -> int | None:
@@ -132,8 +129,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     partitions = partition_count(settings, args.partitions, err)
     if partitions is None:
         return 2
-    source = _connect(source_url, "source")
-    target = source if target_url == source_url else _connect(target_url, "target")
+    source = _connect(settings, source_url, "source")
+    target = source if target_url == source_url else _connect(settings, target_url, "target")
     shown = [time.monotonic()]
 
     def progress(report: Any) -> None:

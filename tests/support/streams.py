@@ -285,11 +285,14 @@ def wait_applied(
     workers: int = 2,
     quiet: float = 3.0,
     stall: float = 120.0,
+    counted: Sequence[str] = ("applied",),
 ) -> list[str]:
     """Wait until the ``workers`` together applied ``count`` events and no change arrived on
     ``reader`` for ``quiet`` s (progress-based: gives up only after ``stall`` s in which neither
     a worker's event counter moved nor a change arrived); return each worker's last
-    ``/metrics`` text (the checks then say what is missing)."""
+    ``/metrics`` text (the checks then say what is missing). ``counted``: the event counters
+    that together must reach ``count`` (e.g. ``applied`` and ``duplicates`` where a retried
+    batch whose commit had landed counts its events as duplicates)."""
     moved, counters = time.monotonic(), [-1.0]
     texts: list[str] = []
     while time.monotonic() - max(moved, reader.last_new) < stall:
@@ -298,7 +301,9 @@ def wait_applied(
         now = [value for t in texts for value in event_counters(t).values()]
         if now != counters:
             counters, moved = now, time.monotonic()
-        applied = sum(metric_sum(t, "segmentflow_events_applied_total") for t in texts)
+        applied = sum(
+            metric_sum(t, f"segmentflow_events_{name}_total") for t in texts for name in counted
+        )
         if applied >= count and time.monotonic() - reader.last_new > quiet:
             break
     return texts
