@@ -23,12 +23,13 @@ import binascii
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import redis
 from redis.exceptions import RedisClusterException
 
+from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
 from segmentflow.state.base import StoreUnavailable
 from segmentflow.state.client import RedisClient, is_client
@@ -36,6 +37,7 @@ from segmentflow.state.keys import SEP as SEP  # re-exported (callers import it 
 from segmentflow.state.keys import Keys, PartKeys
 
 Segment = tuple[str, str]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -69,6 +71,37 @@ def indexed(dimension: str, value: str | None) -> str | None:
     if value is None or (dimension.startswith("rule:") and value != "in"):
         return None
     return value
+
+
+def indexed_values(state: CustomerState | None) -> dict[str, str]:
+    """dimension -> the segment value a stored state is a member of (what the index should
+    list it under; ``members --rebuild`` and ``migrate-layout`` compare and copy it)."""
+    if state is None:
+        return {}
+    out = {}
+    for dim, value in state.values.items():
+        member = indexed(dim, value)
+        if member is not None:
+            out[dim] = member
+    return out
+
+
+def pages(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last may be shorter).
+
+    Examples
+    --------
+    >>> list(pages("abcde", 2))
+    [['a', 'b'], ['c', 'd'], ['e']]
+    """
+    page: list[T] = []
+    for item in items:
+        page.append(item)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 def member_ops(changes: Iterable[Change]) -> MemberOps:

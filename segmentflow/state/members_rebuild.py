@@ -17,7 +17,7 @@ never re-adds a member that a concurrent commit just removed (or the reverse).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ import redis
 
 from segmentflow.engine.state import CustomerState
 from segmentflow.state.keys import PartKeys
-from segmentflow.state.members import indexed
+from segmentflow.state.members import indexed_values, pages
 from segmentflow.state.redis_store import RedisStore
 
 
@@ -38,29 +38,6 @@ class RebuildReport:
     removed: int = 0
     #: pages read again because a worker committed one of their customers meanwhile
     retried: int = 0
-
-
-def _segments(state: CustomerState | None) -> dict[str, str]:
-    """dimension -> indexed value of a state (what the index should list it under)."""
-    if state is None:
-        return {}
-    out = {}
-    for dim, value in state.values.items():
-        member = indexed(dim, value)
-        if member is not None:
-            out[dim] = member
-    return out
-
-
-def _pages(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    page: list[str] = []
-    for item in items:
-        page.append(item)
-        if len(page) >= size:
-            yield page
-            page = []
-    if page:
-        yield page
 
 
 Write = Callable[[Any, dict[str, CustomerState]], None]
@@ -96,10 +73,10 @@ def rebuild_members(
 
         def add(pipe: Any, states: dict[str, CustomerState], part: PartKeys = part) -> None:
             for cid, state in states.items():
-                for dim, value in _segments(state).items():
+                for dim, value in indexed_values(state).items():
                     pipe.zadd(part.segment(dim, value), {cid: state.clock or 0}, nx=True)
 
-        for ids in _pages(store.partition_ids(home), page):
+        for ids in pages(store.partition_ids(home), page):
             added, retries = _watched(store, home, ids, add)
             report.customers += len(ids)
             report.added += added
@@ -112,7 +89,7 @@ def rebuild_members(
         for dim, value in _known(store, home):
             key = part.segment(dim, value)
             members = (m.decode() for m, _ in store.client.zscan_iter(key, count=page))
-            for ids in _pages(members, page):
+            for ids in pages(members, page):
 
                 def remove(
                     pipe: Any,
@@ -125,7 +102,7 @@ def rebuild_members(
                     gone = [
                         cid
                         for cid in ids
-                        if _segments(states.get(cid)).get(dim) != value
+                        if indexed_values(states.get(cid)).get(dim) != value
                         and not (cid not in states and store.is_quarantined(cid))  # unreadable
                     ]
                     if gone:

@@ -63,7 +63,7 @@ from segmentflow.state.client import (
     wait_replicas,
 )
 from segmentflow.state.keys import DIRECTORY_BUCKETS, LAYOUT, SEP, Keys, LegacyKeys
-from segmentflow.state.members import indexed
+from segmentflow.state.members import indexed_values, pages
 
 #: fields of the target's ``ns:meta`` holding the migration's progress (removed at the end)
 META_CURSOR = "migrate-layout:cursor"
@@ -138,27 +138,6 @@ def _id_hash(customer_id: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(customer_id, digest_size=8).digest(), "little")
 
 
-def _segments(state: CustomerState) -> dict[str, str]:
-    """dimension -> indexed value (as :func:`segmentflow.state.members_rebuild._segments`)."""
-    out = {}
-    for dim, value in state.values.items():
-        member = indexed(dim, value)
-        if member is not None:
-            out[dim] = member
-    return out
-
-
-def _pages(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    page: list[Any] = []
-    for item in items:
-        page.append(item)
-        if len(page) >= size:
-            yield page
-            page = []
-    if page:
-        yield page
-
-
 def same_redis(a: Any, b: Any) -> bool:
     """Whether two clients reach the same database of the same Redis server (then the global
     keys both layouts share are neither copied nor dropped)."""
@@ -202,7 +181,7 @@ class _Part:
         self.lists: dict[str, list[bytes]] = {}
 
     def queue(self, pipe: Any) -> None:
-        for chunk in _pages(self.strings.items(), _CHUNK):
+        for chunk in pages(self.strings.items(), _CHUNK):
             queue_mset(pipe, dict(chunk))
         for key, scores in self.zsets.items():
             pipe.zadd(key, scores)
@@ -212,8 +191,8 @@ class _Part:
             pipe.sadd(key, *members)
         for key, rows in self.lists.items():
             pipe.delete(key)
-            for chunk in _pages(rows, _CHUNK):
-                pipe.rpush(key, *chunk)
+            for values in pages(rows, _CHUNK):
+                pipe.rpush(key, *values)
 
 
 class _Writes:
@@ -502,7 +481,7 @@ class _Migration:
         if version is not None:
             pipe.set(keys.persona_version, version)
         pipe.delete(keys.persona_samples)
-        for chunk in _pages(samples, _CHUNK):
+        for chunk in pages(samples, _CHUNK):
             pipe.rpush(keys.persona_samples, *chunk)
         pipe.execute()
 
@@ -585,7 +564,7 @@ class _Migration:
         run also counts the populations here."""
         by_segment: dict[tuple[str, str], list[str]] = {}
         for cid, (state, home) in decoded.items():
-            for dim, value in _segments(state).items():
+            for dim, value in indexed_values(state).items():
                 by_segment.setdefault((dim, value), []).append(cid)
                 if self.dry_run:
                     slot = (home, f"{dim}{SEP}{value}")
@@ -607,7 +586,7 @@ class _Migration:
                 writes.zadd(home, self.keys.segment(home, dim, value), cid, since)
 
     def copy_quarantine(self) -> None:
-        for rows in _pages(self.source.hscan_iter(self.old.quarantine, count=self.page), self.page):
+        for rows in pages(self.source.hscan_iter(self.old.quarantine, count=self.page), self.page):
             homes = self.homes.of(cid.decode() for cid, _ in rows)
             writes = _Writes(self.target, self.keys, self.dry_run)
             for cid, why in rows:
@@ -618,7 +597,7 @@ class _Migration:
 
     def copy_aliases(self) -> None:
         src, old, keys, report = self.source, self.old, self.keys, self.report
-        for rows in _pages(src.hscan_iter(old.alias, count=self.page), self.page):
+        for rows in pages(src.hscan_iter(old.alias, count=self.page), self.page):
             pairs = [(a.decode(), s.decode()) for a, s in rows]
             homes = self.homes.of(a for a, _ in pairs)
             stated = src.pipeline(transaction=False)
@@ -636,7 +615,7 @@ class _Migration:
         prefix = self.old.prefix("aliased")
         for raw in self._scan(src, self._pattern("aliased:*")):
             survivor = raw.decode()[len(prefix) :]
-            for members in _pages(src.sscan_iter(raw, count=self.page), self.page):
+            for members in pages(src.sscan_iter(raw, count=self.page), self.page):
                 ids = [m.decode() for m in members]
                 homes = self.homes.of(ids)
                 writes = _Writes(self.target, keys, self.dry_run)
@@ -696,7 +675,7 @@ class _Migration:
             self.report.add("members", max(0, total - self.report.counts["members"]))
             return
         for raw, dim, value in self._old_segments():
-            for rows in _pages(self.source.zscan_iter(raw, count=self.page), self.page):
+            for rows in pages(self.source.zscan_iter(raw, count=self.page), self.page):
                 since = {m.decode(): score for m, score in rows}
                 stale = self._unindexed(dim, value, list(since))
                 homes = self._directory(stale)
@@ -730,15 +709,15 @@ class _Migration:
         pop: dict[tuple[int, str], int] = {}
         hashes: list[np.ndarray[Any, Any]] = []
         buckets = [self.keys.directory_bucket(b) for b in range(DIRECTORY_BUCKETS)]
-        for group in _pages(buckets, 32):
+        for group in pages(buckets, 32):
             pipe = target.pipeline(transaction=False)
-            for bucket in group:
-                pipe.hgetall(bucket)
+            for bucket_key in group:
+                pipe.hgetall(bucket_key)
             entries = [(c, int(h)) for reply in pipe.execute() for c, h in reply.items()]
             for _, home in entries:
                 self._home_ok(home)
             self._tick()
-            for rows in _pages(entries, self.page):
+            for rows in pages(entries, self.page):
                 by_home: dict[int, list[bytes]] = {}
                 for cid, home in rows:
                     by_home.setdefault(home, []).append(cid)
@@ -756,7 +735,7 @@ class _Migration:
                         except Exception:  # copied as it was: counted, its values unknown
                             self.undecodable += 1
                             continue
-                        for dim, value in _segments(state).items():
+                        for dim, value in indexed_values(state).items():
                             slot = (home, f"{dim}{SEP}{value}")
                             pop[slot] = pop.get(slot, 0) + 1
         parts = sorted({p for p, _ in pop} | set(range(self.shards)))
@@ -859,14 +838,14 @@ class _Migration:
     def _old_state_hashes(self) -> np.ndarray[Any, Any]:
         hashes = [
             np.array([_id_hash(self.old.customer_of(k).encode()) for k in keys], np.uint64)
-            for keys in _pages(self._scan(self.source, self._pattern("s:*")), self.page)
+            for keys in pages(self._scan(self.source, self._pattern("s:*")), self.page)
         ]
         return np.unique(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
 
     def _absent_members(self) -> int:
         absent = 0
         for raw, dim, value in self._old_segments():
-            for rows in _pages(self.source.zscan_iter(raw, count=self.page), self.page):
+            for rows in pages(self.source.zscan_iter(raw, count=self.page), self.page):
                 absent += len(self._unindexed(dim, value, [m.decode() for m, _ in rows]))
         return absent
 
@@ -967,7 +946,7 @@ def _drop_old(client: Any, namespace: str, *, same: bool, dry_run: bool) -> int:
     kept = _kept(Keys(namespace)) if same else set()
     dropped = 0
     found = client.scan_iter(match=LegacyKeys(namespace).pattern("*"), count=1000)
-    for keys in _pages((k for k in found if k not in kept), 500):
+    for keys in pages((k for k in found if k not in kept), 500):
         dropped += len(keys)
         if not dry_run:
             pipe = client.pipeline(transaction=False)
