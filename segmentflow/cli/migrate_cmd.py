@@ -13,14 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from segmentflow.cli.members_cmd import positive
 from segmentflow.config import Settings
-
-
-def positive(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return int(text)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
