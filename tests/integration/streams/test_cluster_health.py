@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import faust
 import pytest
+from support.fakes import FakeApp
 
 from segmentflow import bootstrap
 from segmentflow.config import ConfigError, Settings, config_from_dict
@@ -32,7 +33,6 @@ from segmentflow.triggers.backoff import Backoff
 
 pytestmark = pytest.mark.integration
 
-View = Callable[..., Coroutine[Any, Any, Any]]
 LIMIT = 120.0  # overall seconds for a cluster to change state (busy machines are slow)
 
 
@@ -58,29 +58,6 @@ def until(ready: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {LIMIT:.0f} s for {what}")
         time.sleep(delay)
-
-
-class FakeWeb:
-    def __init__(self) -> None:
-        self.web_app = type("WebApp", (), {"middlewares": []})()
-
-    def json(self, body: Any, status: int = 200, headers: Any = None) -> tuple[int, Any]:
-        return status, body
-
-
-class FakeApp:
-    """What ``web.register`` uses of a Faust app: ``app.page`` and ``app.web``."""
-
-    def __init__(self) -> None:
-        self.web = FakeWeb()
-        self.pages: dict[str, View] = {}
-
-    def page(self, path: str) -> Callable[[View], View]:
-        def add(view: View) -> View:
-            self.pages[path] = view
-            return view
-
-        return add
 
 
 def health(app: FakeApp) -> tuple[int, dict[str, Any]]:

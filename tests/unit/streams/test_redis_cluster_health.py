@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, cast
 
 import faust
@@ -22,7 +22,7 @@ from redis.exceptions import (
     RedisClusterException,
     SlotNotCoveredError,
 )
-from support.fakes import FakeKafka
+from support.fakes import FakeApp, FakeKafka
 from support.metrics import parse
 
 from segmentflow import bootstrap
@@ -42,7 +42,6 @@ from segmentflow.streams.redis_health import (
 )
 from segmentflow.streams.runtime import SegmentWorker
 
-View = Callable[..., Coroutine[Any, Any, Any]]
 CLUSTER_ERRORS = [
     ClusterDownError("CLUSTERDOWN The cluster is down"),
     ClusterError("TTL exhausted."),
@@ -213,30 +212,6 @@ def test_the_eviction_policy_is_checked_on_every_node() -> None:
     client.policies["10.0.1.1:7000"] = "noeviction"
     client.down.add("10.0.1.2:7000")  # a replica down: the nodes that answer are checked
     assert check_eviction_policy(as_client(client)) == "noeviction"
-
-
-class FakeWeb:
-    def __init__(self) -> None:
-        self.web_app = type("WebApp", (), {"middlewares": []})()
-
-    def json(self, body: Any, status: int = 200, headers: Any = None) -> tuple[int, Any]:
-        return status, body
-
-    def bytes(self, data: bytes, content_type: str = "") -> tuple[int, bytes]:
-        return 200, data
-
-
-class FakeApp:
-    def __init__(self) -> None:
-        self.web = FakeWeb()
-        self.pages: dict[str, View] = {}
-
-    def page(self, path: str) -> Callable[[View], View]:
-        def add(view: View) -> View:
-            self.pages[path] = view
-            return view
-
-        return add
 
 
 def served(w: SegmentWorker) -> Callable[..., Any]:

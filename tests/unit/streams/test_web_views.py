@@ -5,12 +5,11 @@ bytes, /segments, /customers/{id} (404 for unknown and forgotten customers)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 import faust
 import pytest
-from support.fakes import FakeKafka
+from support.fakes import FakeApp, FakeKafka
 from support.metrics import parse
 
 from segmentflow.config import Settings, config_from_dict
@@ -23,42 +22,6 @@ from segmentflow.streams.runtime import SegmentWorker
 
 TOKEN = "s3cret-token"
 T0 = 1_767_225_600_000_000
-View = Callable[..., Coroutine[Any, Any, Any]]
-
-
-class FakeWebApp:
-    def __init__(self) -> None:
-        self.middlewares: list[object] = []
-
-
-class FakeWeb:
-    """What the views use of Faust's ``web``: JSON and bytes responses, kept as tuples."""
-
-    def __init__(self) -> None:
-        self.web_app = FakeWebApp()
-
-    def json(
-        self, body: Any, status: int = 200, headers: dict[str, str] | None = None
-    ) -> tuple[int, Any]:
-        return status, body
-
-    def bytes(self, data: bytes, content_type: str = "") -> tuple[int, bytes, str]:
-        return 200, data, content_type
-
-
-class FakeApp:
-    """Records the pages ``register`` adds (``app.page(path)`` decorator)."""
-
-    def __init__(self) -> None:
-        self.web = FakeWeb()
-        self.pages: dict[str, View] = {}
-
-    def page(self, path: str) -> Callable[[View], View]:
-        def add(view: View) -> View:
-            self.pages[path] = view
-            return view
-
-        return add
 
 
 class Request:
