@@ -94,3 +94,25 @@ def test_population_benchmark_tiny_reports_every_figure(tmp_path: Path) -> None:
     assert _number(gap["advance_s"]) and gap["days"] >= 365 and gap["changes"] > 0
     assert gap["sweeps"] < 10  # not one per day of silence
     assert _number(r["heavy"]["replay_eps"]) and r["heavy"]["replay_eps"] > 0
+
+
+def test_redis_bytes_tiny_reports_every_kind(tmp_path: Path) -> None:
+    """``benchmarks/redis_bytes.py --tiny``: Redis bytes per customer by key kind (issue 13)."""
+    out = tmp_path / "redis_bytes.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "redis_bytes.py"), "--tiny", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Redis bytes per customer" in done.stdout
+    runs = json.loads(out.read_text())["runs"]
+    assert [run["customers"] for run in runs] == [1000, 2000]
+    for run in runs:
+        assert run["keys"]["state"] == run["customers"]
+        for kind in ("state", "due", "rfm", "rfm_log", "directory", "members"):
+            assert _number(run["per_customer"][kind]) and run["per_customer"][kind] > 0, kind
+        assert _number(run["used_memory_delta_per_customer"])
+        assert run["dedup_ids_per_customer"] >= 1  # issue 9's kept event-id hashes
