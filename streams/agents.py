@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any
 
 import faust
 
 from segmentflow.service.processor import InputRecord
+from segmentflow.streams.batch_tap import BatchTap
 from segmentflow.streams.faust_patches import fetch_flags, fetch_position, start_offset
 from segmentflow.streams.runtime import Delivery, SegmentWorker
 
@@ -55,37 +56,45 @@ def describe_fetch(consumer: Any, key: Any, worker: SegmentWorker) -> str:
     )
 
 
-def delivery(event: Any, kinds: dict[str, str]) -> Delivery:
-    """A consumed Faust event as the worker takes it: its record and the event itself (the
-    token that acks it)."""
-    m = event.message
-    return Delivery(
-        InputRecord(m.topic, kinds[m.topic], m.partition, m.offset, m.key, m.value), event
-    )
+def delivery(m: Any, kinds: dict[str, str]) -> Delivery:
+    """A consumed Faust message as the worker takes it: its record and the message itself
+    (the token that acks it)."""
+    return Delivery(InputRecord(m.topic, kinds[m.topic], m.partition, m.offset, m.key, m.value), m)
 
 
 def register(
-    app: faust.App,
-    worker: SegmentWorker,
-    tick_seconds: float = 1.0,
-    on_stream: Callable[[Any], None] | None = None,
+    app: faust.App, worker: SegmentWorker, tap: BatchTap, tick_seconds: float = 1.0
 ) -> Any:
-    """Attach the batch agent, the clock timer and the rebalance hook to ``app``."""
+    """Attach the intake task (the tap's batches to the worker), the clock timer and the
+    rebalance hooks to ``app``; the agent only subscribes the input topics."""
     settings = worker.settings
     topics = app.topic(
         *settings.input_topics.values(), key_serializer="raw", value_serializer="raw"
     )
     kinds = worker.kind_of
     # a batch taken before a rebalance may be handed over after it: drop it (it is read again)
-    worker.is_current = lambda event: event.message.generation_id == app.consumer_generation_id
+    worker.is_current = lambda message: message.generation_id == app.consumer_generation_id
 
     @app.agent(topics, name="segmenter")
     async def segmenter(stream: Any) -> None:
-        if on_stream is not None:
-            on_stream(stream)
-        # noack_take: events are acked by the worker only once their effects are durable
-        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_within):
-            await worker.handle_batch([delivery(event, kinds) for event in batch])
+        """Subscribes the input topics; their records go to the tap, never to this stream."""
+        async for _event in stream.noack():
+            raise RuntimeError(
+                "an input record reached the Faust agent: the batch tap is not installed "
+                "(segmentflow.streams.worker.build installs it; report this as a bug)"
+            )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def intake() -> None:
+        """The tap's records to the worker, up to ``batch_size`` at a time, waiting up to
+        ``batch_within`` for that many (a busy worker finds the next batch full)."""
+        while True:
+            batch = await tap.take(settings.batch_size, settings.batch_within)
+            try:
+                await worker.handle_batch([delivery(message, kinds) for message in batch])
+            except Exception as exc:  # a bug: unacked, so read again after a restart
+                log.exception("batch failed outside the engine; its records are not acked")
+                worker.status.last_error = f"worker: {exc.__class__.__name__}: {exc}"[:300]
 
     positioned: set[tuple[str, int]] = set()  # start offsets known (per assignment)
     said = {"held": 0.0}
@@ -175,6 +184,7 @@ def register(
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         positioned.clear()
+        tap.clear()  # fetched again from the committed offsets after the rebalance
         await worker.revoked()  # waits for the batch under way to stop
 
     return segmenter

@@ -74,6 +74,43 @@ INTERNALS: tuple[Internal, ...] = (
         "the consumer thread holding aiokafka's consumer (start_offset, fetch_position)",
         source_mentions="self._thread",
     ),
+    # the batch tap (batch_tap.py) replaces the drain loop and keeps its bookkeeping
+    Internal(
+        "faust.transport.consumer:Fetcher",
+        "_fetcher",
+        "runs the consumer's drain loop, which the batch tap replaces per instance",
+        source_mentions="consumer._drain_messages(self)",
+    ),
+    Internal(
+        "faust.transport.consumer:Consumer",
+        "_drain_messages",
+        "the loop the batch tap replaces (drain_batches keeps its bookkeeping)",
+        parameters=("self", "fetcher"),
+    ),
+    Internal(
+        "faust.transport.consumer:Consumer",
+        "_add_gap",
+        "offset gaps the tap's drain records, so commits pass them",
+        parameters=("self", "tp", "offset_from", "offset_to"),
+    ),
+    Internal(
+        "faust.transport.consumer:Consumer",
+        "_read_offset",
+        "the read offsets the tap's drain keeps (duplicates after a seek are skipped)",
+        source_mentions="self._read_offset = defaultdict(lambda: None)",
+    ),
+    Internal(
+        "faust.transport.consumer:Consumer",
+        "_n_acked",
+        "acked messages counted towards broker_commit_every by the tap's drain",
+        source_mentions="self._n_acked += 1",
+    ),
+    Internal(
+        "faust.transport.consumer:Consumer",
+        "_commit_every",
+        "broker_commit_every, honoured by the tap's drain",
+        source_mentions="self._commit_every = self.app.conf.broker_commit_every",
+    ),
 )
 
 

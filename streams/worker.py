@@ -22,7 +22,8 @@ import faust
 from segmentflow import bootstrap
 from segmentflow.config import Settings
 from segmentflow.streams import agents, hangup, web
-from segmentflow.streams.app import create_app
+from segmentflow.streams.app import TUNING, create_app
+from segmentflow.streams.batch_tap import BatchTap
 from segmentflow.streams.faust_patches import on_fetch
 from segmentflow.streams.incarnations import broker_cluster_id
 from segmentflow.streams.kafka_clients import (
@@ -40,6 +41,8 @@ log = logging.getLogger("segmentflow.worker")
 CLOUDEVENT_HEADERS = [("content-type", b"application/cloudevents+json")]
 #: dead letters are plain JSON (§4), not CloudEvents
 DEADLETTER_HEADERS = [("content-type", b"application/json")]
+#: input records buffered between the fetcher and the worker (Faust's stream buffer size)
+TAP_CAPACITY = int(TUNING["stream_buffer_maxsize"])
 #: capped backoff while waiting for the broker or Redis at start-up (seconds)
 START_BACKOFF = (0.5, 10.0)
 
@@ -68,10 +71,9 @@ def build(settings: Settings, **app_overrides: Any) -> tuple[faust.App, SegmentW
         pending = await app.producer.send(topic, key, value, None, None, headers.get(topic))
         return await pending
 
-    streams: list[Any] = []
-
-    async def ack(event: Any) -> object:
-        return await streams[0].ack(event) if streams else event.ack()
+    # input records in whole fetches, below Faust's per-message stream path (batch_tap.py)
+    tap = BatchTap(settings.input_topics.values(), capacity=TAP_CAPACITY)
+    tap.install(app.consumer)
 
     async def send_to(topic: str, partition: int, key: bytes | None, value: bytes) -> object:
         """Forward an input record to its customer's home partition (same topic)."""
@@ -82,7 +84,7 @@ def build(settings: Settings, **app_overrides: Any) -> tuple[faust.App, SegmentW
         settings,
         parts.processor,
         send,
-        ack,
+        tap.ack,
         send_to=send_to,
         cluster_id=lambda: broker_cluster_id(settings),
         ranks=parts.ranks,
@@ -91,7 +93,7 @@ def build(settings: Settings, **app_overrides: Any) -> tuple[faust.App, SegmentW
     )
     if worker.persona is not None:
         worker.persona.refresh()  # a restart continues with the stored model
-    agents.register(app, worker, on_stream=streams.append)
+    agents.register(app, worker, tap)
     web.register(app, worker)
     hangup.register(app, worker, settings)  # SIGHUP: reload SEGMENTFLOW_CONFIG (§6)
     on_fetch(app, fetch_listener(worker))
