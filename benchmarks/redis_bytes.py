@@ -23,6 +23,11 @@ Then every key of the namespace is measured (``SCAN``, pipelined ``MEMORY USAGE 
 dictionary's buckets). The RFM log is counted as committed: a worker trims it to the updates of
 the last 10 minutes (``RANK_LOG_RETENTION_MS``), so a load finished within that holds all of
 it, and a population at rest holds only what changed in the last 10 minutes.
+
+Cross-check (``--no-check`` skips it): the CDNOW-like events themselves through the worker's
+``Processor`` over a ``RedisStore`` (``run.py``'s records on 4 partitions), measured the same
+way. Its states, due index, RFM hash and members match the copies'; its RFM log is the one a
+backlog load leaves for 10 minutes: every flush's update of every order and sweep move.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import gc
 import json
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,7 +126,7 @@ def measure_keys(client: redis.Redis[bytes], namespace: str) -> dict[str, Any]:
     kind; the mean state value length."""
     used = dict.fromkeys(KINDS, 0)
     keys = dict.fromkeys(KINDS, 0)
-    value_bytes = 0
+    value_bytes = entries = 0
     names = [k for pattern in Keys(namespace).everything for k in client.scan_iter(pattern, 5000)]
     for i in range(0, len(names), 5000):
         page = names[i : i + 5000]
@@ -130,13 +136,22 @@ def measure_keys(client: redis.Redis[bytes], namespace: str) -> dict[str, Any]:
             pipe.memory_usage(name, samples=0)
             if kind == "state":
                 pipe.strlen(name)
+            elif kind == "rfm_log":
+                pipe.xlen(name)
         replies = iter(pipe.execute())
         for kind in kinds:
             used[kind] += int(next(replies) or 0)
             keys[kind] += 1
             if kind == "state":
                 value_bytes += int(next(replies))
-    return {"bytes": used, "keys": keys, "state_value_bytes": value_bytes / max(1, keys["state"])}
+            elif kind == "rfm_log":
+                entries += int(next(replies))
+    return {
+        "bytes": used,
+        "keys": keys,
+        "state_value_bytes": value_bytes / max(1, keys["state"]),
+        "rfm_log_entries": entries,
+    }
 
 
 def used_memory(client: redis.Redis[bytes]) -> int:
@@ -190,6 +205,7 @@ def measure(
         "commit_s": commit_s,
         "keys": found["keys"],
         "state_value_bytes": found["state_value_bytes"],
+        "rfm_log_entries": found["rfm_log_entries"],
         "per_customer": per,
         "memory_usage_per_customer": total,
         "memory_usage_per_customer_without_log": total - per["rfm_log"],
@@ -197,6 +213,61 @@ def measure(
         "used_memory_delta_mb": (after - before) / 1e6,
     }
     pop.say(**{k: v for k, v in out.items() if k not in ("keys",)})
+    drop(client, NAMESPACE)
+    return out
+
+
+def measure_worker_path(client: redis.Redis[bytes], lines: list[bytes]) -> dict[str, Any]:
+    """The cross-check: the same events through the worker's ``Processor`` over a
+    ``RedisStore`` (records on 4 partitions, as ``run.py``'s engine figure feeds it, ranks
+    attached, then advanced to the last event), measured the same way."""
+    import run as bench  # benchmarks/run.py (its ``_records``/``_run_processor``)
+
+    from segmentflow.service.processor import Processor
+
+    drop(client, NAMESPACE)
+    gc.collect()
+    before = used_memory(client)
+    with tempfile.TemporaryDirectory(prefix="redis-bytes-") as tmp:
+        events_file = Path(tmp) / "events.jsonl"
+        data.write(lines, events_file)
+        records = bench._records(events_file, PARTITIONS)
+    store = RedisStore(client, NAMESPACE, shards=PARTITIONS)
+    config = config_from_dict({})
+    processor = Processor(config, store)
+    store.attach_ranks(processor.engine.ranks)
+    began = time.perf_counter()
+    for i in range(0, len(records), CHUNK):
+        processor.process(records[i : i + CHUNK])
+    last = max(e.ts for e in pop.decode(lines[-1:]))
+    processor.advance(last)
+    processor.sweep_rfm(last)
+    commit_s = time.perf_counter() - began
+    after = used_memory(client)
+    found = measure_keys(client, NAMESPACE)
+    customers = found["keys"]["state"]
+    ids = sorted({record.key.decode() for record in records if record.key})
+    stored = store.load_many(ids, sync_ranks=False)
+    dedup = sum(len(s.recent) for s in stored.values()) / max(1, len(stored))
+    per = {kind: b / customers for kind, b in found["bytes"].items()}
+    total = sum(per.values())
+    out = {
+        "data": "cdnow-like via Processor",
+        "templates": customers,
+        "events_per_template": len(records) / customers,
+        "dedup_ids_per_customer": dedup,
+        "customers": customers,
+        "commit_s": commit_s,
+        "keys": found["keys"],
+        "state_value_bytes": found["state_value_bytes"],
+        "rfm_log_entries": found["rfm_log_entries"],
+        "per_customer": per,
+        "memory_usage_per_customer": total,
+        "memory_usage_per_customer_without_log": total - per["rfm_log"],
+        "used_memory_delta_per_customer": (after - before) / customers,
+        "used_memory_delta_mb": (after - before) / 1e6,
+    }
+    pop.say(**{k: v for k, v in out.items() if k != "keys"})
     drop(client, NAMESPACE)
     return out
 
@@ -224,12 +295,16 @@ def table(r: dict[str, Any]) -> str:
             f"{run['memory_usage_per_customer_without_log']:.0f} | "
             f"{run['used_memory_delta_per_customer']:.0f} | {run['state_value_bytes']:.0f} |"
         )
+    rows.append("")
+    seen: set[str] = set()
     for run in r["runs"]:
-        if run["data"] != "cdnow-like" or run is like[0]:
+        if run["data"] not in seen:
+            seen.add(run["data"])
             rows.append(
-                f"\n{run['data']} templates: {run['templates']:,} replayed customers, "
+                f"- {run['data']}: {run['templates']:,} customers replayed, "
                 f"{run['events_per_template']:.2f} events each, "
-                f"{run['dedup_ids_per_customer']:.2f} kept event-id hashes each (dedup)"
+                f"{run['dedup_ids_per_customer']:.2f} kept event-id hashes each (dedup); "
+                f"RFM log entries at {run['customers']:,}: {run['rfm_log_entries']:,}"
             )
     return "\n".join(rows)
 
@@ -239,10 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["10k", "100k"])
     ap.add_argument("--tiny", action="store_true", help="1k templates, 1k and 2k, no CDNOW")
     ap.add_argument("--no-cdnow", action="store_true", help="skip the real CDNOW file")
+    ap.add_argument(
+        "--no-check", action="store_true", help="skip the Processor-over-Redis cross-check"
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     sizes = ["1k", "2k"] if args.tiny else args.sizes
-    like, like_events = templates(data.cdnow_like_lines(1_000 if args.tiny else TEMPLATES))
+    like_lines = data.cdnow_like_lines(1_000 if args.tiny else TEMPLATES)
+    like, like_events = templates(like_lines)
     real: tuple[list[CustomerState], int] | None = None
     if not (args.tiny or args.no_cdnow) and data.cdnow_path() is not None:
         real = templates(data.cdnow_lines())
@@ -258,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                 states, events = real
                 ids = [s.customer_id for s in states]
                 results["runs"].append(measure(client, "cdnow", states, events, len(ids), ids))
+            if not args.no_check:
+                results["runs"].append(measure_worker_path(client, like_lines))
         finally:
             client.close()
     print(table(results))
