@@ -4,16 +4,19 @@ Population P = customers with at least one order. For each of recency (last orde
 frequency (orders) and monetary (net revenue), ``w`` counts the customers of P strictly worse,
 and ``score = min(5, 1 + floor(5 * w / |P|))``. The segment is named from (R, F).
 
-Ranks come from :class:`RankIndex`: three sorted lists (``sortedcontainers``), so an update or
-a rank query costs O(log n) and the scores are exact (see ``benchmarks/rfm_ranks.py`` for the
-comparison with a quantile sketch); population sweeps work on numpy arrays of the metrics and
-cost O(n) vectorised plus O(log n + Python work) per customer whose scores moved.
+Ranks come from :class:`RankIndex`: recency and monetary values in :class:`SortedColumn` s
+(sorted sublists), order counts in a :class:`CountColumn` (a histogram: an order moves one
+count), so an update or a rank query is cheap and the scores are exact (see
+``benchmarks/rfm_ranks.py`` for the comparison with a quantile sketch); population sweeps work
+on numpy arrays of the metrics and cost O(n) vectorised plus O(log n + Python work) per customer
+whose scores moved.
 """
 
 from __future__ import annotations
 
 import pickle
 import re
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -21,7 +24,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
-from sortedcontainers import SortedList
 
 from segmentflow.config import RfmConfig, parse_duration_us
 from segmentflow.engine.state import CustomerState, T
@@ -52,10 +54,198 @@ def score(worse: int, population: int) -> int:
     return min(5, 1 + (5 * worse) // population)
 
 
+class SortedColumn:
+    """A sorted multiset of numbers with exact ranks (the ``sortedcontainers`` layout, cut
+    down): sorted sublists of about :attr:`LOAD` values, each sublist's maximum and length. A
+    rank is two bisections and a sum of the lengths on the shorter side of the sublist.
+
+    Examples
+    --------
+    >>> column = SortedColumn([1, 3, 3, 7])
+    >>> column.add(5); column.remove(3)
+    >>> column.rank(3), column.rank(4), column.rank(8), column[2], len(column)
+    (1, 2, 4, 5, 4)
+    """
+
+    LOAD = 1024
+    __slots__ = ("lens", "lists", "maxes", "n")
+
+    def __init__(self, ordered: Sequence[Any] = ()) -> None:
+        step = self.LOAD
+        self.lists = [list(ordered[i : i + step]) for i in range(0, len(ordered), step)]
+        self.maxes = [sub[-1] for sub in self.lists]
+        self.lens = [len(sub) for sub in self.lists]
+        self.n = len(ordered)
+
+    def add(self, value: Any) -> None:
+        """Add one occurrence of ``value``."""
+        maxes = self.maxes
+        self.n += 1
+        if not maxes:
+            self.lists.append([value])
+            maxes.append(value)
+            self.lens.append(1)
+            return
+        i = bisect_right(maxes, value)
+        if i == len(maxes):  # a new maximum (recency: every order of a replay)
+            i -= 1
+            self.lists[i].append(value)
+            maxes[i] = value
+        else:
+            insort(self.lists[i], value)
+        lens = self.lens
+        lens[i] += 1
+        if lens[i] > 2 * self.LOAD:
+            self._split(i)
+
+    def remove(self, value: Any) -> None:
+        """Remove one occurrence of ``value`` (``ValueError`` if it is not there)."""
+        maxes = self.maxes
+        i = bisect_left(maxes, value)
+        if i == len(maxes):
+            raise ValueError(f"{value!r} is not in the column")
+        sub = self.lists[i]
+        j = bisect_left(sub, value)
+        if sub[j] != value:
+            raise ValueError(f"{value!r} is not in the column")
+        del sub[j]
+        self.n -= 1
+        lens = self.lens
+        lens[i] -= 1
+        if not sub:
+            del self.lists[i], maxes[i], lens[i]
+            return
+        if j == len(sub):
+            maxes[i] = sub[-1]
+        if lens[i] < self.LOAD // 2 and len(lens) > 1:
+            self._merge(i)
+
+    def rank(self, value: Any) -> int:
+        """How many values are strictly lower than ``value``."""
+        maxes = self.maxes
+        i = bisect_left(maxes, value)
+        if i == len(maxes):
+            return self.n
+        below = bisect_left(self.lists[i], value)
+        if 2 * i < len(maxes):
+            return sum(self.lens[:i]) + below
+        return self.n - sum(self.lens[i:]) + below
+
+    def __getitem__(self, k: int) -> Any:
+        """The ``k``-th smallest value (``0 <= k < len``)."""
+        for size, sub in zip(self.lens, self.lists, strict=True):
+            if k < size:
+                return sub[k]
+            k -= size
+        raise IndexError(k)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _split(self, i: int) -> None:
+        sub = self.lists[i]
+        half = len(sub) // 2
+        self.lists[i : i + 1] = [sub[:half], sub[half:]]
+        self.maxes.insert(i, sub[half - 1])
+        self.lens[i : i + 1] = [half, len(sub) - half]
+
+    def _merge(self, i: int) -> None:
+        a = i - 1 if i else 0
+        lists, lens = self.lists, self.lens
+        lists[a : a + 2] = [lists[a] + lists[a + 1]]
+        self.maxes[a : a + 2] = [self.maxes[a + 1]]
+        lens[a : a + 2] = [lens[a] + lens[a + 1]]
+        if lens[a] > 2 * self.LOAD:
+            self._split(a)
+
+
+class CountColumn:
+    """A multiset of non-negative integers (order counts) as a histogram: ``ge[v]`` values are
+    ``>= v``. A rank is one read; a value moving by one (an order) is one write; adding or
+    removing a value ``v`` costs O(v).
+
+    Examples
+    --------
+    >>> column = CountColumn([1, 1, 2, 5])
+    >>> column.move(1, 2); column.add(3); column.remove(5)
+    >>> column.rank(2), column.rank(3), column.rank(9), column[3], len(column)
+    (1, 3, 4, 3, 4)
+    """
+
+    __slots__ = ("ge",)
+
+    def __init__(self, values: Sequence[int] | np.ndarray = ()) -> None:
+        array = np.asarray(values, dtype=np.int64)
+        if len(array) and array.min() < 0:
+            raise ValueError("order counts are never negative")
+        counts = np.bincount(array, minlength=1)
+        #: ``ge[v]``: values >= v; the last entry is always 0
+        self.ge: list[int] = [*np.cumsum(counts[::-1])[::-1].tolist(), 0]
+
+    def _reach(self, value: int) -> list[int]:
+        if value < 0:
+            raise ValueError(f"order counts are never negative (got {value})")
+        ge = self.ge
+        if value + 1 >= len(ge):
+            ge.extend([0] * (value + 2 - len(ge)))
+        return ge
+
+    def add(self, value: int) -> None:
+        """Add one occurrence of ``value``."""
+        ge = self._reach(value)
+        for v in range(value + 1):
+            ge[v] += 1
+
+    def remove(self, value: int) -> None:
+        """Remove one occurrence of ``value`` (``ValueError`` if it is not there)."""
+        ge = self.ge
+        if not 0 <= value < len(ge) - 1 or ge[value] == ge[value + 1]:
+            raise ValueError(f"{value!r} is not in the column")
+        for v in range(value + 1):
+            ge[v] -= 1
+
+    def move(self, old: int, new: int) -> None:
+        """One occurrence of ``old`` becomes ``new`` (``old`` must be there)."""
+        ge = self._reach(new)
+        if new > old:
+            for v in range(old + 1, new + 1):
+                ge[v] += 1
+        else:
+            for v in range(new + 1, old + 1):
+                ge[v] -= 1
+
+    def rank(self, value: int) -> int:
+        """How many values are strictly lower than ``value``."""
+        ge = self.ge
+        if value <= 0:
+            return 0
+        return ge[0] - ge[value] if value < len(ge) else ge[0]
+
+    def __getitem__(self, k: int) -> int:
+        """The ``k``-th smallest value (``0 <= k < len``): the least ``v`` with more than ``k``
+        values ``<= v``, i.e. ``ge[v + 1] < len - k``."""
+        ge = self.ge
+        if not 0 <= k < ge[0]:
+            raise IndexError(k)
+        above = ge[0] - k
+        lo, hi = 1, len(ge) - 1  # ge[hi] == 0 < above
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ge[mid] < above:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo - 1
+
+    def __len__(self) -> int:
+        return self.ge[0]
+
+
 class RankIndex:
     """Exact order statistics of the RFM metrics of every customer with an order.
 
-    Per-customer queries use three sorted lists (O(log n) per update or rank). For population
+    Per-customer queries use three columns: recency and monetary values in
+    :class:`SortedColumn` s, order counts in a :class:`CountColumn`. For population
     sweeps the metrics also live in numpy arrays, one slot per customer (freed slots are reused),
     updated in place, next to the scores each customer was last given. A score needs only four
     order statistics per metric (:func:`thresholds`), so a sweep compares the arrays with twelve
@@ -73,9 +263,9 @@ class RankIndex:
     """
 
     def __init__(self, capacity: int = 1024) -> None:
-        self._lists = (SortedList(), SortedList(), SortedList())
+        self._r, self._f, self._m = SortedColumn(), CountColumn(), SortedColumn()
         #: customer -> (slot, metrics), in first-insertion order (the tuple saves numpy reads
-        #: on the per-event path; its values are the objects the sorted lists hold)
+        #: on the per-event path; its values are the objects the columns hold)
         self._slots: dict[str, tuple[int, Metrics]] = {}
         self._ids: list[str | None] = []  # slot -> customer
         self._free: list[int] = []
@@ -111,15 +301,15 @@ class RankIndex:
             slot, old = entry
             if old == metrics:
                 return
-            rs, fs, ms = self._lists
-            rs.remove(old[0])
-            fs.remove(old[1])
-            ms.remove(old[2])
         elif metrics is None:
             return
         self.version += 1
         if metrics is None:
-            assert slot is not None
+            assert slot is not None and entry is not None
+            old = entry[1]
+            self._r.remove(old[0])
+            self._f.remove(old[1])
+            self._m.remove(old[2])
             del self._slots[customer_id]
             self._ids[slot] = None
             self._alive[slot] = False
@@ -127,6 +317,21 @@ class RankIndex:
             self._unsaved.pop(slot, None)
             self._free.append(slot)
             return
+        last, orders, revenue = metrics
+        if entry is not None:
+            old_last, old_orders, old_revenue = entry[1]
+            if old_last != last:
+                self._r.remove(old_last)
+                self._r.add(last)
+            if old_orders != orders:
+                self._f.move(old_orders, orders)
+            if old_revenue != revenue:
+                self._m.remove(old_revenue)
+                self._m.add(revenue)
+        else:
+            self._r.add(last)
+            self._f.add(orders)
+            self._m.add(revenue)
         if slot is None:
             if self._free:
                 slot = self._free.pop()
@@ -141,14 +346,9 @@ class RankIndex:
             self._order[slot] = self._sequence
             self._sequence += 1
         self._slots[customer_id] = (slot, metrics)
-        last, orders, revenue = metrics
         self._last[slot] = last
         self._orders[slot] = orders
         self._revenue[slot] = revenue
-        rs, fs, ms = self._lists
-        rs.add(last)
-        fs.add(orders)
-        ms.add(revenue)
 
     def rescore(self, customer_id: str, metrics: Metrics) -> Scores:
         """:meth:`update` then :meth:`scores` (the per-event path).
@@ -162,11 +362,10 @@ class RankIndex:
         self.update(customer_id, metrics)
         n = len(self._slots)
         last, orders, revenue = metrics
-        rs, fs, ms = self._lists
         return (
-            min(5, 1 + 5 * rs.bisect_left(last) // n),
-            min(5, 1 + 5 * fs.bisect_left(orders) // n),
-            min(5, 1 + 5 * ms.bisect_left(revenue) // n),
+            min(5, 1 + 5 * self._r.rank(last) // n),
+            min(5, 1 + 5 * self._f.rank(orders) // n),
+            min(5, 1 + 5 * self._m.rank(revenue) // n),
         )
 
     def load(
@@ -228,9 +427,10 @@ class RankIndex:
             known = chain.from_iterable(scores for scores in given if scores is not None)
             flat = np.fromiter(known, dtype=np.int8, count=3 * len(given_at))
             self._recorded[given_at] = flat.reshape(-1, 3)
-        # each list from its column sorted once (already sorted input sorts in linear time)
-        r, f, m = (SortedList(np.sort(column).tolist()) for column in (last, orders, revenue))
-        self._lists = (r, f, m)
+        # each column from its array sorted once (already sorted input sorts in linear time)
+        self._r = SortedColumn(np.sort(last).tolist())
+        self._f = CountColumn(orders)
+        self._m = SortedColumn(np.sort(revenue).tolist())
         self.version += n
 
     # -- queries ----------------------------------------------------------------------------
@@ -246,11 +446,11 @@ class RankIndex:
         if entry is None:
             return None
         n = len(self._slots)
-        (last, orders, revenue), (rs, fs, ms) = entry[1], self._lists
+        last, orders, revenue = entry[1]
         return (
-            min(5, 1 + 5 * rs.bisect_left(last) // n),
-            min(5, 1 + 5 * fs.bisect_left(orders) // n),
-            min(5, 1 + 5 * ms.bisect_left(revenue) // n),
+            min(5, 1 + 5 * self._r.rank(last) // n),
+            min(5, 1 + 5 * self._f.rank(orders) // n),
+            min(5, 1 + 5 * self._m.rank(revenue) // n),
         )
 
     def record(self, customer_id: str, scores: Scores) -> None:
@@ -281,7 +481,8 @@ class RankIndex:
         ``floor(5 w / n) <= 4`` as ``w < n``, so the ``min(5, ...)`` never binds.
         """
         n = len(self._slots)
-        return [[values[(k * n + 4) // 5 - 1] for k in range(1, 5)] for values in self._lists]
+        columns = (self._r, self._f, self._m)
+        return [[values[(k * n + 4) // 5 - 1] for k in range(1, 5)] for values in columns]
 
     def _compute(self, top: int) -> None:
         if self._computed_version == self.version:

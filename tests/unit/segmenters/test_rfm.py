@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from segmentflow.bootstrap import replay_events
 from segmentflow.config import DEFAULT_RFM_SEGMENTS, config_from_dict
 from segmentflow.schemas.timefmt import from_datetime
-from segmentflow.segmenters.rfm import RankIndex, SegmentMap, score
+from segmentflow.segmenters.rfm import (
+    CountColumn,
+    RankIndex,
+    SegmentMap,
+    SortedColumn,
+    score,
+)
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -238,6 +244,85 @@ def test_bulk_load_equals_one_update_and_record_at_a_time(
     for ranks in (bulk, single):  # on a filled index: one by one
         ranks.load([e[0] for e in entries[:5]], [e[1] for e in entries[:5]])
     assert _state(bulk) == _state(single) and bulk.sweep() == single.sweep()
+
+
+_values = st.integers(0, 30)
+_column_ops = st.lists(
+    st.tuples(st.sampled_from(["add", "remove", "remove", "move"]), _values, _values), max_size=80
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.lists(_values, max_size=80), ops=_column_ops, load=st.sampled_from([1, 4, 8, 16]))
+def test_columns_rank_like_a_sorted_list(
+    start: list[int], ops: list[tuple[str, int, int]], load: int
+) -> None:
+    """``SortedColumn`` (split and merged sublists: a tiny ``LOAD``) and ``CountColumn`` give
+    the ranks, order statistics and sizes of a plain sorted list after adds, removes, moves."""
+    model = sorted(start)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SortedColumn, "LOAD", load)
+        columns: list[Any] = [SortedColumn(model), CountColumn(start)]
+        for op, a, b in ops:
+            if op == "add":
+                bisect.insort(model, a)
+                for column in columns:
+                    column.add(a)
+            elif a in model:
+                model.remove(a)
+                if op == "move":
+                    bisect.insort(model, b)
+                for column in columns:
+                    if op == "move" and isinstance(column, CountColumn):
+                        column.move(a, b)
+                    else:
+                        column.remove(a)
+                        if op == "move":
+                            column.add(b)
+            else:
+                for column in columns:
+                    with pytest.raises(ValueError):
+                        column.remove(a)
+            for column in columns:
+                assert len(column) == len(model)
+                assert [column.rank(v) for v in range(-1, 33)] == [
+                    bisect.bisect_left(model, v) for v in range(-1, 33)
+                ]
+                assert [column[k] for k in range(len(model))] == model
+        sorted_column = columns[0]
+        assert all(0 < size <= 2 * load for size in sorted_column.lens)
+        assert sorted_column.maxes == [sub[-1] for sub in sorted_column.lists]
+
+
+def test_sorted_column_splits_and_merges_under_churn() -> None:
+    """Thousands of random adds and removes (recency-like: new values at the top, old ones
+    leaving from anywhere) through sublists of 4: ranks and order statistics stay exact."""
+    rng = random.Random(5)
+    model: list[int] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SortedColumn, "LOAD", 4)
+        column = SortedColumn()
+        for step in range(4000):
+            if model and rng.random() < 0.45:
+                value = model[rng.randrange(len(model))]
+                model.remove(value)
+                column.remove(value)
+            else:
+                value = step if rng.random() < 0.5 else rng.randrange(step + 1)
+                bisect.insort(model, value)
+                column.add(value)
+            probe = rng.randrange(-1, step + 2)
+            assert column.rank(probe) == bisect.bisect_left(model, probe)
+            assert len(column) == len(model)
+        assert [column[k] for k in range(len(model))] == model
+        assert sum(column.lens) == len(model) and max(column.lens) <= 8
+
+
+def test_count_column_refuses_negative_counts() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        CountColumn([-1])
+    with pytest.raises(ValueError, match="negative"):
+        CountColumn().add(-2)
 
 
 def test_sweep_with_nothing_changed_reuses_its_scores_and_include_filters() -> None:
