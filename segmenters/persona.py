@@ -89,7 +89,7 @@ _O, _PV, _PRV, _CA, _S, _CH = (
 
 
 def features(state: CustomerState, t: int) -> dict[str, float]:
-    """The persona feature vector of ``state`` at ``t``.
+    """The persona feature vector of ``state`` at ``t`` (:func:`feature_row` by name).
 
     ``order_rate``, ``page_views``, ``product_views``, ``cart_adds`` and ``searches`` are
     ``log1p`` of counts per 30 days over the last 90 days (or the customer's life if shorter,
@@ -106,6 +106,12 @@ def features(state: CustomerState, t: int) -> dict[str, float]:
     >>> f["recency_days"], f["order_rate"], round(f["email_open_rate"], 2)
     (90.0, 0.0, 0.25)
     """
+    return dict(zip(FEATURES, feature_row(state, t), strict=True))
+
+
+def feature_row(state: CustomerState, t: int) -> list[float]:
+    """:func:`features` as a list ordered as :data:`FEATURES` (the placement's hot path: one
+    row serves learning, the nearest center and, on a change, the explanation)."""
     today = t // DAY_US
     low = today - WINDOW_DAYS
     orders = views = products = carts = searches = 0.0
@@ -129,17 +135,17 @@ def features(state: CustomerState, t: int) -> dict[str, float]:
     opens = totals[_T_OPENS] + _EMAIL_WEIGHT * _OPEN_PRIOR
     clicks = totals[_T_CLICKS] + _EMAIL_WEIGHT * _CLICK_PRIOR
     log1p = math.log1p
-    return {
-        "order_rate": log1p(orders / months),
-        "avg_order_value": log1p(aov),
-        "page_views": log1p(views / months),
-        "product_views": log1p(products / months),
-        "cart_adds": log1p(carts / months),
-        "searches": log1p(searches / months),
-        "email_open_rate": min(1.0, opens / delivered),
-        "email_click_rate": min(1.0, clicks / delivered),
-        "recency_days": float(today - last_active),
-    }
+    return [
+        log1p(orders / months),  # order_rate
+        log1p(aov),  # avg_order_value
+        log1p(views / months),  # page_views
+        log1p(products / months),  # product_views
+        log1p(carts / months),  # cart_adds
+        log1p(searches / months),  # searches
+        min(1.0, opens / delivered),  # email_open_rate
+        min(1.0, clicks / delivered),  # email_click_rate
+        float(today - last_active),  # recency_days
+    ]
 
 
 def make_clusterer(algorithm: str, clusters: int, seed: int) -> Any:
@@ -239,6 +245,16 @@ class PersonaSnapshot:
             object.__setattr__(self, "_fast_cache", fast)
         return fast
 
+    def _shift(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The means and ``1/scale`` of :meth:`_fast` as two tuples ordered as FEATURES."""
+        shift: tuple[tuple[float, ...], tuple[float, ...]] | None
+        shift = self.__dict__.get("_shift_cache")
+        if shift is None:
+            triples, _ = self._fast()
+            shift = (tuple(m for _, m, _ in triples), tuple(i for _, _, i in triples))
+            object.__setattr__(self, "_shift_cache", shift)
+        return shift
+
     def standardise(self, vector: dict[str, float]) -> np.ndarray:
         """The feature vector in the standardised space of this snapshot."""
         shift, _ = self._fast()
@@ -286,8 +302,16 @@ def nearest(
 ) -> int:
     """The persona :func:`assign` picks, without the explanation (the hot path: most
     placements keep the customer where it is)."""
-    shift, plain = snapshot._fast()
-    point = [(vector[f] - mean) * inverse for f, mean, inverse in shift]
+    return nearest_row(snapshot, [vector[f] for f in FEATURES], current, margin)
+
+
+def nearest_row(
+    snapshot: PersonaSnapshot, row: list[float], current: int | None, margin: float
+) -> int:
+    """:func:`nearest` of a :func:`feature_row`."""
+    _, plain = snapshot._fast()
+    means, inverses = snapshot._shift()
+    point = [(x - mean) * inverse for x, mean, inverse in zip(row, means, inverses)]  # noqa: B905
     dist = math.dist
     # the smallest (distance, id), as ``min`` over the pairs picks it, in one pass
     best: int | None = None
@@ -393,16 +417,26 @@ class PersonaModel:
 
     def learn_one(self, vector: dict[str, float]) -> None:
         """Learn from one customer's feature vector."""
-        self.learned += 1
         if self.algorithm == "minibatch":
-            row = [vector[f] for f in FEATURES]
-            if len(self._ring) < self.sample:
-                self._ring.append(row)
-            else:
-                self._ring[self._next] = row
-                self._next = (self._next + 1) % self.sample
-            self._since += 1
+            self.learn_row([vector[f] for f in FEATURES])
+        else:
+            self._learn_online(vector)
+
+    def learn_row(self, row: list[float]) -> None:
+        """:meth:`learn_one` of a :func:`feature_row` (kept as is: do not mutate it after)."""
+        if self.algorithm != "minibatch":
+            self._learn_online(dict(zip(FEATURES, row, strict=True)))
             return
+        self.learned += 1
+        if len(self._ring) < self.sample:
+            self._ring.append(row)
+        else:
+            self._ring[self._next] = row
+            self._next = (self._next + 1) % self.sample
+        self._since += 1
+
+    def _learn_online(self, vector: dict[str, float]) -> None:
+        self.learned += 1
         scaler = self._scaler
         scaler.learn_one(vector)
         scaled = scaler.transform_one(vector)
@@ -657,22 +691,23 @@ class Persona(Dimension):
         if placed.day == today:
             return []
         placed.day = today
-        vector = features(state, t)
+        row = feature_row(state, t)
         if self.train_inline:
-            model.learn_one(vector)
+            model.learn_row(row)
             if model.learned % self.cfg.snapshot_every == 0:
                 model.snapshot()
         elif len(self.samples) < MAX_SAMPLES:
-            self.samples.append(vector)
+            self.samples.append(dict(zip(FEATURES, row, strict=True)))
         snapshot = model.current
         if snapshot is None or not snapshot.centers or model.learned < self._warmup:
             return []
         value = state.values.get(self.kind)
         current = int(value.rsplit("-", 1)[1]) if value else None
-        pid = nearest(snapshot, vector, current, self.cfg.margin)
+        pid = nearest_row(snapshot, row, current, self.cfg.margin)
         name = f"persona-{pid}"
         if name == value:
             return []
+        vector = dict(zip(FEATURES, row, strict=True))
         why = explain(snapshot, vector, pid)  # only for a change (most placements keep theirs)
         reason = {"label": snapshot.labels[pid], "features": why, "model_version": snapshot.version}
         return [emit(state, self.kind, name, at, reason)]
