@@ -109,7 +109,11 @@ def test_redis_bytes_tiny_reports_every_kind(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Redis bytes per customer" in done.stdout
     runs = json.loads(out.read_text())["runs"]
-    assert [run["customers"] for run in runs] == [1000, 2000]
+    assert [(run["data"], run["customers"]) for run in runs] == [
+        ("cdnow-like", 1000),
+        ("cdnow-like", 2000),
+        ("cdnow-like via Processor", 1000),  # the cross-check through the worker's path
+    ]
     for run in runs:
         assert run["keys"]["state"] == run["customers"]
         for kind in ("state", "due", "rfm", "rfm_log", "directory", "members"):
