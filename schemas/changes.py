@@ -70,3 +70,55 @@ class Change:
                 "reason": self.reason,
             },
         }
+
+
+_new = object.__new__
+_SET = tuple(
+    getattr(Change, name).__set__
+    for name in (
+        "customer_id",
+        "dimension",
+        "previous",
+        "current",
+        "sequence",
+        "at",
+        "event_id",
+        "reason",
+        "cause",
+        "_json",
+    )
+)
+
+
+def make_change(
+    customer_id: str,
+    dimension: str,
+    previous: str | None,
+    current: str | None,
+    sequence: int,
+    at: int,
+    event_id: str | None,
+    reason: dict[str, Any],
+) -> Change:
+    """``Change(customer_id, ..., reason)``, the same frozen object, made about twice as fast
+    (the slots set through their descriptors: the engine makes one per change).
+
+    Examples
+    --------
+    >>> made = make_change("c", "rfm", None, "champions", 1, 5, "e", {"r": 5})
+    >>> made == Change("c", "rfm", None, "champions", 1, 5, "e", {"r": 5}), made.cause
+    (True, None)
+    """
+    change: Change = _new(Change)
+    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 = _SET
+    s0(change, customer_id)
+    s1(change, dimension)
+    s2(change, previous)
+    s3(change, current)
+    s4(change, sequence)
+    s5(change, at)
+    s6(change, event_id)
+    s7(change, reason)
+    s8(change, None)
+    s9(change, None)
+    return change

@@ -19,7 +19,6 @@ import re
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -274,8 +273,9 @@ class RankIndex:
         self._revenue = np.zeros(capacity, dtype=np.float64)
         self._alive = np.zeros(capacity, dtype=np.bool_)
         self._order = np.zeros(capacity, dtype=np.int64)  # insertion sequence of the slot
-        self._recorded = np.zeros((capacity, 3), dtype=np.int8)  # 0 = never given
-        self._computed = np.zeros((capacity, 3), dtype=np.int8)
+        #: scores as one code, ``100 r + 10 f + m`` (one comparison per customer in a sweep)
+        self._recorded = np.zeros(capacity, dtype=np.int16)  # 0 = never given
+        self._computed = np.zeros(capacity, dtype=np.int16)
         self._unsaved: dict[int, Scores] = {}  # slot -> scores recorded since the last sweep
         self._sequence = 0
         self._reused = False
@@ -424,9 +424,8 @@ class RankIndex:
         self._sequence = n
         given_at = [i for i, scores in enumerate(given) if scores is not None]
         if given_at:
-            known = chain.from_iterable(scores for scores in given if scores is not None)
-            flat = np.fromiter(known, dtype=np.int8, count=3 * len(given_at))
-            self._recorded[given_at] = flat.reshape(-1, 3)
+            codes = (100 * r + 10 * f + m for r, f, m in (s for s in given if s is not None))
+            self._recorded[given_at] = np.fromiter(codes, dtype=np.int16, count=len(given_at))
         # each column from its array sorted once (already sorted input sorts in linear time)
         self._r = SortedColumn(np.sort(last).tolist())
         self._f = CountColumn(orders)
@@ -467,10 +466,8 @@ class RankIndex:
         unsaved = self._unsaved.get(entry[0])
         if unsaved is not None:
             return unsaved
-        if not self._recorded[entry[0], 0]:
-            return None
-        r, f, m = self._recorded[entry[0]].tolist()
-        return r, f, m
+        code = int(self._recorded[entry[0]])
+        return (code // 100, code // 10 % 10, code % 10) if code else None
 
     def thresholds(self) -> list[list[float]]:
         """Per metric, the four values ``v_k`` (k = 1..4) such that a customer's score is 1 plus
@@ -488,16 +485,17 @@ class RankIndex:
         if self._computed_version == self.version:
             return
         computed = self._computed[:top]
-        computed.fill(1)
+        computed.fill(111)  # scores of 1, plus each cut strictly below the value
         columns = (self._last[:top], self._orders[:top], self._revenue[:top])
-        for j, (column, cuts) in enumerate(zip(columns, self.thresholds(), strict=True)):
-            target = computed[:, j]
+        for weight, column, cuts in zip((100, 10, 1), columns, self.thresholds(), strict=True):
             previous = None
             for cut in cuts:
                 if cut != previous:
                     above = column > cut
+                    if weight != 1:
+                        above = above * np.int16(weight)
                 previous = cut
-                target += above
+                computed += above
         self._computed_version = self.version
 
     def sweep(self, include: Callable[[str], bool] | None = None) -> list[tuple[str, Scores]]:
@@ -517,11 +515,12 @@ class RankIndex:
             return []
         top = len(self._ids)
         if self._unsaved:
-            self._recorded[list(self._unsaved)] = list(self._unsaved.values())
+            codes = [100 * r + 10 * f + m for r, f, m in self._unsaved.values()]
+            self._recorded[list(self._unsaved)] = codes
             self._unsaved.clear()
         self._compute(top)
         computed = self._computed[:top]
-        moved = (self._recorded[:top] != computed).any(axis=1)
+        moved = self._recorded[:top] != computed
         moved &= self._alive[:top]
         slots = np.flatnonzero(moved)
         if not len(slots):
@@ -530,11 +529,11 @@ class RankIndex:
             slots = slots[np.argsort(self._order[slots], kind="stable")]
         ids = self._ids
         out: list[tuple[str, Scores]] = []
-        for slot, (r, f, m) in zip(slots.tolist(), computed[slots].tolist(), strict=True):
+        for slot, code in zip(slots.tolist(), computed[slots].tolist(), strict=True):
             cid = ids[slot]
             assert cid is not None
             if include is None or include(cid):
-                out.append((cid, (r, f, m)))
+                out.append((cid, (code // 100, code // 10 % 10, code % 10)))
         return out
 
     def customers(self) -> Iterable[str]:

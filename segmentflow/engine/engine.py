@@ -31,7 +31,7 @@ from segmentflow.engine.state import (
     W,
     event_id_hash,
 )
-from segmentflow.schemas.changes import Change
+from segmentflow.schemas.changes import Change, make_change
 from segmentflow.schemas.decode import Event
 from segmentflow.segmenters.dimension import Dimension, Getter, Moment, PopulationWork
 from segmentflow.segmenters.persona import MAX_SAMPLES, Persona, PersonaModel
@@ -102,6 +102,7 @@ class Engine:
             d for d in self.registry if isinstance(d, PopulationWork)
         ]
         self._horizon = config.dedup_horizon_us
+        self._sweep_moment: Moment | None = None  # the latest sweep's (a Moment is immutable)
 
     def dimension(self, kind: type[D]) -> D:
         """The engine's dimension of class ``kind`` (``KeyError`` if it has none)."""
@@ -226,8 +227,11 @@ class Engine:
     ) -> list[Change]:
         """Apply one customer's payload of ``dim``'s population sweep at ``at`` (stamped no
         earlier than the customer's clock)."""
-        when = at if state.clock is None else max(at, state.clock)
-        return dim.on_sweep(state, Moment(when), payload, self.emit)
+        when = at if state.clock is None or at >= state.clock else state.clock
+        moment = self._sweep_moment
+        if moment is None or moment.t != when:  # one per sweep, unless a clock is ahead
+            moment = self._sweep_moment = Moment(when)
+        return dim.on_sweep(state, moment, payload, self.emit)
 
     def seen(self, state: CustomerState, id_hash: int) -> bool:
         """Whether an event with this id hash was applied at an event time within
@@ -330,6 +334,6 @@ class Engine:
         sequence = state.seqs.get(dimension, 0) + 1
         state.seqs[dimension] = sequence
         state.values[dimension] = value
-        return Change(
+        return make_change(
             state.customer_id, dimension, previous, value, sequence, at.t, at.event_id, reason
         )
