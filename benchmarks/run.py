@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -106,6 +106,35 @@ def make_data(size: dict[str, Any], workdir: Path) -> dict[str, Any]:
         for m in backlog:
             fh.write(m.value + b"\n")
     return {"backlog": backlog, "live": live, "events_file": events}
+
+
+class PopulationMessage(NamedTuple):
+    """A CDNOW-like order as ``produce`` and ``latency`` take it (``GeneratedMessage``'s
+    fields that they read)."""
+
+    topic_kind: str
+    key: bytes
+    value: bytes
+    event: dict[str, Any]
+
+
+def make_population_data(customers: int, workdir: Path) -> dict[str, Any]:
+    """CDNOW-like orders of ``customers`` customers (``population_data.py``: 1-10 orders each,
+    18 months): the first 95% in event time are the backlog, the rest the live stream."""
+    import orjson
+    from population_data import cdnow_like_lines
+
+    lines = cdnow_like_lines(customers)
+    messages = []
+    for line in lines:
+        event = orjson.loads(line)
+        messages.append(PopulationMessage("purchase", event["customer_id"].encode(), line, event))
+    cut = int(len(messages) * 0.95)
+    events = workdir / "events.jsonl"
+    with events.open("wb") as fh:
+        for m in messages[:cut]:
+            fh.write(m.value + b"\n")
+    return {"backlog": messages[:cut], "live": messages[cut:], "events_file": events}
 
 
 # ================================================================ in-process figures (2, 3, 5)
@@ -667,7 +696,10 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         if not args.silent
         else (lambda *a: None)
     )
-    data = make_data(size, workdir)
+    if size.get("population"):
+        data = make_population_data(size["customers"], workdir)
+    else:
+        data = make_data(size, workdir)
     backlog, live = data["backlog"], data["live"]
     n = len(backlog)
     results["data"] = {
@@ -1005,6 +1037,13 @@ def main() -> None:
     ap.add_argument("--redis-url", help="use this Redis (else a private redis-server)")
     ap.add_argument("--timeout", type=float, default=300.0, help="per worker phase")
     ap.add_argument("--silent", action="store_true", help="no progress lines on stderr")
+    ap.add_argument(
+        "--population",
+        type=int,
+        metavar="CUSTOMERS",
+        help="CDNOW-like data of this many customers (1-10 orders each) instead of the "
+        "heavy-history set (900 customers, ~115 events each)",
+    )
     # _inproc role
     ap.add_argument("--events")
     ap.add_argument("--namespace")
@@ -1019,6 +1058,15 @@ def main() -> None:
         return
     args.mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     args.size = SIZES[args.mode]
+    if args.population:
+        args.mode = f"population {args.population:,}"
+        args.size = {
+            **args.size,
+            "customers": args.population,
+            "days": 548,
+            "mem_customers": max(10_000, args.population),
+            "population": True,
+        }
     results = drive(args)
     print_table(results)
     if args.json:

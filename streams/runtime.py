@@ -61,6 +61,8 @@ log = logging.getLogger("segmentflow.worker")
 #: events applied, published and acked together when the clock releases many at once
 RELEASE_CHUNK = 4000
 Send = Callable[[str, bytes | None, bytes], Awaitable[object]]
+#: produce many messages to one topic, in order, and wait until the broker has them all
+SendMany = Callable[[str, Sequence[bytes | None], Sequence[bytes]], Awaitable[object]]
 #: produce to one partition: (topic, partition, key, value)
 SendTo = Callable[[str, int, bytes | None, bytes], Awaitable[object]]
 Ack = Callable[[Any], Awaitable[object]]
@@ -149,6 +151,9 @@ class SegmentWorker:
         Coroutine function acknowledging one consumed message (its offset may then commit).
     send_to
         Coroutine function producing a forwarded record to one partition.
+    send_many
+        Coroutine function producing many messages to one topic (``None``: ``send`` each,
+        concurrently); a sweep's thousands of changes go out without a task each.
     cluster_id
         Reads the broker's cluster id (blocking; run in a thread); ``None``: not checked.
     ranks
@@ -172,6 +177,7 @@ class SegmentWorker:
         ranks: RankSync | None = None,
         personas: PersonaModelStore | None = None,
         redis: RedisClient | None = None,
+        send_many: SendMany | None = None,
     ) -> None:
         if not processor.store.has_outbox:
             raise ValueError(
@@ -189,6 +195,7 @@ class SegmentWorker:
         self.processor = processor
         self.config = processor.config
         self.send = send
+        self.send_many = send_many
         self.ack = ack
         self.aligner: Aligner[Held] = Aligner()
         self.watermark = self._new_watermark()
@@ -562,12 +569,12 @@ class SegmentWorker:
 
     async def _send_all(
         self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes]
-    ) -> list[object]:
-        """Send messages concurrently; return once the broker has acknowledged them all."""
-        return list(
-            await asyncio.gather(
-                *(self.send(topic, key, value) for key, value in zip(keys, values, strict=True))
-            )
+    ) -> object:
+        """Send messages; return once the broker has acknowledged them all."""
+        if self.send_many is not None:
+            return await self.send_many(topic, keys, values)
+        return await asyncio.gather(
+            *(self.send(topic, key, value) for key, value in zip(keys, values, strict=True))
         )
 
     async def _publish_deadletters(self, letters: Sequence[DeadLetter]) -> None:

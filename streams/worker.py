@@ -8,12 +8,13 @@ from the broker (unequal counts stop start-up with a message saying what to fix)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -71,6 +72,18 @@ def build(settings: Settings, **app_overrides: Any) -> tuple[faust.App, SegmentW
         pending = await app.producer.send(topic, key, value, None, None, headers.get(topic))
         return await pending
 
+    async def send_many(
+        topic: str, keys: Sequence[bytes | None], values: Sequence[bytes]
+    ) -> object:
+        """Append each message to the producer's batches in turn (one waits only when its
+        batch is full), then wait for the broker's acknowledgements: no task per message."""
+        producer, extra = app.producer, headers.get(topic)
+        pending = [
+            await producer.send(topic, key, value, None, None, extra)
+            for key, value in zip(keys, values, strict=True)
+        ]
+        return await asyncio.gather(*pending)
+
     # input records in whole fetches, below Faust's per-message stream path (batch_tap.py)
     tap = BatchTap(settings.input_topics.values(), capacity=TAP_CAPACITY)
     tap.install(app.consumer)
@@ -90,6 +103,7 @@ def build(settings: Settings, **app_overrides: Any) -> tuple[faust.App, SegmentW
         ranks=parts.ranks,
         personas=parts.personas,
         redis=parts.redis,
+        send_many=send_many,
     )
     if worker.persona is not None:
         worker.persona.refresh()  # a restart continues with the stored model
