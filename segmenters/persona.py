@@ -309,9 +309,19 @@ def nearest_row(
     snapshot: PersonaSnapshot, row: list[float], current: int | None, margin: float
 ) -> int:
     """:func:`nearest` of a :func:`feature_row`."""
-    _, plain = snapshot._fast()
+    return _nearest_point(snapshot, standardised_row(snapshot, row), current, margin)
+
+
+def standardised_row(snapshot: PersonaSnapshot, row: list[float]) -> list[float]:
+    """A :func:`feature_row` in the snapshot's standardised space (plain floats)."""
     means, inverses = snapshot._shift()
-    point = [(x - mean) * inverse for x, mean, inverse in zip(row, means, inverses)]  # noqa: B905
+    return [(x - mean) * inverse for x, mean, inverse in zip(row, means, inverses)]  # noqa: B905
+
+
+def _nearest_point(
+    snapshot: PersonaSnapshot, point: list[float], current: int | None, margin: float
+) -> int:
+    _, plain = snapshot._fast()
     dist = math.dist
     # the smallest (distance, id), as ``min`` over the pairs picks it, in one pass
     best: int | None = None
@@ -333,15 +343,23 @@ def nearest_row(
 def explain(snapshot: PersonaSnapshot, vector: dict[str, float], best: int) -> dict[str, float]:
     """Up to three features (raw values) on which both the customer and persona ``best``'s
     center stand out from the population in the same direction."""
-    shift, plain = snapshot._fast()
+    shift, _ = snapshot._fast()
     point = [(vector[f] - mean) * inverse for f, mean, inverse in shift]
+    return _explain_point(snapshot, point, [vector[f] for f in FEATURES], best)
+
+
+def _explain_point(
+    snapshot: PersonaSnapshot, point: list[float], row: list[float], best: int
+) -> dict[str, float]:
+    """:func:`explain` of a standardised ``point`` and its raw :func:`feature_row`."""
+    _, plain = snapshot._fast()
     scored = []
-    for f, x, c in zip(FEATURES, point, plain[best]):  # noqa: B905 - equal lengths
+    for i, (x, c) in enumerate(zip(point, plain[best])):  # noqa: B905 - equal lengths
         product = x * c
         if product > 0:
-            scored.append((-product, f))
+            scored.append((-product, FEATURES[i], i))
     scored.sort()
-    return {f: round(vector[f], 3) for _, f in scored[:3]}
+    return {f: round(row[i], 3) for _, f, i in scored[:3]}
 
 
 class PersonaModel:
@@ -703,12 +721,12 @@ class Persona(Dimension):
             return []
         value = state.values.get(self.kind)
         current = int(value.rsplit("-", 1)[1]) if value else None
-        pid = nearest_row(snapshot, row, current, self.cfg.margin)
+        point = standardised_row(snapshot, row)
+        pid = _nearest_point(snapshot, point, current, self.cfg.margin)
         name = f"persona-{pid}"
         if name == value:
             return []
-        vector = dict(zip(FEATURES, row, strict=True))
-        why = explain(snapshot, vector, pid)  # only for a change (most placements keep theirs)
+        why = _explain_point(snapshot, point, row, pid)  # a change only (most keep theirs)
         reason = {"label": snapshot.labels[pid], "features": why, "model_version": snapshot.version}
         return [emit(state, self.kind, name, at, reason)]
 

@@ -668,26 +668,32 @@ class Rfm(Dimension, PopulationWork):
 
     def on_sweep(self, state: CustomerState, at: Moment, payload: Any, emit: Emit) -> list[Change]:
         """Give the customer ``payload`` (its new scores): a change if the segment moved."""
-        assert state.last_order is not None
+        last = state.last_order
+        assert last is not None
         r, f, m = payload
-        self.ranks.record(state.customer_id, payload)
-        held = state.slices.get(self.kind)
+        ranks = self.ranks
+        entry = ranks._slots.get(state.customer_id)  # RankIndex.record, inlined (hot path)
+        if entry is not None:
+            ranks._unsaved[entry[0]] = payload
+        kind = self.kind
+        held = state.slices.get(kind)
         if type(held) is not RfmSlice:  # not created or decoded yet
             held = self.slice(state)
         held.scores = [r, f, m]
         name = self._names.get((r, f), "other")  # SegmentMap.name
-        if name == state.values.get(self.kind):
+        if name == state.values.get(kind):
             return []
+        totals = state.totals
         reason = {
             "r": r,
             "f": f,
             "m": m,
-            "days_since_last_order": (at.t - state.last_order) // DAY_US,
-            "orders": int(state.totals[_T_ORDERS]),
-            "revenue": round(float(state.totals[_T_REVENUE]), 2),
-            "population": len(self.ranks),
+            "days_since_last_order": (at.t - last) // DAY_US,
+            "orders": int(totals[_T_ORDERS]),
+            "revenue": round(float(totals[_T_REVENUE]), 2),
+            "population": len(ranks._slots),
         }
-        return [emit(state, self.kind, name, at, reason)]
+        return [emit(state, kind, name, at, reason)]
 
     def migrate(self, state: CustomerState) -> RfmSlice | None:
         scores = state.extra.pop(_LEGACY, None)
