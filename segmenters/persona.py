@@ -25,6 +25,7 @@ import math
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -482,11 +483,11 @@ class PersonaModel:
         mirror: np.ndarray | None = self.__dict__.get("_mirror")
         if mirror is None or fresh >= size or mirror.shape != (self.sample, len(FEATURES)):
             mirror = self.__dict__["_mirror"] = np.zeros((self.sample, len(FEATURES)))
-            mirror[:size] = ring
+            mirror[:size] = _as_array(ring)
         elif fresh:  # the latest writes sit at consecutive ring positions ending at `end`
             end = size if size < self.sample or self._next == 0 else self._next
             rows = (np.arange(end - fresh, end) % self.sample).tolist()
-            mirror[rows] = [ring[i] for i in rows]
+            mirror[rows] = _as_array([ring[i] for i in rows])
         if size < self.sample:
             return mirror[:size].copy()
         return np.concatenate((mirror[self._next :], mirror[: self._next]))
@@ -596,6 +597,13 @@ class PersonaModel:
         if not isinstance(model, PersonaModel):
             raise TypeError("not a PersonaModel snapshot")
         return model
+
+
+def _as_array(rows: list[list[float]]) -> np.ndarray:
+    """``np.array(rows, dtype=float)`` of equal-length rows, through one flat ``fromiter``
+    (the same floats, several times faster than converting nested lists)."""
+    flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * len(FEATURES))
+    return flat.reshape(len(rows), len(FEATURES))
 
 
 def _kmeans_pp(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
