@@ -787,7 +787,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         # latency last (its events go to the same input topics): the first worker's group and
         # state resume caught up; events at half its measured throughput
         again, _ = run_workers(procs, 1, env_for("w1"), 0, args.timeout, workdir, None, "w1-live")
-        rate = max(50.0, 0.5 * float(stats1.get("eps") or 0.0))
+        rate = max(50.0, args.latency_share * float(stats1.get("eps") or 0.0))
         results["latency"] = latency(broker.bootstrap, settings, live, rate, size["latency_s"])
         log(f"latency: p99 {results['latency']['p99_ms']} ms ({time.time() - t_start:.1f}s)")
         procs.stop(again)
@@ -1037,6 +1037,12 @@ def main() -> None:
     ap.add_argument("--redis-url", help="use this Redis (else a private redis-server)")
     ap.add_argument("--timeout", type=float, default=300.0, help="per worker phase")
     ap.add_argument("--silent", action="store_true", help="no progress lines on stderr")
+    ap.add_argument(
+        "--latency-share",
+        type=float,
+        default=0.5,
+        help="figure 4's event rate as a share of the measured worker throughput",
+    )
     ap.add_argument(
         "--population",
         type=int,
