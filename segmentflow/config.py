@@ -334,8 +334,9 @@ class Settings(BaseSettings):
     worker_id: str | None = None
     partitions: int = 4
     batch_size: int = 2000
-    #: seconds a worker batch waits to fill up to ``batch_size``: the latency it adds to every
-    #: event. 0.05 (was 0.2): p99 event-to-change latency 394-699 ms vs 856-1,150 ms at half
+    #: seconds a worker batch waits to fill up to ``batch_size`` when fewer records are
+    #: buffered (a busy worker finds its next batch full): the latency it adds to a quiet
+    #: stream. 0.05 (was 0.2): p99 event-to-change latency 394-699 ms vs 856-1,150 ms at half
     #: the maximum rate, throughput the same within noise (benchmarks/README.md, 2026-12-02)
     batch_within: float = 0.05
     metrics_every: float = 10.0
