@@ -491,9 +491,8 @@ class RankIndex:
             previous = None
             for cut in cuts:
                 if cut != previous:
-                    above = column > cut
-                    if weight != 1:
-                        above = above * np.int16(weight)
+                    hit = column > cut
+                    above = hit if weight == 1 else hit * np.int16(weight)
                 previous = cut
                 computed += above
         self._computed_version = self.version
