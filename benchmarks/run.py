@@ -716,13 +716,15 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     client = redis.Redis.from_url(redis_server.url)
     try:
         # -- in-process figures (fresh interpreters, same data) ------------------------------
-        results["inproc"] = run_inproc(
-            data, args, redis_server.url, namespace, workdir, None, "current"
-        )
-        log(f"in-process done ({time.time() - t_start:.1f}s)")
+        if not args.workers_only:
+            results["inproc"] = run_inproc(
+                data, args, redis_server.url, namespace, workdir, None, "current"
+            )
+            log(f"in-process done ({time.time() - t_start:.1f}s)")
         if args.baseline_ref:
             path = baseline_tree(args.baseline_ref, workdir)
             results["baseline_ref"] = args.baseline_ref
+        if args.baseline_ref and not args.workers_only:
             results["baseline_inproc"] = run_inproc(
                 data, args, redis_server.url, namespace, workdir, path, "baseline"
             )
@@ -809,18 +811,19 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ratios(r: dict[str, Any]) -> dict[str, float | None]:
-    inproc = r["inproc"]
-    eng = inproc["engine_eps"]
+    inproc = r.get("inproc") or {}
     w1 = r["worker_1"].get("eps")
     out = {
         "worker_vs_faust_noop": _ratio(w1, r["faust_noop"]["eps"]),
         "two_workers_vs_one": _ratio(r["worker_2"].get("eps"), w1),
-        "engine_redis_vs_memory": _ratio(inproc["engine_redis_eps"], eng["+persona"]),
-        "replay_vs_engine": _ratio(inproc["replay_eps"], eng["+persona"]),
         "latency_rate_vs_worker": _ratio(r["latency"]["produced_eps"], w1),
     }
+    if inproc:
+        eng = inproc["engine_eps"]
+        out["engine_redis_vs_memory"] = _ratio(inproc["engine_redis_eps"], eng["+persona"])
+        out["replay_vs_engine"] = _ratio(inproc["replay_eps"], eng["+persona"])
     base = r.get("baseline_inproc")
-    if base:
+    if base and inproc:
         out["speedup_decode"] = _ratio(inproc["decode_eps"], base["decode_eps"])
         for name in DIMENSIONS:
             out[f"speedup_engine_{name}"] = _ratio(eng[name], base["engine_eps"][name])
@@ -902,8 +905,7 @@ def _fmt(value: Any, unit: str = "") -> str:
 
 def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(figure, value, ratio/baseline, goal) rows."""
-    inproc, ratio = r["inproc"], r["ratios"]
-    eng = inproc["engine_eps"]
+    inproc, ratio = r.get("inproc") or {}, r["ratios"]
     base = r.get("baseline_inproc") or {}
     bw = r.get("baseline_worker_1") or {}
 
@@ -918,6 +920,54 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"({_fmt(r['faust_noop']['eps'], '/s')})",
             ">= 0.8x",
         ),
+    ]
+    if inproc:
+        rows += _inproc_rows(inproc, base, ratio, before)
+    lat = r["latency"]
+    rows.append(
+        (
+            "4. event-to-change latency p50 / p99",
+            f"{_fmt(lat['p50_ms'], ' ms')} / {_fmt(lat['p99_ms'], ' ms')}",
+            f"at {_fmt(lat['produced_eps'], '/s')} "
+            f"({_fmt(ratio['latency_rate_vs_worker'])}x max), {lat['changes_timed']} changes",
+            "p99 <= 500 ms",
+        )
+    )
+    mem = inproc.get("memory")
+    if mem:
+        bm = base.get("memory") or {}
+        rows.append(
+            (
+                f"5. Redis bytes/customer at {mem['customers']:,}",
+                _fmt(mem["bytes_per_customer"], " B")
+                + (f" (before {_fmt(bm.get('bytes_per_customer'), ' B')})" if bm else ""),
+                f"state {mem['state_key']:.0f} + due {mem['due_share']:.0f} + rfm "
+                f"{mem['rfm_hash_share']:.0f} + dir {mem.get('directory_share', 0):.0f} "
+                f"(+ rfm log {mem['rfm_log_share']:.0f}); "
+                f"1M: {mem['mb_at_1m']:.0f} MB",
+                "<= 600 B",
+            )
+        )
+    rows.append(
+        (
+            "6. two workers vs one (events/s)",
+            _fmt(r["worker_2"].get("eps"), "/s"),
+            f"{_fmt(ratio['two_workers_vs_one'])}x one worker",
+            "",
+        )
+    )
+    return rows
+
+
+def _inproc_rows(
+    inproc: dict[str, Any],
+    base: dict[str, Any],
+    ratio: dict[str, float | None],
+    before: Callable[..., str],
+) -> list[tuple[str, str, str, str]]:
+    """Rows of figures 2 and 3 (the in-process runs)."""
+    eng = inproc["engine_eps"]
+    rows = [
         (
             "2. engine events/s, MemoryStore (default config)",
             _fmt(eng["+persona"], "/s") + before(base.get("engine_eps", {}).get("+persona")),
@@ -963,39 +1013,6 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "",
         )
     )
-    lat = r["latency"]
-    rows.append(
-        (
-            "4. event-to-change latency p50 / p99",
-            f"{_fmt(lat['p50_ms'], ' ms')} / {_fmt(lat['p99_ms'], ' ms')}",
-            f"at {_fmt(lat['produced_eps'], '/s')} "
-            f"({_fmt(ratio['latency_rate_vs_worker'])}x max), {lat['changes_timed']} changes",
-            "p99 <= 500 ms",
-        )
-    )
-    mem = inproc.get("memory")
-    if mem:
-        bm = base.get("memory") or {}
-        rows.append(
-            (
-                f"5. Redis bytes/customer at {mem['customers']:,}",
-                _fmt(mem["bytes_per_customer"], " B")
-                + (f" (before {_fmt(bm.get('bytes_per_customer'), ' B')})" if bm else ""),
-                f"state {mem['state_key']:.0f} + due {mem['due_share']:.0f} + rfm "
-                f"{mem['rfm_hash_share']:.0f} + dir {mem.get('directory_share', 0):.0f} "
-                f"(+ rfm log {mem['rfm_log_share']:.0f}); "
-                f"1M: {mem['mb_at_1m']:.0f} MB",
-                "<= 600 B",
-            )
-        )
-    rows.append(
-        (
-            "6. two workers vs one (events/s)",
-            _fmt(r["worker_2"].get("eps"), "/s"),
-            f"{_fmt(ratio['two_workers_vs_one'])}x one worker",
-            "",
-        )
-    )
     return rows
 
 
@@ -1037,6 +1054,11 @@ def main() -> None:
     ap.add_argument("--redis-url", help="use this Redis (else a private redis-server)")
     ap.add_argument("--timeout", type=float, default=300.0, help="per worker phase")
     ap.add_argument("--silent", action="store_true", help="no progress lines on stderr")
+    ap.add_argument(
+        "--workers-only",
+        action="store_true",
+        help="figures 1, 4 and 6 only (no in-process engine, replay or memory runs)",
+    )
     ap.add_argument(
         "--latency-share",
         type=float,
