@@ -189,6 +189,9 @@ def run_worker() -> None:
     worker = faust.Worker(
         app, loglevel=os.environ.get("PROBE_LOGLEVEL", "WARNING"), redirect_stdouts=False
     )
+    # as the segmentflow worker does (streams.worker.faust_worker): without the start-up
+    # spinner Faust leaves the root logger at the level asked for, not DEBUG
+    worker.spinner = None
     say(event="starting")
     worker.execute_from_commandline()
 

@@ -308,7 +308,6 @@ def inproc(args: argparse.Namespace) -> None:
 
 def worker_role() -> None:
     """A real worker (``segmentflow.streams.worker.build``) that reports its progress."""
-    import faust
 
     from segmentflow.config import Settings
     from segmentflow.streams import worker as sw
@@ -365,9 +364,7 @@ def worker_role() -> None:
             )
 
     say(event="starting", pid=os.getpid())
-    faust.Worker(
-        app, loglevel="WARNING", quiet=True, redirect_stdouts=False
-    ).execute_from_commandline()
+    sw.faust_worker(app, redirect_stdouts=False).execute_from_commandline()
 
 
 # ================================================================ driver helpers

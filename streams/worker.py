@@ -238,5 +238,15 @@ def run(settings: Settings, loglevel: str = "WARNING") -> int:
     except RedisUnsafe as exc:
         _say(f"cannot start: {exc}")
         return 2
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    faust_worker(app, loglevel).execute_from_commandline()
     return 0
+
+
+def faust_worker(app: faust.App, loglevel: str = "WARNING", **options: Any) -> faust.Worker:
+    """Faust's worker for ``app``, without its start-up spinner: for the spinner Faust sets the
+    root logger to DEBUG at any level from WARNING up and never sets it back, so every debug
+    call of aiokafka, mode and Faust (one per record produced) built a log record that no
+    handler printed: 5% of a worker's time at 100k customers."""
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, **options)
+    worker.spinner = None
+    return worker
