@@ -364,7 +364,14 @@ def worker_role() -> None:
             )
 
     say(event="starting", pid=os.getpid())
-    sw.faust_worker(app, redirect_stdouts=False).execute_from_commandline()
+    if hasattr(sw, "faust_worker"):
+        sw.faust_worker(app, redirect_stdouts=False).execute_from_commandline()
+    else:  # a --baseline-ref from before faust_worker: as its streams.worker.run started it
+        import faust
+
+        faust.Worker(
+            app, loglevel="WARNING", quiet=True, redirect_stdouts=False
+        ).execute_from_commandline()
 
 
 # ================================================================ driver helpers
