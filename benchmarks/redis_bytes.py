@@ -194,13 +194,32 @@ def measure(
     after = used_memory(client)
     found = measure_keys(client, NAMESPACE)
     del store
+    dedup = sum(len(s.recent) for s in states) / len(states)
+    out = result_row(label, len(states), events / len(states), dedup, customers, commit_s, found)
+    out["used_memory_delta_per_customer"] = (after - before) / customers
+    out["used_memory_delta_mb"] = (after - before) / 1e6
+    pop.say(**{k: v for k, v in out.items() if k != "keys"})
+    drop(client, NAMESPACE)
+    return out
+
+
+def result_row(
+    label: str,
+    templates: int,
+    events_per_template: float,
+    dedup: float,
+    customers: int,
+    commit_s: float,
+    found: dict[str, Any],
+) -> dict[str, Any]:
+    """One measured run as the table and ``--json`` take it (bytes per ``customers``)."""
     per = {kind: b / customers for kind, b in found["bytes"].items()}
     total = sum(per.values())
-    out = {
+    return {
         "data": label,
-        "templates": len(states),
-        "events_per_template": events / len(states),
-        "dedup_ids_per_customer": sum(len(s.recent) for s in states) / len(states),
+        "templates": templates,
+        "events_per_template": events_per_template,
+        "dedup_ids_per_customer": dedup,
         "customers": customers,
         "commit_s": commit_s,
         "keys": found["keys"],
@@ -209,12 +228,7 @@ def measure(
         "per_customer": per,
         "memory_usage_per_customer": total,
         "memory_usage_per_customer_without_log": total - per["rfm_log"],
-        "used_memory_delta_per_customer": (after - before) / customers,
-        "used_memory_delta_mb": (after - before) / 1e6,
     }
-    pop.say(**{k: v for k, v in out.items() if k not in ("keys",)})
-    drop(client, NAMESPACE)
-    return out
 
 
 def measure_worker_path(client: redis.Redis[bytes], lines: list[bytes]) -> dict[str, Any]:
@@ -249,24 +263,10 @@ def measure_worker_path(client: redis.Redis[bytes], lines: list[bytes]) -> dict[
     ids = sorted({record.key.decode() for record in records if record.key})
     stored = store.load_many(ids, sync_ranks=False)
     dedup = sum(len(s.recent) for s in stored.values()) / max(1, len(stored))
-    per = {kind: b / customers for kind, b in found["bytes"].items()}
-    total = sum(per.values())
-    out = {
-        "data": "cdnow-like via Processor",
-        "templates": customers,
-        "events_per_template": len(records) / customers,
-        "dedup_ids_per_customer": dedup,
-        "customers": customers,
-        "commit_s": commit_s,
-        "keys": found["keys"],
-        "state_value_bytes": found["state_value_bytes"],
-        "rfm_log_entries": found["rfm_log_entries"],
-        "per_customer": per,
-        "memory_usage_per_customer": total,
-        "memory_usage_per_customer_without_log": total - per["rfm_log"],
-        "used_memory_delta_per_customer": (after - before) / customers,
-        "used_memory_delta_mb": (after - before) / 1e6,
-    }
+    label = "cdnow-like via Processor"
+    out = result_row(label, customers, len(records) / customers, dedup, customers, commit_s, found)
+    out["used_memory_delta_per_customer"] = (after - before) / customers
+    out["used_memory_delta_mb"] = (after - before) / 1e6
     pop.say(**{k: v for k, v in out.items() if k != "keys"})
     drop(client, NAMESPACE)
     return out
