@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Collection
 from typing import Any, Generic, TypeVar
 
-from faust.transport.consumer import CONSUMER_FETCHING
+from segmentflow.streams.faust_patches import CONSUMER_FETCHING
 
 log = logging.getLogger("segmentflow.worker")
 T = TypeVar("T")

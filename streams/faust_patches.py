@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.transport.consumer import CONSUMER_FETCHING as CONSUMER_FETCHING
 
 from segmentflow.triggers.backoff import Backoff
 
