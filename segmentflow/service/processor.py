@@ -967,10 +967,7 @@ class Processor:
 
     def _count(self, changes: list[Change]) -> None:
         counter = self.counters.changes
-        groups = [
-            "rule" if (dim := change.dimension).startswith("rule:") else dim  # _dimension_group
-            for change in changes
-        ]
+        groups = [_dimension_group(change.dimension) for change in changes]
         if self._in_session:
             self._tally([(counter, group) for group in groups])
         else:
