@@ -96,15 +96,15 @@ def say(**kw: Any) -> None:
 
 def make_data(size: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """Generate the backlog (valid events, sorted by time) and a later live stream."""
+    from population_data import write
+
     from segmentflow.synthetic import generate
 
     days = size["days"]
     backlog = generate(size["customers"], SEED, START, days)
     live = generate(size["customers"], SEED + 1, START + timedelta(days=days), days)
     events = workdir / "events.jsonl"
-    with events.open("wb") as fh:
-        for m in backlog:
-            fh.write(m.value + b"\n")
+    write((m.value for m in backlog), events)
     return {"backlog": backlog, "live": live, "events_file": events}
 
 
@@ -122,7 +122,7 @@ def make_population_data(customers: int, workdir: Path) -> dict[str, Any]:
     """CDNOW-like orders of ``customers`` customers (``population_data.py``: 1-10 orders each,
     18 months): the first 95% in event time are the backlog, the rest the live stream."""
     import orjson
-    from population_data import cdnow_like_lines
+    from population_data import cdnow_like_lines, write
 
     lines = cdnow_like_lines(customers)
     messages = []
@@ -131,9 +131,7 @@ def make_population_data(customers: int, workdir: Path) -> dict[str, Any]:
         messages.append(PopulationMessage("purchase", event["customer_id"].encode(), line, event))
     cut = int(len(messages) * 0.95)
     events = workdir / "events.jsonl"
-    with events.open("wb") as fh:
-        for m in messages[:cut]:
-            fh.write(m.value + b"\n")
+    write((m.value for m in messages[:cut]), events)
     return {"backlog": messages[:cut], "live": messages[cut:], "events_file": events}
 
 
