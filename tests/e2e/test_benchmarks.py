@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,25 +22,23 @@ def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 
-def test_benchmark_tiny_writes_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+def _run_tiny(script: str, tmp_path: Path, *options: str) -> tuple[str, dict[str, Any]]:
+    """Run ``benchmarks/<script> --tiny [options] --json OUT``: its stdout and its JSON."""
+    out = tmp_path / "out.json"
     done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "run.py"),
-            "--tiny",
-            "--silent",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--tiny", *options, "--json", str(out)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "segmentflow benchmarks" in done.stdout  # the table
-    r = json.loads(out.read_text())
+    return done.stdout, json.loads(out.read_text())
+
+
+def test_benchmark_tiny_writes_every_figure(tmp_path: Path) -> None:
+    stdout, r = _run_tiny("run.py", tmp_path, "--silent")
+    assert "segmentflow benchmarks" in stdout  # the table
 
     assert r["data"]["events"] > 0
     # 1. worker end to end vs the Faust no-op agent
@@ -68,17 +67,8 @@ def test_benchmark_tiny_writes_every_figure(tmp_path: Path) -> None:
 
 def test_population_benchmark_tiny_reports_every_figure(tmp_path: Path) -> None:
     """``benchmarks/population.py --tiny``: the population axis (issue 13) without CDNOW."""
-    out = tmp_path / "population.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "population.py"), "--tiny", "--json", str(out)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "population benchmarks" in done.stdout
-    r = json.loads(out.read_text())
+    stdout, r = _run_tiny("population.py", tmp_path)
+    assert "population benchmarks" in stdout
     (size,) = r["sizes"]
     assert size["customers"] == 1000 and size["events"] > 1000
     for key in (
@@ -98,17 +88,9 @@ def test_population_benchmark_tiny_reports_every_figure(tmp_path: Path) -> None:
 
 def test_redis_bytes_tiny_reports_every_kind(tmp_path: Path) -> None:
     """``benchmarks/redis_bytes.py --tiny``: Redis bytes per customer by key kind (issue 13)."""
-    out = tmp_path / "redis_bytes.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "redis_bytes.py"), "--tiny", "--json", str(out)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "Redis bytes per customer" in done.stdout
-    runs = json.loads(out.read_text())["runs"]
+    stdout, r = _run_tiny("redis_bytes.py", tmp_path)
+    assert "Redis bytes per customer" in stdout
+    runs = r["runs"]
     assert [(run["data"], run["customers"]) for run in runs] == [
         ("cdnow-like", 1000),
         ("cdnow-like", 2000),
