@@ -303,13 +303,7 @@ def nearest(
 ) -> int:
     """The persona :func:`assign` picks, without the explanation (the hot path: most
     placements keep the customer where it is)."""
-    return nearest_row(snapshot, [vector[f] for f in FEATURES], current, margin)
-
-
-def nearest_row(
-    snapshot: PersonaSnapshot, row: list[float], current: int | None, margin: float
-) -> int:
-    """:func:`nearest` of a :func:`feature_row`."""
+    row = [vector[f] for f in FEATURES]
     return _nearest_point(snapshot, standardised_row(snapshot, row), current, margin)
 
 
@@ -344,9 +338,8 @@ def _nearest_point(
 def explain(snapshot: PersonaSnapshot, vector: dict[str, float], best: int) -> dict[str, float]:
     """Up to three features (raw values) on which both the customer and persona ``best``'s
     center stand out from the population in the same direction."""
-    shift, _ = snapshot._fast()
-    point = [(vector[f] - mean) * inverse for f, mean, inverse in shift]
-    return _explain_point(snapshot, point, [vector[f] for f in FEATURES], best)
+    row = [vector[f] for f in FEATURES]
+    return _explain_point(snapshot, standardised_row(snapshot, row), row, best)
 
 
 def _explain_point(
