@@ -11,15 +11,18 @@ Each key is described where its adapter documents what it holds:
   ``:outbox``, ``:pop``, ``:quarantine``, ``:alias``, ``:aliased:<id>``,
   ``:handover:<survivor>`` (:mod:`segmentflow.state.redis_store`); ``:rfm``, ``:rfm:log``
   (:mod:`segmentflow.state.redis_ranks`); ``:clv:rows:<bucket>``, ``:clv:version``
-  (:mod:`segmentflow.state.redis_clv`); ``:m:<dimension>\\x1f<value>``
-  (:mod:`segmentflow.state.members`);
+  (:mod:`segmentflow.state.redis_clv`); ``:mx:<dimension>\\x1f<value>`` and
+  ``:mc:<dimension>\\x1f<value>\\x1e<bound>`` (layout 3: a segment's chunk directory and
+  chunks, :mod:`segmentflow.state.member_chunks`; layout 2 had one sorted set
+  ``:m:<dimension>\\x1f<value>``);
 - the directory ``{ns:d<B>}`` (``B`` = CRC32 of the id mod 16384): hash id -> home partition,
   written once when a customer's home is claimed (:mod:`segmentflow.state.redis_store`);
 - global keys, each used alone: ``ns:meta``, ``ns:partitions``, ``ns:layout``, ``ns:span``,
   ``ns:clv:fits|ready|lock``; and the persona model ``{ns:persona}:model|version|samples``
   (one tag, so a model and its version are saved in one ``MULTI``).
 
-Layout 1 (before issue 17) is :class:`LegacyKeys`, read only by the migration.
+Layout 1 (before issue 17) is :class:`LegacyKeys`, read only by the migration; layout 3
+(issue 13) differs from layout 2 only in the membership index.
 
 Examples
 --------
@@ -27,7 +30,7 @@ Examples
 >>> keys.state("c-1", 3), keys.due(3), keys.part(3).pop, keys.part(0).rfm_log
 ('{sf:p3}:s:c-1', '{sf:p3}:due', '{sf:p3}:pop', '{sf:p0}:rfm:log')
 >>> keys.segment(2, "lifecycle", "active"), keys.directory("c-1")
-('{sf:p2}:m:lifecycle\\x1factive', '{sf:d14014}')
+('{sf:p2}:mx:lifecycle\\x1factive', '{sf:d14014}')
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ SEP = "\x1f"
 #: (measured: 15 B per customer at 1M, 31 B at 100k; 1024 buckets took 56 B at 1M)
 DIRECTORY_BUCKETS = 16_384
 #: the layout version this code reads and writes (``ns:layout``)
-LAYOUT = 2
+LAYOUT = 3
 
 
 class _Prefixed:
@@ -68,7 +71,8 @@ class _Prefixed:
         return key[len(self.state_prefix) :]
 
     def segment(self, dimension: str, value: str) -> str:
-        """A segment's membership sorted set (customer id -> since)."""
+        """A segment's membership key (layout 3: its chunk directory; layout 1: a sorted set
+        customer id -> since)."""
         return f"{self.segment_prefix}{dimension}{SEP}{value}"
 
     def segment_of(self, key: str | bytes) -> tuple[str, str]:
@@ -76,7 +80,7 @@ class _Prefixed:
 
         Examples
         --------
-        >>> Keys("sf").part(0).segment_of(b"{sf:p0}:m:rule:vip\\x1fin")
+        >>> Keys("sf").part(0).segment_of(b"{sf:p0}:mx:rule:vip\\x1fin")
         ('rule:vip', 'in')
         """
         text = key.decode() if isinstance(key, bytes) else key
@@ -90,6 +94,7 @@ class PartKeys(_Prefixed):
     __slots__ = (
         "alias",
         "clv_version",
+        "layout2_segment_prefix",
         "due",
         "outbox",
         "partition",
@@ -123,8 +128,10 @@ class PartKeys(_Prefixed):
         self.rfm_log = f"{tag}:rfm:log"
         #: number of clv row writes (summed over partitions: the population's version)
         self.clv_version = f"{tag}:clv:version"
-        #: prefix of the membership index keys (one sorted set per segment)
-        self.segment_prefix = f"{tag}:m:"
+        #: prefix of the membership index's chunk directories (one per segment)
+        self.segment_prefix = f"{tag}:mx:"
+        #: prefix of layout 2's membership sorted sets (read by ``migrate-layout``)
+        self.layout2_segment_prefix = f"{tag}:m:"
 
     def __repr__(self) -> str:
         return f"PartKeys({self.tag!r})"
@@ -136,6 +143,20 @@ class PartKeys(_Prefixed):
     def handover(self, survivor: str) -> str:
         """The states of ids homed here handed over to a merge survivor's owner."""
         return f"{self.tag}:handover:{survivor}"
+
+    def chunk_prefix(self, dimension: str, value: str) -> str:
+        """The prefix of a segment's chunk keys (the chunk's bound follows).
+
+        Examples
+        --------
+        >>> Keys("sf").part(1).chunk_prefix("lifecycle", "new")
+        '{sf:p1}:mc:lifecycle\\x1fnew\\x1e'
+        """
+        return f"{self.tag}:mc:{dimension}{SEP}{value}\x1e"
+
+    def layout2_segment(self, dimension: str, value: str) -> str:
+        """Layout 2's membership sorted set of a segment (customer id -> since)."""
+        return f"{self.layout2_segment_prefix}{dimension}{SEP}{value}"
 
     def clv_rows(self, bucket: int) -> str:
         """A bucket of this partition's clv population rows."""
@@ -237,7 +258,7 @@ class Keys:
         return self.part(shard).outbox
 
     def segment(self, partition: int, dimension: str, value: str) -> str:
-        """A segment's membership sorted set in one home partition."""
+        """A segment's membership key (its chunk directory) in one home partition."""
         return self.part(partition).segment(dimension, value)
 
 

@@ -7,13 +7,13 @@ change's time (the moment it entered); a ``null`` value (forget, merge) only rem
 segments index ``in`` only (``out`` is not a population, as in
 :func:`~segmentflow.state.base.population_deltas`).
 
-Members are ordered by ``(since, customer_id)`` (ids compared as UTF-8 bytes, as Redis does),
-and a page starts strictly after a cursor holding the last member read: a member present
-throughout a pagination keeps its place, so it is neither skipped nor repeated.
+Members are ordered by customer id (compared as UTF-8 bytes, as Redis does), and a page
+starts strictly after a cursor holding the last member read: a member present throughout a
+pagination keeps its place, so it is neither skipped nor repeated.
 
-Redis layout: ``{ns:pP}:m:<dimension>\\x1f<value>``, per home partition ``P``, a sorted set
-customer_id -> since (epoch µs; exact in a double until the year 2255); a page merges the
-partitions' pages (issue 17: every partition's keys share its hash tag).
+Redis layout (3): per home partition ``P`` and segment, range-chunked compact hashes
+customer_id -> since (epoch µs) under the partition's hash tag
+(:mod:`segmentflow.state.member_chunks`); a page merges the partitions' pages.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import heapq
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -31,6 +31,7 @@ from redis.exceptions import RedisClusterException
 
 from segmentflow.engine.state import CustomerState
 from segmentflow.schemas.changes import Change
+from segmentflow.state import member_chunks
 from segmentflow.state.base import StoreUnavailable
 from segmentflow.state.client import RedisClient, is_client
 from segmentflow.state.keys import SEP as SEP  # re-exported (callers import it from here)
@@ -40,9 +41,9 @@ Segment = tuple[str, str]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Member:
-    """A customer in a segment since ``since`` (epoch µs); ordered as pages list them."""
+    """A customer in a segment since ``since`` (epoch µs); pages list them by customer id."""
 
     since: int
     customer_id: str
@@ -272,8 +273,8 @@ class MemberIndex:
         return heapq.nsmallest(limit, found, key=_order)
 
 
-def _order(member: Member) -> tuple[int, bytes]:
-    return member.since, member.customer_id.encode()
+def _order(member: Member) -> bytes:
+    return member.customer_id.encode()
 
 
 def _after(member: Member, cursor: Member) -> bool:
@@ -284,59 +285,40 @@ def _after(member: Member, cursor: Member) -> bool:
 
 
 def segment_key(namespace: str, dimension: str, value: str, partition: int = 0) -> str:
-    """The Redis key of a segment's sorted set in one home partition.
+    """The Redis key of a segment's chunk directory in one home partition.
 
     Examples
     --------
     >>> segment_key("sf", "lifecycle", "active", 2)
-    '{sf:p2}:m:lifecycle\\x1factive'
+    '{sf:p2}:mx:lifecycle\\x1factive'
     """
     return Keys(namespace).segment(partition, dimension, value)
 
 
 def queue_changes(pipe: Any, keys: PartKeys, changes: Sequence[Change]) -> None:
     """Queue the index writes of ``changes`` (of customers homed in the partition of
-    ``keys``) on the commit's ``MULTI`` pipeline."""
+    ``keys``) on the commit's ``MULTI`` pipeline (one script call)."""
     if not changes:
         return
     ops = member_ops(changes)
-    for (dim, value), gone in ops.removes.items():
-        pipe.zrem(keys.segment(dim, value), *gone)
-    for (dim, value), entered in ops.adds.items():
-        pipe.zadd(keys.segment(dim, value), entered)
+    writes: dict[Segment, tuple[Iterable[str], Mapping[str, int]]] = {}
+    for segment, gone in ops.removes.items():
+        writes[segment] = (gone, ops.adds.get(segment, {}))
+    for segment, entered in ops.adds.items():
+        if segment not in writes:
+            writes[segment] = ((), entered)
+    member_chunks.queue_writes(pipe, keys, writes)
 
 
-# the first rank whose (score, member) comes after the cursor (member bytes compared one by
-# one: Lua's string `<` follows the server's collation locale, Redis orders by memcmp)
-_PAGE_LUA = """
-local key, since, cid, n = KEYS[1], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local function le(a, b)
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a <= #b
-end
-local start
-local score = redis.call('ZSCORE', key, cid)
-if score and tonumber(score) == since then
-  start = redis.call('ZRANK', key, cid) + 1
-else
-  local lo = redis.call('ZCOUNT', key, '-inf', '(' .. ARGV[1])
-  local hi = redis.call('ZCOUNT', key, '-inf', ARGV[1])
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    if le(redis.call('ZRANGE', key, mid, mid)[1], cid) then lo = mid + 1 else hi = mid end
-  end
-  start = lo
-end
-return redis.call('ZRANGE', key, start, start + n - 1, 'WITHSCORES')
-"""
+def queue_leave(pipe: Any, keys: PartKeys, customer_id: str, segments: Iterable[Segment]) -> None:
+    """Queue the removal of a customer from ``segments`` of the partition of ``keys``."""
+    member_chunks.queue_writes(pipe, keys, {segment: ((customer_id,), {}) for segment in segments})
 
 
 class RedisMembers:
     """Pages of the membership index in Redis: each partition's page is one atomic script
-    call, and a page is the first ``limit`` of their merge.
+    call (:func:`~segmentflow.state.member_chunks.page_rows`), and a page is the first
+    ``limit`` of their merge.
 
     Parameters
     ----------
@@ -353,24 +335,16 @@ class RedisMembers:
         self.namespace = namespace
         self.keys = Keys(namespace)
         self.partitions = range(max(partitions, 1))
-        self._script = client.register_script(_PAGE_LUA)
 
     def page(self, dimension: str, value: str, limit: int, after: Member | None) -> list[Member]:
         found: list[Member] = []
+        cursor = None if after is None else after.customer_id
         try:
             for p in self.partitions:
-                key = self.keys.segment(p, dimension, value)
-                if after is None:
-                    rows = self.client.zrange(key, 0, limit - 1, withscores=True)
-                    found.extend(Member(int(score), cid.decode()) for cid, score in rows)
-                    continue
-                flat = self._script(
-                    keys=[key], args=[after.since, after.customer_id.encode(), limit]
+                rows = member_chunks.page_rows(
+                    self.client, self.keys.part(p), dimension, value, cursor, limit
                 )
-                found.extend(
-                    Member(int(float(score)), cid.decode())
-                    for cid, score in zip(flat[::2], flat[1::2], strict=True)
-                )
+                found.extend(Member(since, cid.decode()) for cid, since in rows)
         except (redis.RedisError, RedisClusterException) as exc:
             raise StoreUnavailable(str(exc)) from exc
         return heapq.nsmallest(limit, found, key=_order)
@@ -380,7 +354,7 @@ class RedisMembers:
         try:
             pipe = self.client.pipeline(transaction=False)
             for p in self.partitions:
-                pipe.zcard(self.keys.segment(p, dimension, value))
+                member_chunks.queue_count(pipe, self.keys.part(p), dimension, value)
             return sum(int(n) for n in pipe.execute())
         except (redis.RedisError, RedisClusterException) as exc:
             raise StoreUnavailable(str(exc)) from exc

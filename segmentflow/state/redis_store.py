@@ -26,7 +26,7 @@ partition's commit is one ``MULTI`` even on Redis Cluster. Keys of partition ``P
   encoded state, written by its owner with its tombstone and taken (deleted) by the survivor's
   owner in the commit that merges it (cross-worker merges, notes/identity.md);
 - ``{ns:pP}:rfm``/``:rfm:log`` (:mod:`segmentflow.state.redis_ranks`), ``:clv:*``
-  (:mod:`segmentflow.state.redis_clv`) and ``:m:*`` (:mod:`segmentflow.state.members`),
+  (:mod:`segmentflow.state.redis_clv`) and ``:mx:*`` / ``:mc:*`` (:mod:`segmentflow.state.members`),
   written in the same transactions.
 
 Outside the partitions: the directory ``{ns:d<B>}`` (hash id -> home, written once with
@@ -822,8 +822,7 @@ class RedisStore(StateStore):
                     self.ranks.queue_forget(pipe, home, customer_id)
                     self.clv.queue_forget(pipe, home, customer_id)
                     pipe.hdel(part.quarantine, customer_id)
-                    for dim, value in segments:
-                        pipe.zrem(part.segment(dim, value), customer_id)
+                    member_index.queue_leave(pipe, part, customer_id, segments)
                 if p in merged_in:
                     pipe.hdel(part.alias, *merged_in[p])
                 pipe.delete(*(part.aliased(cid) for cid in every))
