@@ -94,8 +94,8 @@ class PartKeys(_Prefixed):
     __slots__ = (
         "alias",
         "clv_version",
-        "layout2_segment_prefix",
         "due",
+        "layout2_segment_prefix",
         "outbox",
         "partition",
         "pop",

@@ -222,7 +222,9 @@ def iter_rows(
 
 def count(client: Any, keys: PartKeys, dim: str, value: str) -> int:
     """How many members one partition's segment has."""
-    return int(_eval(client, _COUNT_LUA, [keys.segment(dim, value)], [keys.chunk_prefix(dim, value)]))
+    return int(
+        _eval(client, _COUNT_LUA, [keys.segment(dim, value)], [keys.chunk_prefix(dim, value)])
+    )
 
 
 def queue_count(pipe: Any, keys: PartKeys, dim: str, value: str) -> None:

@@ -2,12 +2,12 @@
 
 The index (:mod:`segmentflow.state.members`) is written by every commit from the changes it
 holds, so it only misses what was stored before it existed (state written by an older version,
-or keys restored without their ``{ns:pP}:m:*`` sets). The rebuild makes it exact again, safely next
-to running workers:
+or keys restored without their ``{ns:pP}:mx:*`` / ``:mc:*`` chunks). The rebuild makes it exact
+again, safely next to running workers:
 
-1. every stored customer is added to the segments its values say (``ZADD NX``: a member already
-   indexed keeps its ``since``; a missing one gets the customer's clock, the time of its latest
-   event or evaluation, since the time it entered was never stored);
+1. every stored customer is added to the segments its values say (only where absent: a member
+   already indexed keeps its ``since``; a missing one gets the customer's clock, the time of its
+   latest event or evaluation, since the time it entered was never stored);
 2. every indexed member whose state no longer holds that value (or has no state) is removed.
 
 Each page of customers is read under ``WATCH`` of their state keys and written in one
@@ -24,8 +24,9 @@ from typing import Any
 import redis
 
 from segmentflow.engine.state import CustomerState
+from segmentflow.state import member_chunks
 from segmentflow.state.keys import PartKeys
-from segmentflow.state.members import indexed_values, pages
+from segmentflow.state.members import Segment, indexed_values, pages
 from segmentflow.state.redis_store import RedisStore
 
 
@@ -72,9 +73,12 @@ def rebuild_members(
         part = store.part(home)
 
         def add(pipe: Any, states: dict[str, CustomerState], part: PartKeys = part) -> None:
+            entering: dict[Segment, dict[str, int]] = {}
             for cid, state in states.items():
                 for dim, value in indexed_values(state).items():
-                    pipe.zadd(part.segment(dim, value), {cid: state.clock or 0}, nx=True)
+                    entering.setdefault((dim, value), {})[cid] = state.clock or 0
+            writes = {segment: ((), adds) for segment, adds in entering.items()}
+            member_chunks.queue_writes(pipe, part, writes, only_absent=True)
 
         for ids in pages(store.partition_ids(home), page):
             added, retries = _watched(store, home, ids, add)
@@ -87,9 +91,8 @@ def rebuild_members(
     for home in store.partitions:
         part = store.part(home)
         for dim, value in _known(store, home):
-            key = part.segment(dim, value)
-            members = (m.decode() for m, _ in store.client.zscan_iter(key, count=page))
-            for ids in pages(members, page):
+            for rows in member_chunks.iter_rows(store.client, part, dim, value, page):
+                ids = [cid.decode() for cid, _ in rows]
 
                 def remove(
                     pipe: Any,
@@ -97,7 +100,7 @@ def rebuild_members(
                     ids: list[str] = ids,
                     dim: str = dim,
                     value: str = value,
-                    key: str = key,
+                    part: PartKeys = part,
                 ) -> None:
                     gone = [
                         cid
@@ -106,7 +109,7 @@ def rebuild_members(
                         and not (cid not in states and store.is_quarantined(cid))  # unreadable
                     ]
                     if gone:
-                        pipe.zrem(key, *gone)
+                        member_chunks.queue_writes(pipe, part, {(dim, value): (gone, {})})
 
                 removed, retries = _watched(store, home, ids, remove)
                 report.removed += removed
@@ -119,4 +122,4 @@ def rebuild_members(
 def _known(store: RedisStore, home: int) -> list[tuple[str, str]]:
     """Every segment with an index key in partition ``home`` (from the keys themselves)."""
     part = store.part(home)
-    return sorted(part.segment_of(key) for key in store.partition_keys(home, "m:*"))
+    return sorted(part.segment_of(key) for key in store.partition_keys(home, "mx:*"))

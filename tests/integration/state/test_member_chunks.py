@@ -50,7 +50,9 @@ def check(client: redis.Redis[bytes], part: PartKeys, expected: dict[str, int], 
     ordered = sorted((cid.encode(), since) for cid, since in expected.items())
     dim, value = SEGMENT
     for size in (1, 3, 1000):
-        walked = [row for rows in member_chunks.iter_rows(client, part, dim, value, size) for row in rows]
+        walked = [
+            row for rows in member_chunks.iter_rows(client, part, dim, value, size) for row in rows
+        ]
         assert walked == ordered
     assert member_chunks.count(client, part, dim, value) == len(expected)
     pipe = client.pipeline(transaction=False)
@@ -74,7 +76,9 @@ def check(client: redis.Redis[bytes], part: PartKeys, expected: dict[str, int], 
         assert all(cid >= bound and (upper is None or cid < upper) for cid in held)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ops=OPS, most=st.sampled_from([2, 4, 128]))
 def test_chunks_match_a_dict(
     client: redis.Redis[bytes], namespace: str, ops: list[tuple[str, list[str]]], most: int
@@ -116,7 +120,9 @@ def test_segments_of_one_partition_in_one_call(client: redis.Redis[bytes], names
     member_chunks.queue_writes(pipe, part, writes)
     assert len(pipe) == 1
     pipe.execute()
-    assert [r for rows in member_chunks.iter_rows(client, part, "lifecycle", "new") for r in rows] == [
+    assert [
+        r for rows in member_chunks.iter_rows(client, part, "lifecycle", "new") for r in rows
+    ] == [
         (b"a", 1),
         (b"b", 2),
     ]

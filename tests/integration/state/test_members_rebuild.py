@@ -17,7 +17,9 @@ from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, validate_event
 from segmentflow.schemas.timefmt import DAY_US
 from segmentflow.service.replay import run
-from segmentflow.state.members import SEP, indexed, segment_key
+from segmentflow.state import member_chunks
+from segmentflow.state.keys import Keys
+from segmentflow.state.members import SEP, indexed
 from segmentflow.state.members_rebuild import rebuild_members
 from segmentflow.state.redis_store import RedisStore
 from segmentflow.synthetic import generate
@@ -27,18 +29,34 @@ Index = dict[tuple[str, str], dict[str, int]]
 
 
 def _index(client: redis.Redis[bytes], namespace: str) -> Index:
-    out: Index = {}  # every home partition's sets ({ns:pP}:m:<dim>\x1f<value>) merged
-    for key in client.scan_iter(match=f"{{{namespace}:p*}}:m:*", count=1000):
-        dim, _, value = key.decode().partition("}:m:")[2].partition(SEP)
-        members = client.zrange(key, 0, -1, withscores=True)
-        out.setdefault((dim, value), {}).update({m.decode(): int(s) for m, s in members})
+    out: Index = {}  # every home partition's chunks ({ns:pP}:mx:<dim>\x1f<value>) merged
+    for key in client.scan_iter(match=f"{{{namespace}:p*}}:mx:*", count=1000):
+        tag, _, segment = key.decode().partition("}:mx:")
+        dim, _, value = segment.partition(SEP)
+        part = Keys(namespace).part(int(tag.rpartition(":p")[2]))
+        for rows in member_chunks.iter_rows(client, part, dim, value):
+            out.setdefault((dim, value), {}).update({m.decode(): since for m, since in rows})
     return out
 
 
+def _write(
+    client: redis.Redis[bytes],
+    namespace: str,
+    home: int,
+    segment: tuple[str, str],
+    removes: list[str],
+    adds: dict[str, int],
+) -> None:
+    pipe = client.pipeline(transaction=True)
+    member_chunks.queue_writes(pipe, Keys(namespace).part(home), {segment: (removes, adds)})
+    pipe.execute()
+
+
 def _drop_index(client: redis.Redis[bytes], namespace: str) -> None:
-    keys = list(client.scan_iter(match=f"{{{namespace}:p*}}:m:*", count=1000))
-    if keys:
-        client.delete(*keys)
+    for kind in ("mx", "mc"):
+        keys = list(client.scan_iter(match=f"{{{namespace}:p*}}:{kind}:*", count=1000))
+        if keys:
+            client.delete(*keys)
 
 
 def _states(store: RedisStore) -> dict[str, CustomerState]:
@@ -107,11 +125,11 @@ def test_rebuild_keeps_known_since_and_removes_stale_members(
     (dim, value), members = next((s, m) for s, m in sorted(built.items()) if len(m) >= 3)
     missing = sorted(members)[:2]
     for cid in missing:
-        client.zrem(segment_key(namespace, dim, value, stored.shard_of(cid)), cid)
+        _write(client, namespace, stored.shard_of(cid), (dim, value), [cid], {})
     stranger = next(c for c in sorted(states) if c not in members)
     home = stored.shard_of(stranger)
-    client.zadd(segment_key(namespace, dim, value, home), {stranger: 1})  # stale
-    client.zadd(segment_key(namespace, "lifecycle", "nobody", 0), {"ghost": 1})  # no state
+    _write(client, namespace, home, (dim, value), [], {stranger: 1})  # stale
+    _write(client, namespace, 0, ("lifecycle", "nobody"), [], {"ghost": 1})  # no state
     report = rebuild_members(stored, page=7)
     assert (report.customers, report.added, report.removed) == (120, 2, 2)
     rebuilt = _index(client, namespace)

@@ -40,6 +40,8 @@ def test_every_key_name_is_the_stored_one() -> None:
         "clv_ready": k.clv_ready,
         "clv_lock": k.clv_lock,
         "segment": k.segment(3, "rule:vip", "in"),
+        "chunk_prefix": p.chunk_prefix("rule:vip", "in"),
+        "layout2_segment": p.layout2_segment("rule:vip", "in"),
         "everything": k.everything,
     } == {
         "state": "{sf:p3}:s:c:1 é",
@@ -65,7 +67,9 @@ def test_every_key_name_is_the_stored_one() -> None:
         "clv_fits": "sf:clv:fits",
         "clv_ready": "sf:clv:ready",
         "clv_lock": "sf:clv:lock",
-        "segment": "{sf:p3}:m:rule:vip\x1fin",
+        "segment": "{sf:p3}:mx:rule:vip\x1fin",
+        "chunk_prefix": "{sf:p3}:mc:rule:vip\x1fin\x1e",
+        "layout2_segment": "{sf:p3}:m:rule:vip\x1fin",
         "everything": ("sf:*", "{sf:*"),
     }
 
@@ -74,6 +78,7 @@ def test_a_partitions_keys_share_one_hash_tag() -> None:
     p = Keys("sf").part(7)
     names = [p.state("x"), p.due, p.outbox, p.pop, p.rfm, p.rfm_log, p.alias, p.aliased("y")]
     names += [p.handover("y"), p.clv_rows(1), p.clv_version, p.segment("d", "v"), p.quarantine]
+    names += [p.chunk_prefix("d", "v") + "bound"]
     assert {name.split("}")[0] + "}" for name in names} == {p.tag} == {"{sf:p7}"}
 
 
