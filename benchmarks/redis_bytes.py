@@ -116,7 +116,7 @@ def kind_of(key: bytes, namespace: str) -> str:
     rest = part.group(1)
     if rest.startswith("s:"):
         return "state"
-    if rest.startswith("m:"):
+    if rest.startswith(("m:", "mx:", "mc:")):  # layout 2 sorted sets, layout 3 chunks
         return "members"
     return {"due": "due", "rfm": "rfm", "rfm:log": "rfm_log"}.get(rest, "other")
 
