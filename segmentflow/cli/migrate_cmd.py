@@ -1,8 +1,10 @@
 """``segmentflow migrate-layout [--from URL] [--to URL] [--partitions N] [--dry-run]
-[--drop-old]``: copy the namespace's Redis keys from layout 1 to the partition-aligned layout 2
-(issue 17; :mod:`segmentflow.state.migrate_layout`). Stop every worker of the old version
-first. Exit 0 when migrated and verified, 1 when the verification found differences (the
-layout is then not switched) or the migration cannot run, 3 when Redis does not answer."""
+[--drop-old]``: bring the namespace's Redis keys to layout 3 (:mod:`segmentflow.state.
+migrate_layout`): copy layout 1 (issue 17), or convert layout 2's membership index in place
+(issue 13). Stop every worker of the old version first. Exit 0 when migrated and verified, 1
+when the verification found differences (the layout is then not switched) or the migration
+cannot run, 2 when it is not supported (a layout-2 namespace to another Redis), 3 when Redis
+does not answer."""
 
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ from segmentflow.config import Settings
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "migrate-layout",
-        help="copy the namespace's Redis keys to the partition-aligned layout 2 (upgrades)",
-        description="Copy SEGMENTFLOW_NAMESPACE's keys from layout 1 (before issue 17) to "
-        "layout 2 (one hash tag per home partition, for Redis Cluster), verify, then mark the "
-        "namespace. Stop every worker of the old version first. Resumable: run it again after "
-        "an interruption. The old keys stay (for a rollback) unless --drop-old.",
+        help="bring the namespace's Redis keys to layout 3 (upgrades from layout 1 or 2)",
+        description="Bring SEGMENTFLOW_NAMESPACE's keys to layout 3, verify, then mark the "
+        "namespace. From layout 1 (before issue 17) every key is copied (to the same Redis, "
+        "another one or a Redis Cluster; the old keys stay, for a rollback, unless "
+        "--drop-old); from layout 2 the membership index is converted in place on the Redis "
+        "holding it (each segment's old sorted set is deleted once verified). Stop every "
+        "worker of the old version first. Resumable: run it again after an interruption.",
     )
     p.add_argument(
         "--from",
@@ -36,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--to",
         dest="target",
         metavar="URL",
-        help="where layout 2 goes: a redis:// URL or a redis+cluster:// seed list "
+        help="where layout 3 goes: a redis:// URL or a redis+cluster:// seed list "
         "(default SEGMENTFLOW_REDIS_URL)",
     )
     p.add_argument(
@@ -114,7 +118,8 @@ def summary(report: Any) -> Table:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from segmentflow.state.migrate_layout import MigrationError, migrate
+    from segmentflow.state.keys import LAYOUT
+    from segmentflow.state.migrate_layout import MigrationError, MigrationRefused, migrate
 
     settings = Settings()
     source_url = args.source or settings.redis_url
@@ -131,9 +136,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if time.monotonic() - shown[0] >= 2.0:
             shown[0] = time.monotonic()
             counts = report.counts
-            err.print(
-                f"[dim]... {counts['states']:,} states, {counts['members']:,} memberships[/dim]"
-            )
+            states = f"{counts['states']:,} states, " if "states" in counts else ""
+            err.print(f"[dim]... {states}{counts['members']:,} memberships[/dim]")
 
     try:
         report = migrate(
@@ -147,6 +151,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
             min_replicas=settings.redis_min_replicas,
             replica_timeout=max(settings.redis_replica_timeout, 30.0),
         )
+    except MigrationRefused as exc:
+        err.print(f"[red]migrate-layout:[/red] {exc}", highlight=False)
+        return 2
     except MigrationError as exc:
         if exc.report is not None:
             console.print(summary(exc.report))
@@ -161,7 +168,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if report.resumed:
         console.print("resumed an interrupted migration: the counts are of this run's part")
     if report.already:
-        console.print(f"namespace {settings.namespace!r} is at layout 2 already: nothing copied")
+        console.print(
+            f"namespace {settings.namespace!r} is at layout {LAYOUT} already: nothing copied"
+        )
     else:
         console.print(summary(report))
     for note in report.notes:
@@ -170,10 +179,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
         verb = "would delete" if args.dry_run else "deleted"
         console.print(f"{verb} {report.dropped:,} layout-1 keys")
     if args.dry_run:
+        checked = " (the populations counted from the states match the old)"
+        console.print(f"dry run: nothing written{'' if report.source_layout == 2 else checked}")
+    elif report.source_layout == 2:
         console.print(
-            "dry run: nothing written (the populations counted from the states match the old)"
+            f"[green]verified[/green]: namespace marked layout {LAYOUT} (the membership index "
+            "converted; the layout-2 sorted sets deleted)"
         )
     elif not report.already:
         kept = "" if args.drop_old else "; the layout-1 keys stay until --drop-old"
-        console.print(f"[green]verified[/green]: namespace marked layout 2{kept}")
+        console.print(f"[green]verified[/green]: namespace marked layout {LAYOUT}{kept}")
     return 0

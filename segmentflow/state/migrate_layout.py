@@ -1,12 +1,18 @@
-"""Migrate a namespace's Redis keys from layout 1 to layout 2 (``segmentflow migrate-layout``).
+"""Migrate a namespace's Redis keys to layout 3 (``segmentflow migrate-layout``).
 
 Layout 1 (:class:`~segmentflow.state.keys.LegacyKeys`) keeps one key per kind of data for the
-whole namespace; layout 2 (:class:`~segmentflow.state.keys.Keys`, issue 17) puts every key of a
-home partition under its hash tag ``{ns:pP}`` so one partition's commit is one ``MULTI`` on one
-Redis Cluster node. :func:`migrate` copies layout 1 (on one Redis) into layout 2 (on the same
-Redis or another one, or a Redis Cluster); the old keys stay for a rollback unless
-``drop_old``. Workers of the old version must be stopped first; new workers call
-:func:`ensure_layout` at start and refuse a namespace that still holds only layout 1.
+whole namespace; layout 2 (issue 17) puts every key of a home partition under its hash tag
+``{ns:pP}`` so one partition's commit is one ``MULTI`` on one Redis Cluster node; layout 3
+(:class:`~segmentflow.state.keys.Keys`, issue 13) is layout 2 with the membership index as
+range-chunked hashes (:mod:`~segmentflow.state.member_chunks`) instead of one sorted set per
+segment and partition. :func:`migrate` copies layout 1 (on one Redis) into layout 3 (on the
+same Redis or another one, or a Redis Cluster; the old keys stay for a rollback unless
+``drop_old``), or converts a layout-2 namespace's membership index in place (:class:`_Upgrade`:
+each segment's sorted set is deleted once its chunks verified; every other key stays). Workers
+of the old version must be stopped first; new workers call :func:`ensure_layout` at start and
+refuse a namespace at layout 1 or 2.
+
+From layout 1:
 
 The steps (each one idempotent; the state pass resumes from the ``SCAN`` cursor kept in the
 target's ``ns:meta``, the others run again when interrupted):
@@ -27,7 +33,7 @@ target's ``ns:meta``, the others run again when interrupted):
    clv version per partition (its sum exceeds the old version: the next refit runs) and
    ``ns:span``;
 7. verify (populations summed equal the old ``ns:pop``, same states, every old member in the
-   new index, every alias copied), then ``ns:layout`` = 2; with ``drop_old`` the old keys go.
+   new index, every alias copied), then ``ns:layout`` = 3; with ``drop_old`` the old keys go.
 
 Each page's writes are one ``MULTI`` per home partition, merged per key (:func:`~segmentflow.
 state.client.transactions`); the directory entries (other hash tags) go first: in the same
@@ -53,16 +59,26 @@ from typing import Any
 import numpy as np
 
 from segmentflow.engine.state import CustomerState
+from segmentflow.state import member_chunks
 from segmentflow.state.client import (
     RedisClient,
     ReplicaLag,
     is_cluster,
     queue_mget,
     queue_mset,
+    scan_keys,
     transactions,
     wait_replicas,
 )
-from segmentflow.state.keys import DIRECTORY_BUCKETS, LAYOUT, SEP, Keys, LegacyKeys
+from segmentflow.state.keys import (
+    DIRECTORY_BUCKETS,
+    LAYOUT,
+    SEP,
+    Keys,
+    LegacyKeys,
+    PartKeys,
+    glob_escape,
+)
 from segmentflow.state.members import indexed_values, pages
 
 #: fields of the target's ``ns:meta`` holding the migration's progress (removed at the end)
@@ -106,6 +122,10 @@ class MigrationError(RuntimeError):
         self.report = report
 
 
+class MigrationRefused(MigrationError):
+    """The migration asked for is not supported (nothing was written; a usage error)."""
+
+
 @dataclass(slots=True)
 class MigrationReport:
     """What :func:`migrate` copied (or, in a dry run, would copy) and what it found."""
@@ -113,13 +133,16 @@ class MigrationReport:
     namespace: str
     shards: int
     dry_run: bool = False
+    #: the layout migrated from (1: copied, with every kind of key; 2: the membership index
+    #: converted in place, :data:`UPGRADE_KINDS` counted)
+    source_layout: int = 1
     #: kind (:data:`KINDS`) -> entries copied
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     #: what the verification found different (any makes the migration fail)
     differences: list[str] = field(default_factory=list)
     #: things worth knowing that are no failure
     notes: list[str] = field(default_factory=list)
-    #: the target held ``ns:layout`` = 2 already: nothing was copied
+    #: the target held ``ns:layout`` = :data:`LAYOUT` already: nothing was copied
     already: bool = False
     #: the state pass went on from a cursor an interrupted run left
     resumed: bool = False
@@ -168,11 +191,14 @@ def _bucket(customer_id: str) -> int:
 
 class _Part:
     """One home partition's writes of a page, merged per key (a few commands, not one per
-    entry)."""
+    entry; the memberships of every segment one script call)."""
 
-    __slots__ = ("hashes", "lists", "sets", "strings", "zsets")
+    __slots__ = ("hashes", "keys", "lists", "members", "sets", "strings", "zsets")
 
-    def __init__(self) -> None:
+    def __init__(self, keys: PartKeys) -> None:
+        self.keys = keys
+        #: (dimension, value) -> {customer id: since} (layout-3 chunks)
+        self.members: dict[tuple[str, str], dict[str, int]] = {}
         self.strings: dict[str, bytes] = {}
         self.zsets: dict[str, dict[str, float]] = {}
         self.hashes: dict[str, dict[bytes | str, bytes | str]] = {}
@@ -193,6 +219,9 @@ class _Part:
             pipe.delete(key)
             for values in pages(rows, _CHUNK):
                 pipe.rpush(key, *values)
+        if self.members:
+            writes = {segment: ((), adds) for segment, adds in self.members.items()}
+            member_chunks.queue_writes(pipe, self.keys, writes)
 
 
 class _Writes:
@@ -206,7 +235,7 @@ class _Writes:
     def part(self, home: int) -> _Part:
         found = self.parts.get(home)
         if found is None:
-            found = self.parts[home] = _Part()
+            found = self.parts[home] = _Part(self.keys.part(home))
         return found
 
     def set(self, home: int, key: str, value: bytes) -> None:
@@ -214,6 +243,10 @@ class _Writes:
 
     def zadd(self, home: int, key: str, member: str, score: float) -> None:
         self.part(home).zsets.setdefault(key, {})[member] = score
+
+    def member(self, home: int, dim: str, value: str, cid: str, since: float) -> None:
+        """``cid`` in segment ``dim=value`` of partition ``home`` since ``since`` (epoch µs)."""
+        self.part(home).members.setdefault((dim, value), {})[cid] = int(since)
 
     def hset(self, home: int, key: str, name: bytes | str, value: bytes | str) -> None:
         self.part(home).hashes.setdefault(key, {})[name] = value
@@ -353,9 +386,13 @@ class _Migration:
         if not self.dry_run:
             self.target.hset(self.keys.meta, name, value)
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
+        """The lock's holder is alive."""
         if self.lock is not None:
             self.target.pexpire(self.lock_key, LOCK_MS)
+
+    def _tick(self) -> None:
+        self.tick()
         if self.progress is not None:
             self.progress(self.report)
 
@@ -441,12 +478,14 @@ class _Migration:
             pipe.execute()
         return self.report
 
-    def wait_replicas(self) -> None:
-        """Every primary written holds its data on ``min_replicas`` replicas (or raise)."""
+    def wait_replicas(self, parts: Iterable[int] | None = None) -> None:
+        """Every primary written holds its data on ``min_replicas`` replicas (or raise);
+        ``parts``: only those partitions were written (an upgrade from layout 2)."""
         if self.min_replicas <= 0:
             return
-        touched = [self.keys.part(p).pop for p in self._parts()]
-        touched += [self.keys.directory_bucket(b) for b in range(DIRECTORY_BUCKETS)]
+        touched = [self.keys.part(p).pop for p in (self._parts() if parts is None else parts)]
+        if parts is None:
+            touched += [self.keys.directory_bucket(b) for b in range(DIRECTORY_BUCKETS)]
         touched += [self.keys.meta, self.keys.persona_model]
         try:
             wait_replicas(self.target, touched, self.min_replicas, self.replica_timeout)
@@ -583,7 +622,7 @@ class _Migration:
                     since = state.clock or 0
                 else:
                     self.report.add("members")
-                writes.zadd(home, self.keys.segment(home, dim, value), cid, since)
+                writes.member(home, dim, value, cid, since)
 
     def copy_quarantine(self) -> None:
         for rows in pages(self.source.hscan_iter(self.old.quarantine, count=self.page), self.page):
@@ -656,12 +695,15 @@ class _Migration:
 
     def _unindexed(self, dim: str, value: str, ids: list[str]) -> list[str]:
         """Which of ``ids`` no partition's new index of segment ``dim=value`` lists."""
+        if not ids:
+            return []
         pipe = self.target.pipeline(transaction=False)
         for part in self._parts():
-            pipe.zmscore(self.keys.segment(part, dim, value), ids)
+            member_chunks.queue_since(pipe, self.keys.part(part), dim, value, ids)
         listed: set[str] = set()
-        for scores in pipe.execute():
-            listed.update(cid for cid, score in zip(ids, scores, strict=True) if score is not None)
+        for reply in pipe.execute():
+            found = member_chunks.since_of(reply)
+            listed.update(cid for cid, since in zip(ids, found, strict=True) if since is not None)
         return [cid for cid in ids if cid not in listed]
 
     def _parts(self) -> range:
@@ -682,8 +724,7 @@ class _Migration:
                 writes = _Writes(self.target, self.keys, self.dry_run)
                 for cid in stale:
                     self.report.add("members")
-                    key = self.keys.segment(homes[cid], dim, value)
-                    writes.zadd(homes[cid], key, cid, since[cid])
+                    writes.member(homes[cid], dim, value, cid, since[cid])
                 writes.flush()
             self._tick()
 
@@ -850,6 +891,107 @@ class _Migration:
         return absent
 
 
+#: the layout whose membership index :class:`_Upgrade` converts in place
+UPGRADED = 2
+#: the ``ns:meta`` field an in-place upgrade from layout 2 sets while it runs
+META_UPGRADE = "migrate-layout:upgrade"
+#: the kinds counted by an in-place upgrade from layout 2
+UPGRADE_KINDS = ("segments", "members")
+
+
+class _Upgrade:
+    """Layout 2 -> 3 in place: each partition's membership sorted sets ``{ns:pP}:m:*`` become
+    range-chunked hashes (:mod:`~segmentflow.state.member_chunks`) with the same since; each
+    segment is verified, then its sorted set deleted. Every other key stays as it is. An
+    interrupted run goes on with the sorted sets left (a segment converted twice is the
+    same)."""
+
+    def __init__(
+        self,
+        client: Any,
+        namespace: str,
+        shards: int,
+        dry_run: bool,
+        page: int,
+        progress: Callable[[MigrationReport], None] | None,
+        lock: _Migration,
+    ) -> None:
+        self.client, self.keys, self.page = client, Keys(namespace), page
+        #: holds the migration lock and waits for the replicas
+        self.dry_run, self.progress, self.lock = dry_run, progress, lock
+        self.report = MigrationReport(namespace, shards, dry_run, source_layout=UPGRADED)
+        self.report.counts = dict.fromkeys(UPGRADE_KINDS, 0)
+        span = client.zscore(self.keys.span, "partitions")
+        self.parts = range(max(shards, int(span or 0)))
+
+    def run(self) -> MigrationReport:
+        """Convert every partition; mark the namespace once every segment verified."""
+        if not self.dry_run:
+            fresh = self.client.hsetnx(self.keys.meta, META_UPGRADE, 1)
+            self.report.resumed = not fresh
+        for part in self.parts:
+            self.convert_partition(self.keys.part(part))
+        if self.report.differences or self.dry_run:
+            return self.report
+        self.lock.wait_replicas(self.parts)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.keys.layout, LAYOUT)
+        pipe.hdel(self.keys.meta, META_UPGRADE)
+        pipe.execute()
+        return self.report
+
+    def _tick(self) -> None:
+        self.lock.tick()
+        if self.progress is not None:
+            self.progress(self.report)
+
+    def convert_partition(self, part: PartKeys) -> None:
+        pattern = glob_escape(part.layout2_segment_prefix) + "*"
+        cursor, seen = 0, set()
+        while True:
+            cursor, found = scan_keys(self.client, part.pop, pattern, cursor, self.page)
+            for raw in found:
+                if raw not in seen:  # (SCAN may return a key twice)
+                    seen.add(raw)
+                    self.convert_segment(part, raw)
+            if cursor == 0:
+                break
+        self._tick()
+
+    def convert_segment(self, part: PartKeys, raw: bytes) -> None:
+        """Copy one sorted set into chunks, verify them, then delete it."""
+        dim, _, value = raw.decode()[len(part.layout2_segment_prefix) :].partition(SEP)
+        report, client = self.report, self.client
+        report.add("segments")
+        for rows in pages(client.zscan_iter(raw, count=self.page), self.page):
+            report.add("members", len(rows))
+            if not self.dry_run:
+                adds = {m.decode(): int(since) for m, since in rows}
+                pipe = client.pipeline(transaction=False)
+                member_chunks.queue_writes(pipe, part, {(dim, value): ((), adds)})
+                pipe.execute()
+            self._tick()
+        if self.dry_run:
+            return
+        was, now = int(client.zcard(raw)), member_chunks.count(client, part, dim, value)
+        moved = 0
+        for rows in pages(client.zscan_iter(raw, count=self.page), self.page):
+            pipe = client.pipeline(transaction=False)
+            member_chunks.queue_since(pipe, part, dim, value, [m.decode() for m, _ in rows])
+            (reply,) = pipe.execute()
+            listed = member_chunks.since_of(reply)
+            moved += sum(1 for (_, s), got in zip(rows, listed, strict=True) if got != int(s))
+        if was != now or moved:
+            report.differences.append(
+                f"partition {part.partition} segment {dim}={value}: {was} members in layout 2, "
+                f"{now} converted, {moved} without the same since (its sorted set is kept): were "
+                "workers of the previous version still running? Stop them and run "
+                "`segmentflow migrate-layout` again"
+            )
+            return
+        client.unlink(raw)
+
+
 def migrate(
     source: RedisClient,
     target: RedisClient,
@@ -863,22 +1005,25 @@ def migrate(
     min_replicas: int = 0,
     replica_timeout: float = 30.0,
 ) -> MigrationReport:
-    """Copy ``namespace`` from layout 1 on ``source`` to layout 2 on ``target`` (see the module
-    docstring); raise :class:`MigrationError` (with the report) when it cannot or when the
-    verification finds differences (then ``ns:layout`` is not written).
+    """Copy ``namespace`` from layout 1 on ``source`` to layout 3 on ``target``, or upgrade a
+    ``target`` at layout 2 in place (see the module docstring); raise :class:`MigrationError`
+    (with the report) when it cannot or when the verification finds differences (then
+    ``ns:layout`` is not written), :class:`MigrationRefused` for a layout-2 namespace on
+    another Redis than ``target``.
 
     Parameters
     ----------
     source, target
-        One Redis holding layout 1; one Redis or a Redis Cluster (may be ``source`` itself).
+        One Redis holding layout 1; one Redis or a Redis Cluster (may be ``source`` itself;
+        must be, for a namespace at layout 2).
     shards
         The input topics' partition count (home partitions; the legacy shards of states
         without a home).
     dry_run
         Read everything and count what would be copied; write nothing.
     drop_old
-        After a successful migration (or on a target already at layout 2), delete the old
-        keys (without it they stay for a rollback).
+        After a successful migration (or on a target already at layout 3), delete the
+        layout-1 keys (without it they stay for a rollback).
     page
         Keys per ``SCAN`` step and per transaction page.
     progress
@@ -891,28 +1036,43 @@ def migrate(
     src: Any = source
     dst: Any = target
     keys = Keys(namespace)
-    marker = dst.get(keys.layout)
-    if marker is not None and int(marker) != LAYOUT:
+    marker = None if (raw := dst.get(keys.layout)) is None else int(raw)
+    if marker not in (None, UPGRADED, LAYOUT):
         raise MigrationError(
-            f"namespace {namespace!r} is at layout {int(marker)}, written by another version "
+            f"namespace {namespace!r} is at layout {marker}, written by another version "
             f"of segmentflow (this one reads layout {LAYOUT}): use that version's tools"
         )
+    if shards < 1:
+        raise MigrationError(f"the partition count must be 1 or more, not {shards}")
     same = same_redis(src, dst)
-    if marker is None and not same and src.get(keys.layout) is not None:
+    held = None if same or (raw := src.get(keys.layout)) is None else int(raw)
+    if (marker == UPGRADED and not same) or (marker is None and held == UPGRADED):
+        raise MigrationRefused(
+            f"namespace {namespace!r} is at layout {UPGRADED}, which is upgraded in place on "
+            "the Redis that holds it: run `segmentflow migrate-layout` with --from and --to "
+            "(or SEGMENTFLOW_REDIS_URL alone) naming that Redis; to move it to another Redis, "
+            "upgrade it first, then copy it with Redis' own tools"
+        )
+    if marker is None and held is not None:
         raise MigrationError(
-            f"the source already holds layout {int(src.get(keys.layout))} of namespace "
-            f"{namespace!r}, so there is nothing to migrate: point --from at the Redis holding "
-            "the old layout"
+            f"the source already holds layout {held} of namespace {namespace!r}, so there is "
+            "nothing to migrate: point --from at the Redis holding the old layout"
         )
     migration = _Migration(src, dst, namespace, shards, dry_run, max(1, page), progress)
     migration.min_replicas, migration.replica_timeout = min_replicas, replica_timeout
-    if marker is not None:
+    if marker == LAYOUT:
         report = migration.report
         report.already = True
     else:
         migration.take_lock()
         try:
-            report = migration.run()
+            if marker == UPGRADED:
+                upgrade = _Upgrade(
+                    dst, namespace, shards, dry_run, max(1, page), progress, migration
+                )
+                report = upgrade.run()
+            else:
+                report = migration.run()
         finally:
             migration.release_lock()
         if report.differences:
@@ -957,12 +1117,21 @@ def _drop_old(client: Any, namespace: str, *, same: bool, dry_run: bool) -> int:
 
 
 def ensure_layout(client: RedisClient, namespace: str) -> None:
-    """Make sure ``namespace`` is at layout 2 before a worker or tool uses it: a fresh namespace
-    is marked; one holding layout-1 keys without the marker raises :class:`LayoutError`."""
+    """Make sure ``namespace`` is at layout 3 before a worker or tool uses it: a fresh namespace
+    is marked; one at layout 2, or holding layout-1 keys without the marker, raises
+    :class:`LayoutError`."""
     redis_client: Any = client
     keys, old = Keys(namespace), LegacyKeys(namespace)
     marker = redis_client.get(keys.layout)
     if marker is not None:
+        if int(marker) == UPGRADED:
+            raise LayoutError(
+                f"namespace {namespace!r} is at layout {UPGRADED} (one membership sorted set "
+                f"per segment); this version reads layout {LAYOUT}: stop every worker of the "
+                f"previous version, then run `SEGMENTFLOW_NAMESPACE={namespace} segmentflow "
+                "migrate-layout` (it converts the membership index in place; README "
+                "'Upgrading to layout 3')"
+            )
         if int(marker) != LAYOUT:
             raise LayoutError(
                 f"namespace {namespace!r} is at layout {int(marker)}, which this version of "
@@ -989,6 +1158,6 @@ def ensure_layout(client: RedisClient, namespace: str) -> None:
             f"{', ...' if len(found) > 3 else ''}) and "
             f"no {keys.layout} marker: stop every worker of the old version, then run "
             f"`SEGMENTFLOW_NAMESPACE={namespace} segmentflow migrate-layout` (README "
-            "'Upgrading to layout 2')"
+            "'Upgrading to layout 3')"
         )
     redis_client.set(keys.layout, LAYOUT, nx=True)

@@ -1,10 +1,12 @@
 """``segmentflow migrate-layout`` against a real Redis (and a real Redis Cluster): a layout-1
 namespace written key by key (states, due entries, populations, members, RFM, clv rows,
-quarantine, aliases, a hand-over, outboxes, meta, persona) is copied to layout 2 as the spec
+quarantine, aliases, a hand-over, outboxes, meta, persona) is copied to layout 3 as the spec
 says, verified, resumable, idempotent, one run at a time; a dry run writes nothing;
-``--drop-old`` leaves only layout 2; workers refuse a layout-1 namespace (:func:`ensure_layout`);
-the layout-2 ``RedisStore`` reads a migrated replay's states, populations, due entries and
-members as they were."""
+``--drop-old`` leaves only layout 3; workers refuse a layout-1 or layout-2 namespace
+(:func:`ensure_layout`); the ``RedisStore`` reads a migrated replay's states, populations, due
+entries and members as they were. A layout-2 namespace written by real commits has its
+membership sorted sets converted in place to chunks (same members, same since, every other key
+untouched), resumably, and only a verified segment's sorted set is deleted."""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from segmentflow.config import Settings
 from segmentflow.embedded import EmbeddedBroker
 from segmentflow.embedded_cluster import EmbeddedRedisCluster
 from segmentflow.engine.state import CustomerState
-from segmentflow.state.keys import LAYOUT, SEP, Keys, LegacyKeys
+from segmentflow.state import member_chunks
+from segmentflow.state.client import scan_keys
+from segmentflow.state.keys import LAYOUT, SEP, Keys, LegacyKeys, glob_escape
 from segmentflow.state.migrate_layout import (
     META_CURSOR,
     META_STEP,
@@ -54,7 +58,7 @@ STATES = {
 
 
 def home(cid: str) -> int:
-    """Where a customer lives in layout 2 (its state's home, else the legacy shard)."""
+    """Where a customer lives in layout 3 (its state's home, else the legacy shard)."""
     state = STATES.get(cid)
     if state is not None and state.home is not None:
         return state.home
@@ -70,6 +74,25 @@ def client(redis_url: str, namespace: str) -> Iterator[redis.Redis[bytes]]:
     c: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
     yield c  # (the namespace fixture deletes both layouts' keys)
     c.close()
+
+
+def rows(client: Any, ns: str, part: int, dim: str, value: str) -> list[tuple[bytes, int]]:
+    """One partition's members of a segment in the layout-3 index, in id order."""
+    keys = Keys(ns).part(part)
+    return [row for page in member_chunks.iter_rows(client, keys, dim, value, 7) for row in page]
+
+
+def layout2_sets(client: Any, ns: str, parts: int = SHARDS) -> list[bytes]:
+    """The layout-2 membership sorted sets left in the namespace."""
+    found: list[bytes] = []
+    for p in range(parts):
+        part = Keys(ns).part(p)
+        pattern = glob_escape(part.layout2_segment_prefix) + "*"
+        cursor = -1
+        while cursor != 0:
+            cursor, keys = scan_keys(client, part.pop, pattern, max(cursor, 0), 1000)
+            found += keys
+    return found
 
 
 def write_legacy(client: Any, ns: str) -> None:
@@ -138,8 +161,8 @@ def snapshot(client: Any, ns: str) -> Snapshot:
     return out
 
 
-def assert_layout_2(client: Any, ns: str) -> None:
-    """What the spec says layout 2 holds for :func:`write_legacy`'s namespace."""
+def assert_layout_3(client: Any, ns: str) -> None:
+    """What the spec says layout 3 holds for :func:`write_legacy`'s namespace."""
     keys = Keys(ns)
     for cid, state in STATES.items():
         assert client.get(keys.state(cid, home(cid))) == state.encode()
@@ -163,17 +186,22 @@ def assert_layout_2(client: Any, ns: str) -> None:
     versions = [int(client.get(keys.part(p).clv_version) or 0) for p in range(SHARDS)]
     assert versions[1] > 0 and versions[2] > 0 and sum(versions) > 5  # the next refit runs
     # members: old ones with their since; c3's persona (missing from the old index): its clock
-    assert client.zrange(keys.segment(2, "lifecycle", "active"), 0, -1, withscores=True) == [
-        (b"c1", 10.0)
-    ]
-    assert client.zrange(keys.segment(1, "lifecycle", "active"), 0, -1, withscores=True) == [
-        (b"c3", 30.0)
-    ]
-    assert client.zscore(keys.segment(home("c2"), "lifecycle", "new"), "c2") == 20
-    assert client.zscore(keys.segment(2, "rule:vip", "in"), "c1") == 11
-    assert client.zscore(keys.segment(1, "persona", "p1"), "c3") == 70
-    stale = keys.segment(legacy_shard("c9", SHARDS), "lifecycle", "at_risk")
-    assert client.zscore(stale, "c9") == 5
+    members = {
+        (p, dim, value): found
+        for p in range(SHARDS)
+        for dim, value in [("lifecycle", "active"), ("lifecycle", "new"), ("rule:vip", "in")]
+        + [("persona", "p1"), ("lifecycle", "at_risk"), ("rule:vip", "out")]
+        if (found := rows(client, ns, p, dim, value))
+    }
+    assert members == {
+        (2, "lifecycle", "active"): [(b"c1", 10)],
+        (1, "lifecycle", "active"): [(b"c3", 30)],
+        (home("c2"), "lifecycle", "new"): [(b"c2", 20)],
+        (2, "rule:vip", "in"): [(b"c1", 11)],
+        (1, "persona", "p1"): [(b"c3", 70)],
+        (legacy_shard("c9", SHARDS), "lifecycle", "at_risk"): [(b"c9", 5)],  # stale, kept
+    }
+    assert not layout2_sets(client, ns)
     pops: dict[str, int] = {}
     for p in range(SHARDS):
         for name, count in client.hgetall(keys.part(p).pop).items():
@@ -218,7 +246,7 @@ def test_migrates_every_kind_of_key(client: redis.Redis[bytes], namespace: str) 
     write_legacy(client, namespace)
     report = migrate(client, client, namespace, SHARDS)
     assert report.ok and not report.already and not report.resumed
-    assert_layout_2(client, namespace)
+    assert_layout_3(client, namespace)
     counts = report.counts
     assert (counts["states"], counts["undecodable"], counts["due"]) == (4, 1, 3)
     assert (counts["rfm"], counts["clv rows"], counts["quarantine"]) == (2, 2, 1)
@@ -267,7 +295,7 @@ def test_an_interrupted_run_resumes(
     assert not client.exists(keys.layout)
     resumed = migrate(client, client, namespace, SHARDS, page=1)
     assert resumed.ok and resumed.resumed
-    assert_layout_2(client, namespace)
+    assert_layout_3(client, namespace)
 
 
 def test_one_migration_at_a_time(client: redis.Redis[bytes], namespace: str) -> None:
@@ -297,11 +325,11 @@ def test_a_dry_run_writes_nothing(client: redis.Redis[bytes], namespace: str) ->
     assert dry.counts == real.counts
 
 
-def test_drop_old_leaves_only_layout_2(client: redis.Redis[bytes], namespace: str) -> None:
+def test_drop_old_leaves_only_layout_3(client: redis.Redis[bytes], namespace: str) -> None:
     write_legacy(client, namespace)
     report = migrate(client, client, namespace, SHARDS, drop_old=True)
     assert report.dropped > 20
-    assert_layout_2(client, namespace)
+    assert_layout_3(client, namespace)
     keys = Keys(namespace)
     kept = {keys.meta, keys.partitions, keys.layout, keys.span, keys.clv_fits, keys.clv_ready}
     left = {k.decode() for k in client.scan_iter(match=f"{namespace}:*", count=1000)}
@@ -320,7 +348,7 @@ def test_two_clients_of_one_redis_are_one_redis(
     finally:
         other.close()
     assert report.ok and report.counts["globals"] == 3  # the persona keys only
-    assert_layout_2(client, namespace)
+    assert_layout_3(client, namespace)
 
 
 def test_drop_old_later_on_a_migrated_namespace(client: redis.Redis[bytes], namespace: str) -> None:
@@ -328,7 +356,7 @@ def test_drop_old_later_on_a_migrated_namespace(client: redis.Redis[bytes], name
     migrate(client, client, namespace, SHARDS)
     later = migrate(client, client, namespace, SHARDS, drop_old=True)
     assert later.already and later.dropped > 20
-    assert_layout_2(client, namespace)
+    assert_layout_3(client, namespace)
 
 
 def test_differences_stop_the_switch(client: redis.Redis[bytes], namespace: str) -> None:
@@ -351,7 +379,7 @@ def test_a_shortfall_within_the_undecodable_states_is_a_note(
         LegacyKeys(namespace).pop, f"lifecycle{SEP}active", 1
     )  # c4, before its bytes broke
     report = migrate(client, client, namespace, SHARDS)
-    assert report.ok and client.get(Keys(namespace).layout) == b"2"
+    assert report.ok and client.get(Keys(namespace).layout) == str(LAYOUT).encode()
     assert "population lifecycle=active: 3 before, 2 migrated" in report.notes
     assert any("within the 1 undecodable states" in note for note in report.notes)
 
@@ -387,7 +415,7 @@ def test_a_state_homed_beyond_the_partitions_is_a_difference(
 def test_ensure_layout(client: redis.Redis[bytes], namespace: str) -> None:
     keys = Keys(namespace)
     ensure_layout(client, namespace)  # fresh: marked
-    assert client.get(keys.layout) == b"2"
+    assert client.get(keys.layout) == b"3"
     ensure_layout(client, namespace)
     client.delete(keys.layout)
     write_legacy(client, namespace)
@@ -399,8 +427,8 @@ def test_ensure_layout(client: redis.Redis[bytes], namespace: str) -> None:
     assert not client.exists(keys.layout)
     migrate(client, client, namespace, SHARDS)
     ensure_layout(client, namespace)
-    client.set(keys.layout, 3)
-    with pytest.raises(LayoutError, match="layout 3"):
+    client.set(keys.layout, 4)
+    with pytest.raises(LayoutError, match="layout 4, which this version of segmentflow cannot"):
         ensure_layout(client, namespace)
 
 
@@ -455,9 +483,9 @@ def test_cli(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "verified" in out and "states" in out
-    assert_layout_2(client, namespace)
+    assert_layout_3(client, namespace)
     assert main(["migrate-layout", "--partitions", "2"]) == 0  # marked: nothing to do
-    assert "layout 2 already" in capsys.readouterr().out
+    assert "layout 3 already" in capsys.readouterr().out
     assert main(["migrate-layout", "--to", "redis://127.0.0.1:1/0", "--partitions", "4"]) == 3
     assert "cannot reach the target Redis" in " ".join(capsys.readouterr().err.split())
 
@@ -465,7 +493,7 @@ def test_cli(
 def test_to_a_redis_cluster(
     client: redis.Redis[bytes], namespace: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Layout 2 written across slots and nodes: each partition's keys in one MULTI on the
+    """Layout 3 written across slots and nodes: each partition's keys in one MULTI on the
     node of its tag, the directory in its own slots; the CLI with a ``redis+cluster://`` URL,
     dropping the old keys on the source."""
     write_legacy(client, namespace)
@@ -475,7 +503,7 @@ def test_to_a_redis_cluster(
         target: Any = cluster.client()  # (typed as redis.Redis: state/client.py)
         report = migrate(client, target, namespace, SHARDS, page=2)
         assert report.ok
-        assert_layout_2(target, namespace)
+        assert_layout_3(target, namespace)
         keys = Keys(namespace)
         tags = [keys.part(p).pop for p in range(SHARDS)]
         assert len({cluster.primary_for(t).port for t in tags}) > 1  # partitions on many nodes
@@ -483,13 +511,13 @@ def test_to_a_redis_cluster(
         ensure_layout(target, namespace)
         fresh = f"{namespace}-fresh"
         ensure_layout(target, fresh)  # no layout-1 key on any node: marked
-        assert target.get(Keys(fresh).layout) == b"2"
+        assert target.get(Keys(fresh).layout) == b"3"
 
         monkeypatch.setenv("SEGMENTFLOW_NAMESPACE", by_cli)
         monkeypatch.setenv("SEGMENTFLOW_REDIS_MIN_REPLICAS", "1")  # each primary's replica holds it
         argv = ["migrate-layout", "--from", redis_url, "--to", cluster.url, "--drop-old"]
         assert main([*argv, "--partitions", str(SHARDS)]) == 0
-        assert_layout_2(target, by_cli)
+        assert_layout_3(target, by_cli)
         assert not list(client.scan_iter(match=f"{by_cli}:*"))  # every old key went
     assert not client.exists(Keys(namespace).layout)  # the source is left as it was
 
@@ -498,7 +526,7 @@ def test_a_store_reads_the_migrated_namespace_as_before(
     client: redis.Redis[bytes], namespace: str
 ) -> None:
     """A replay's states written in layout 1 (as the previous version stored them), migrated:
-    the layout-2 :class:`RedisStore` sees the same states, populations, due entries and
+    the layout-3 :class:`RedisStore` sees the same states, populations, due entries and
     members."""
     from segmentflow.config import config_from_dict
     from segmentflow.schemas.decode import Event, validate_event
