@@ -2,16 +2,24 @@
 1M-member segment (``segmentflow members``: wall time, peak RSS) — with baselines measured in the
 same run.
 
+The index is layout 3 (issue 13, :mod:`segmentflow.state.member_chunks`): per segment and home
+partition a chunk directory ``{ns:pP}:mx:<dim>\x1f<value>`` (a sorted set of chunk bounds) and
+range-chunked hashes ``{ns:pP}:mc:<dim>\x1f<value>\x1e<bound>`` (customer id -> since, at most
+128 members each, so Redis keeps them as listpacks). A segment's bytes are its directory plus
+all its chunks, each measured with ``MEMORY USAGE ... SAMPLES 0`` (key, value, allocator
+overhead).
+
 1. Bytes per customer: a synthetic population is replayed (default config plus two rules) and
-   its index is committed to Redis through ``RedisStore.commit`` (the worker's path); each
-   member key is measured with ``MEMORY USAGE ... SAMPLES 0`` (key, value, allocator overhead).
-   Small segments use Redis's compact listpack encoding, large ones a skiplist; the 1M-member
-   set below gives the per-membership cost at scale, times the memberships per customer.
-2. Export: 1M members (ids like the synthetic ones, entry times on 365 midnights, so ~2,700
-   customers share each ``since``) committed through ``RedisStore.commit`` in batches; then the
-   CLI as a subprocess (``--format jsonl`` and ``csv`` to a file; peak RSS from ``wait4``),
-   paging through the endpoint's reader with ``limit=1000`` cursors (in process, no HTTP), and
-   a single ``ZRANGE 0 -1`` that loads everything at once (the baseline).
+   its index is committed to Redis through ``RedisStore.commit`` (the worker's path); the
+   1M-member segment below gives the per-membership cost at scale, times the memberships per
+   customer.
+2. Export: 1M members (ids like the synthetic ones, entry times on 365 midnights) committed
+   through ``RedisStore.commit`` in batches; then the CLI as a subprocess (``--format jsonl``
+   and ``csv`` to a file; peak RSS from GNU time), paging through the endpoint's reader with
+   ``limit=1000`` cursors (in process, no HTTP), and the baseline: one process that reads the
+   whole segment at once without paging (``ZRANGE`` of the directory, then ``HGETALL`` of every
+   chunk in one pipeline) and writes the same JSON lines (in chunk order, not id order: the
+   same set of lines, not the same file).
 
 Everything lives under a private namespace (``bench-members-<id>``) of a private redis-server
 (or ``--redis-url``), deleted at the end.
@@ -24,12 +32,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +52,8 @@ from segmentflow.config import config_from_dict
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, validate_event
 from segmentflow.service.replay import run
-from segmentflow.state.keys import Keys
+from segmentflow.state import member_chunks
+from segmentflow.state.keys import Keys, PartKeys
 from segmentflow.state.members import RedisMembers, iter_members
 from segmentflow.state.memory import MemoryStore
 from segmentflow.state.redis_store import RedisStore
@@ -59,9 +70,41 @@ RULES = {
 }
 
 
-def member_keys(store: RedisStore) -> list[bytes]:
-    """Every membership key (one sorted set per segment and home partition)."""
-    return [key for p in store.partitions for key in store.partition_keys(p, "m:*")]
+@dataclass(frozen=True)
+class Segment:
+    """One segment's index keys in one home partition: its directory and its chunks."""
+
+    keys: PartKeys
+    dimension: str
+    value: str
+    directory: bytes
+    chunks: list[bytes]
+
+    @property
+    def all_keys(self) -> list[bytes]:
+        return [self.directory, *self.chunks]
+
+
+def segment_of(client: redis.Redis[bytes], keys: PartKeys, dimension: str, value: str) -> Segment:
+    """A segment's keys in one partition (the chunks named by the directory's bounds)."""
+    directory = keys.segment(dimension, value).encode()
+    prefix = keys.chunk_prefix(dimension, value).encode()
+    bounds = client.zrange(directory, 0, -1)
+    return Segment(keys, dimension, value, directory, [prefix + b for b in bounds])
+
+
+def segments(client: redis.Redis[bytes], store: RedisStore) -> list[Segment]:
+    """Every segment of every home partition (one chunk directory each); checks that no
+    chunk key is left outside a directory."""
+    found: list[Segment] = []
+    for p in store.partitions:
+        keys = store.part(p)
+        for directory in store.partition_keys(p, "mx:*"):
+            found.append(segment_of(client, keys, *keys.segment_of(directory)))
+        chunks = sum(1 for _ in store.partition_keys(p, "mc:*"))
+        listed = sum(len(s.chunks) for s in found if s.keys is keys)
+        assert chunks == listed, (p, chunks, listed)  # every chunk is in its directory
+    return found
 
 
 def memory_usage(client: redis.Redis[bytes], keys: list[bytes]) -> dict[bytes, int]:
@@ -71,8 +114,33 @@ def memory_usage(client: redis.Redis[bytes], keys: list[bytes]) -> dict[bytes, i
     return {k: int(v or 0) for k, v in zip(keys, pipe.execute(), strict=True)}
 
 
+def encodings(client: redis.Redis[bytes], keys: list[bytes]) -> list[str]:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.object("encoding", key)
+    return sorted({e.decode() for e in pipe.execute()})
+
+
+def measure(client: redis.Redis[bytes], found: list[Segment]) -> dict[str, Any]:
+    """Members, bytes (directories + chunks), encodings and chunk counts of ``found``."""
+    sizes = memory_usage(client, [k for s in found for k in s.all_keys])
+    counts = [member_chunks.count(client, s.keys, s.dimension, s.value) for s in found]
+    chunks = [len(s.chunks) for s in found]
+    return {
+        "memberships": sum(counts),
+        "index_bytes": sum(sizes.values()),
+        "directory_bytes": sum(sizes[s.directory] for s in found),
+        "largest_segment": max(counts),
+        "chunks": sum(chunks),
+        "chunks_per_segment_max": max(chunks),
+        "members_per_chunk": round(sum(counts) / max(sum(chunks), 1), 1),
+        "chunk_encodings": encodings(client, [c for s in found for c in s.chunks]),
+        "directory_encodings": encodings(client, [s.directory for s in found]),
+    }
+
+
 def population_bytes(client: redis.Redis[bytes], ns: str, customers: int) -> dict[str, Any]:
-    """Replay a synthetic population; commit its changes to Redis; measure the member keys."""
+    """Replay a synthetic population; commit its changes to Redis; measure the index keys."""
     events: list[Event] = []
     for message in generate(customers, 11, START, 120):
         if message.event is not None and not message.duplicate:
@@ -85,23 +153,19 @@ def population_bytes(client: redis.Redis[bytes], ns: str, customers: int) -> dic
     store = RedisStore(client, ns)
     for i in range(0, len(changes), 5000):
         store.commit({}, changes[i : i + 5000])
-    keys = member_keys(store)
-    sizes = memory_usage(client, keys)
-    memberships = sum(int(client.zcard(k)) for k in keys)
+    found = segments(client, store)
+    m = measure(client, found)
+    memberships, total = m["memberships"], m["index_bytes"]
     with_state = memory.customer_count()
     pops = sum(n for values in store.populations().values() for n in values.values())
     assert memberships == pops, (memberships, pops)  # the index is what `segments` counts
-    total = sum(sizes.values())
     return {
         "customers": with_state,
-        "segments": len(keys),
-        "memberships": memberships,
+        "segments": len(found),
         "memberships_per_customer": round(memberships / with_state, 2),
-        "index_bytes": total,
         "bytes_per_customer": round(total / with_state, 1),
         "bytes_per_membership": round(total / memberships, 1),
-        "largest_segment": max(int(client.zcard(k)) for k in keys),
-        "encodings": sorted({client.object("encoding", k).decode() for k in keys}),
+        **m,
     }
 
 
@@ -133,6 +197,16 @@ def measured(cmd: list[str], env: dict[str, str], stdout: Any) -> tuple[float, f
     return seconds, peak_kb / 1024
 
 
+def lines_digest(path: Path) -> tuple[int, str]:
+    """The number of lines of ``path`` and a digest of them that ignores their order."""
+    total, lines = 0, 0
+    with path.open("rb") as f:
+        for line in f:
+            total += int.from_bytes(hashlib.blake2b(line, digest_size=8).digest())
+            lines += 1
+    return lines, f"{total % 2**64:016x}"
+
+
 def cli(url: str, ns: str, *args: str) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ, SEGMENTFLOW_REDIS_URL=url, SEGMENTFLOW_NAMESPACE=ns)
     return [sys.executable, "-m", "segmentflow.cli.main", "members", *args], env
@@ -143,10 +217,10 @@ def export(url: str, ns: str, fmt: str, out: Path) -> dict[str, Any]:
     cmd, env = cli(url, ns, "rule:bench", "in", "--format", fmt)
     with out.open("wb") as sink:
         seconds, peak = measured(cmd, env, sink)
-    with out.open("rb") as f:
-        lines = sum(1 for _ in f)
+    lines, digest = lines_digest(out)
     return {
         "format": fmt,
+        "digest": digest,
         "seconds": round(seconds, 2),
         "peak_rss_mb": round(peak, 1),
         "lines": lines,
@@ -169,26 +243,37 @@ def paged(client: redis.Redis[bytes], ns: str, limit: int) -> dict[str, Any]:
     return {"limit": limit, "members": count, "seconds": round(seconds, 2)}
 
 
-#: the baseline: one ZRANGE 0 -1 loads the whole set, then the same lines are written
+#: the baseline: the whole segment at once (the directory's bounds, then every chunk in one
+#: pipeline), then the same lines (in chunk order, not id order)
 NAIVE = """
 import sys, orjson, redis
 from segmentflow.schemas.timefmt import format_us
 client = redis.Redis.from_url(sys.argv[1], socket_timeout=600)
-rows = client.zrange(sys.argv[2], 0, -1, withscores=True)
+prefix = sys.argv[3].encode()
+pipe = client.pipeline(transaction=False)
+for bound in client.zrange(sys.argv[2], 0, -1):
+    pipe.hgetall(prefix + bound)
 out = sys.stdout
-for cid, since in rows:
-    out.write(orjson.dumps({"customer_id": cid.decode(), "since": format_us(int(since))}).decode())
-    out.write("\\n")
+for chunk in pipe.execute():
+    for cid, since in chunk.items():
+        row = {"customer_id": cid.decode(), "since": format_us(int(since))}
+        out.write(orjson.dumps(row).decode())
+        out.write("\\n")
 """
 
 
-def zrange_all(url: str, ns: str, out: Path) -> dict[str, Any]:
-    key = Keys(ns).segment(0, "rule:bench", "in")  # one home partition: one set
+def read_all(url: str, ns: str, out: Path) -> dict[str, Any]:
+    keys = Keys(ns).part(0)  # one home partition: one directory
+    args = [url, keys.segment("rule:bench", "in"), keys.chunk_prefix("rule:bench", "in")]
     with out.open("wb") as sink:
-        seconds, peak = measured([sys.executable, "-c", NAIVE, url, key], dict(os.environ), sink)
-    with out.open("rb") as f:
-        lines = sum(1 for _ in f)
-    return {"lines": lines, "seconds": round(seconds, 2), "peak_rss_mb": round(peak, 1)}
+        seconds, peak = measured([sys.executable, "-c", NAIVE, *args], dict(os.environ), sink)
+    lines, digest = lines_digest(out)
+    return {
+        "lines": lines,
+        "digest": digest,
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(peak, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,14 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         results["population"] = population_bytes(client, f"{ns}-pop", args.customers)
         print("population:", orjson.dumps(results["population"]).decode(), flush=True)
         seconds = fill(client, ns, args.members)
-        key = Keys(ns).segment(0, "rule:bench", "in")
-        size = int(client.memory_usage(key, samples=0) or 0)
+        segment = segment_of(client, RedisStore(client, ns).part(0), "rule:bench", "in")
+        m = measure(client, [segment])
+        assert m["memberships"] == args.members, m
         results["fill"] = {
             "seconds": round(seconds, 2),
             "members_per_s": round(args.members / seconds),
-            "key_bytes": size,
-            "bytes_per_membership": round(size / args.members, 1),
-            "encoding": client.object("encoding", key).decode(),
+            "bytes_per_membership": round(m["index_bytes"] / args.members, 1),
+            **{k: v for k, v in m.items() if k not in ("memberships", "largest_segment")},
         }
         print("fill:", orjson.dumps(results["fill"]).decode(), flush=True)
         out = Path(f"/tmp/{ns}.out")
@@ -219,11 +304,13 @@ def main(argv: list[str] | None = None) -> int:
         print("startup:", orjson.dumps(results["startup"]).decode(), flush=True)
         results["export"] = [export(url, ns, fmt, out) for fmt in ("jsonl", "csv")]
         print("export:", orjson.dumps(results["export"]).decode(), flush=True)
-        results["zrange_all"] = zrange_all(url, ns, out)
+        results["read_all"] = read_all(url, ns, out)
         out.unlink()
+        jsonl = results["export"][0]
+        assert results["read_all"]["digest"] == jsonl["digest"], "not the same lines"
         results["paged"] = paged(client, ns, 1000)
         print("paged:", orjson.dumps(results["paged"]).decode())
-        print("zrange 0 -1:", orjson.dumps(results["zrange_all"]).decode())
+        print("read all (no paging):", orjson.dumps(results["read_all"]).decode())
         per = results["population"]["memberships_per_customer"]
         results["bytes_per_customer_at_scale"] = round(
             per * results["fill"]["bytes_per_membership"], 1
