@@ -84,6 +84,8 @@ from segmentflow.state.members import indexed_values, pages
 #: fields of the target's ``ns:meta`` holding the migration's progress (removed at the end)
 META_CURSOR = "migrate-layout:cursor"
 META_STEP = "migrate-layout:step"
+#: the layout a run writes (absent: progress an interrupted run of an earlier version left)
+META_TO = "migrate-layout:to"
 #: the kinds of data counted in :attr:`MigrationReport.counts`, in report order
 KINDS = (
     "states",
@@ -453,6 +455,15 @@ class _Migration:
         self.check()
         step = self._get_meta(META_STEP)
         self.report.resumed = step > 0 or self._get_meta(META_CURSOR) > 0
+        earlier = self.report.resumed and self._get_meta(META_TO) != LAYOUT
+        if earlier:  # its pages wrote layout 2's membership sets: every page again
+            step = 0
+            self._set_meta(META_CURSOR, 0)
+            self.report.notes.append(
+                "an interrupted migration of an earlier version (to layout 2) was started "
+                "again from the beginning"
+            )
+        self._set_meta(META_TO, LAYOUT)
         self.copy_globals()
         if step < _STATE_STEP:
             self.copy_states()
@@ -471,12 +482,23 @@ class _Migration:
         if self.report.differences:
             return self.report
         if not self.dry_run:
+            if earlier:
+                swept = sum(self._sweep_layout2(p) for p in self._parts())
+                self.report.notes.append(f"{swept} layout-2 membership sets it left: deleted")
             self.wait_replicas()
             pipe = self.target.pipeline(transaction=False)
             pipe.set(self.keys.layout, LAYOUT)
-            pipe.hdel(self.keys.meta, META_CURSOR, META_STEP)
+            pipe.hdel(self.keys.meta, META_CURSOR, META_STEP, META_TO)
             pipe.execute()
         return self.report
+
+    def _sweep_layout2(self, part: int) -> int:
+        """Delete the layout-2 membership sets of a partition (written by an earlier version's
+        interrupted migration; their members are in the layout-3 index now)."""
+        found = list(layout2_sets(self.target, self.keys.part(part), self.page))
+        for key in found:
+            self.target.unlink(key)
+        return len(found)
 
     def wait_replicas(self, parts: Iterable[int] | None = None) -> None:
         """Every primary written holds its data on ``min_replicas`` replicas (or raise);
@@ -891,6 +913,21 @@ class _Migration:
         return absent
 
 
+def layout2_sets(client: Any, part: PartKeys, count: int) -> Iterator[bytes]:
+    """The layout-2 membership sorted sets of one partition (``SCAN`` on the node of its tag;
+    each key once)."""
+    pattern = glob_escape(part.layout2_segment_prefix) + "*"
+    cursor, seen = 0, set()
+    while True:
+        cursor, found = scan_keys(client, part.pop, pattern, cursor, count)
+        for raw in found:
+            if raw not in seen:  # (SCAN may return a key twice)
+                seen.add(raw)
+                yield raw
+        if cursor == 0:
+            return
+
+
 #: the layout whose membership index :class:`_Upgrade` converts in place
 UPGRADED = 2
 #: the ``ns:meta`` field an in-place upgrade from layout 2 sets while it runs
@@ -946,16 +983,8 @@ class _Upgrade:
             self.progress(self.report)
 
     def convert_partition(self, part: PartKeys) -> None:
-        pattern = glob_escape(part.layout2_segment_prefix) + "*"
-        cursor, seen = 0, set()
-        while True:
-            cursor, found = scan_keys(self.client, part.pop, pattern, cursor, self.page)
-            for raw in found:
-                if raw not in seen:  # (SCAN may return a key twice)
-                    seen.add(raw)
-                    self.convert_segment(part, raw)
-            if cursor == 0:
-                break
+        for raw in layout2_sets(self.client, part, self.page):
+            self.convert_segment(part, raw)
         self._tick()
 
     def convert_segment(self, part: PartKeys, raw: bytes) -> None:

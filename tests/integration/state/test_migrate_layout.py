@@ -186,14 +186,7 @@ def assert_layout_3(client: Any, ns: str) -> None:
     versions = [int(client.get(keys.part(p).clv_version) or 0) for p in range(SHARDS)]
     assert versions[1] > 0 and versions[2] > 0 and sum(versions) > 5  # the next refit runs
     # members: old ones with their since; c3's persona (missing from the old index): its clock
-    members = {
-        (p, dim, value): found
-        for p in range(SHARDS)
-        for dim, value in [("lifecycle", "active"), ("lifecycle", "new"), ("rule:vip", "in")]
-        + [("persona", "p1"), ("lifecycle", "at_risk"), ("rule:vip", "out")]
-        if (found := rows(client, ns, p, dim, value))
-    }
-    assert members == {
+    assert layout3_index(client, ns) == {
         (2, "lifecycle", "active"): [(b"c1", 10)],
         (1, "lifecycle", "active"): [(b"c3", 30)],
         (home("c2"), "lifecycle", "new"): [(b"c2", 20)],
@@ -295,6 +288,24 @@ def test_an_interrupted_run_resumes(
     assert not client.exists(keys.layout)
     resumed = migrate(client, client, namespace, SHARDS, page=1)
     assert resumed.ok and resumed.resumed
+    assert_layout_3(client, namespace)
+
+
+def test_starts_again_after_an_earlier_versions_interrupted_run(
+    client: redis.Redis[bytes], namespace: str
+) -> None:
+    """An interrupted layout 1 -> 2 run of the previous version left its progress and layout-2
+    membership sets: this version copies every page again (their memberships into chunks) and
+    deletes those sets."""
+    write_legacy(client, namespace)
+    keys = Keys(namespace)
+    client.hset(keys.meta, mapping={META_STEP: 2, META_CURSOR: 0})  # its state pass was done
+    client.zadd(keys.part(1).layout2_segment("persona", "p1"), {"c3": 70})
+    client.zadd(keys.part(2).layout2_segment("lifecycle", "active"), {"c1": 10})
+    report = migrate(client, client, namespace, SHARDS)
+    assert report.ok and report.resumed and report.counts["states"] == 4
+    assert any("earlier version (to layout 2)" in note for note in report.notes)
+    assert "2 layout-2 membership sets it left: deleted" in report.notes
     assert_layout_3(client, namespace)
 
 
@@ -519,6 +530,15 @@ def test_to_a_redis_cluster(
         assert main([*argv, "--partitions", str(SHARDS)]) == 0
         assert_layout_3(target, by_cli)
         assert not list(client.scan_iter(match=f"{by_cli}:*"))  # every old key went
+
+        # layout 2 -> 3 in place on the cluster: each partition's sorted sets on its node
+        index = layout3_index(target, namespace)
+        to_layout_2(target, namespace, index)
+        upgraded = migrate(target, target, namespace, SHARDS, page=2)
+        assert upgraded.ok and upgraded.source_layout == 2
+        assert upgraded.counts["members"] == sum(len(m) for m in index.values()) == 6
+        assert_layout_3(target, namespace)
+        assert layout3_index(target, namespace) == index
     assert not client.exists(Keys(namespace).layout)  # the source is left as it was
 
 
@@ -603,3 +623,245 @@ def test_a_store_reads_the_migrated_identity_outbox_and_quarantine(
     assert store.get_meta("swept") == 123
     assert store.load_many(["c4"], sync_ranks=False) == {}  # undecodable: quarantined again
     assert store.shard_of("c4") == legacy_shard("c4", SHARDS)
+
+
+# -- layout 2 -> 3 (issue 13): the membership index converted in place ------------------------
+
+Index = dict[tuple[int, str, str], list[tuple[bytes, int]]]
+
+
+def layout3_index(client: Any, ns: str, parts: int = SHARDS) -> Index:
+    """Every (partition, dimension, value) -> members of the layout-3 index."""
+    out: Index = {}
+    for p in range(parts):
+        part = Keys(ns).part(p)
+        cursor = -1
+        while cursor != 0:
+            pattern = glob_escape(part.segment_prefix) + "*"
+            cursor, found = scan_keys(client, part.pop, pattern, max(cursor, 0), 1000)
+            for key in found:
+                dim, value = part.segment_of(key)
+                out[(p, dim, value)] = rows(client, ns, p, dim, value)
+    return dict(sorted(out.items()))
+
+
+def to_layout_2(client: Any, ns: str, index: Index, parts: int = SHARDS) -> None:
+    """Make a layout-3 namespace a layout-2 one: its membership index goes, ``index`` is
+    written as layout 2's sorted sets, the marker says 2 (every other key is the same in both
+    layouts)."""
+    for p in range(parts):
+        part = Keys(ns).part(p)
+        for prefix in (part.segment_prefix, f"{part.tag}:mc:"):
+            cursor = -1
+            while cursor != 0:
+                pattern = glob_escape(prefix) + "*"
+                cursor, found = scan_keys(client, part.pop, pattern, max(cursor, 0), 1000)
+                for key in found:
+                    client.delete(key)
+    assert not layout3_index(client, ns, parts)
+    for (p, dim, value), members in index.items():
+        client.zadd(Keys(ns).part(p).layout2_segment(dim, value), dict(members))
+    client.set(Keys(ns).layout, 2)
+
+
+def is_membership(key: bytes) -> bool:
+    """A key of either layout's membership index (``{ns:pP}:m:``, ``:mx:``, ``:mc:``)."""
+    return key.partition(b"}")[2].startswith((b":m:", b":mx:", b":mc:"))
+
+
+def others(client: Any, ns: str) -> Snapshot:
+    """Every key of the namespace but the membership index."""
+    return {k: v for k, v in snapshot(client, ns).items() if not is_membership(k)}
+
+
+@pytest.fixture(scope="module")
+def replayed() -> tuple[list[Any], Any]:
+    """A replay's events and its :class:`MemoryStore` (states, populations, the index)."""
+    from segmentflow.config import config_from_dict
+    from segmentflow.schemas.decode import Event, validate_event
+    from segmentflow.service.replay import run
+    from segmentflow.state.memory import MemoryStore
+    from segmentflow.synthetic import generate
+
+    start = datetime(2025, 9, 1, tzinfo=UTC)
+    raws = [m.event for m in generate(customers=80, seed=7, start=start, days=45)]
+    decoded = (validate_event(r, None) for r in raws if r is not None)
+    events = sorted((e for e in decoded if isinstance(e, Event)), key=lambda e: e.ts)
+    memory = MemoryStore()
+    run(events, config_from_dict({"rules": RULES}), until_of(events), lambda c: None, memory)
+    return events, memory
+
+
+RULES: list[dict[str, Any]] = [{"name": "buyer", "when": "orders >= 1"}]
+
+
+def until_of(events: list[Any]) -> int:
+    """The end of the last event's day (the replay's ``until``)."""
+    from segmentflow.schemas.timefmt import DAY_US
+
+    return int((events[-1].ts // DAY_US + 1) * DAY_US)
+
+
+def layout_2_from_commits(client: Any, ns: str, replayed: tuple[list[Any], Any]) -> Index:
+    """The replay committed through a real :class:`RedisStore`, its membership index then
+    written as layout 2 from the memory replay's index (under each member's home); returns
+    that index."""
+    from segmentflow.config import config_from_dict
+    from segmentflow.service.replay import run
+    from segmentflow.state.redis_store import RedisStore
+
+    events, memory = replayed
+    ensure_layout(client, ns)
+    store = RedisStore(client, ns, shards=SHARDS)
+    run(events, config_from_dict({"rules": RULES}), until_of(events), lambda c: None, store)
+    index: Index = {}
+    for dim, values in memory.populations().items():
+        for value in values:
+            for m in memory.members.page(dim, value, 1_000_000, None):
+                slot = (store.shard_of(m.customer_id), dim, value)
+                index.setdefault(slot, []).append((m.customer_id.encode(), m.since))
+    for members in index.values():
+        members.sort()
+    to_layout_2(client, ns, index)
+    assert len(layout2_sets(client, ns)) == len(index) > 2 * SHARDS
+    return dict(sorted(index.items()))
+
+
+def assert_members_as_replayed(client: Any, ns: str, memory: Any) -> None:
+    """The layout-3 reader lists every segment's members as the memory replay's index."""
+    from segmentflow.state.members import RedisMembers
+
+    reader = RedisMembers(client, ns, SHARDS)
+    for dim, values in memory.populations().items():
+        for value in values:
+            expected = [
+                (m.since, m.customer_id) for m in memory.members.page(dim, value, 10**6, None)
+            ]
+            assert [
+                (m.since, m.customer_id) for m in reader.page(dim, value, 10**6, None)
+            ] == expected
+            assert reader.count(dim, value) == len(expected)
+
+
+def test_upgrades_a_layout_2_namespace_in_place(
+    client: redis.Redis[bytes], namespace: str, replayed: tuple[list[Any], Any]
+) -> None:
+    index = layout_2_from_commits(client, namespace, replayed)
+    memory = replayed[1]
+    kept = others(client, namespace)
+    before = snapshot(client, namespace)
+    dry = migrate(client, client, namespace, SHARDS, dry_run=True)
+    assert snapshot(client, namespace) == before  # a dry run writes nothing
+    report = migrate(client, client, namespace, SHARDS, page=16)
+    assert report.ok and report.source_layout == 2 and not report.resumed
+    assert (
+        report.counts
+        == dry.counts
+        == {
+            "segments": len(index),
+            "members": sum(len(m) for m in index.values()),
+        }
+    )
+    assert layout3_index(client, namespace) == index  # the same members, the same since
+    assert_members_as_replayed(client, namespace, memory)
+    assert not layout2_sets(client, namespace)  # the old sorted sets went
+    assert client.get(Keys(namespace).layout) == b"3"
+    assert others(client, namespace) == {**kept, Keys(namespace).layout.encode(): b"3"}
+    ensure_layout(client, namespace)  # a worker starts on it
+    upgraded = snapshot(client, namespace)
+    again = migrate(client, client, namespace, SHARDS)
+    assert again.already and snapshot(client, namespace) == upgraded
+
+
+def test_an_interrupted_upgrade_resumes(
+    client: redis.Redis[bytes],
+    namespace: str,
+    redis_url: str,
+    replayed: tuple[list[Any], Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Stopped after a partition, the namespace stays at layout 2 (workers refuse it, naming
+    the command); run again, it goes on to the result of an uninterrupted run."""
+    from segmentflow import bootstrap
+
+    index = layout_2_from_commits(client, namespace, replayed)
+    kept = others(client, namespace)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(report: MigrationReport) -> None:
+        if not any(
+            key.startswith(b"{%s:p0}" % namespace.encode())
+            for key in layout2_sets(client, namespace)
+        ):
+            raise Stop  # partition 0 converted, the others not yet
+
+    with pytest.raises(Stop):
+        migrate(client, client, namespace, SHARDS, page=5, progress=interrupt)
+    left = layout2_sets(client, namespace)
+    assert 0 < len(left) < len(index)
+    assert client.get(Keys(namespace).layout) == b"2"
+    with pytest.raises(LayoutError) as refused:
+        ensure_layout(client, namespace)
+    assert f"SEGMENTFLOW_NAMESPACE={namespace} segmentflow migrate-layout" in str(refused.value)
+    settings = Settings(redis_url=redis_url, namespace=namespace, partitions=SHARDS)
+    with pytest.raises(LayoutError, match="layout 2"):
+        bootstrap.redis_store(settings)  # every worker and tool
+    monkeypatch.setenv("SEGMENTFLOW_REDIS_URL", redis_url)
+    monkeypatch.setenv("SEGMENTFLOW_NAMESPACE", namespace)
+    assert main(["segments"]) == 3
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"SEGMENTFLOW_NAMESPACE={namespace} segmentflow migrate-layout" in said
+
+    resumed = migrate(client, client, namespace, SHARDS, page=5)
+    assert resumed.ok and resumed.resumed
+    assert resumed.counts["segments"] == len(left)
+    assert layout3_index(client, namespace) == index
+    assert_members_as_replayed(client, namespace, replayed[1])
+    assert not layout2_sets(client, namespace)
+    assert others(client, namespace) == {**kept, Keys(namespace).layout.encode(): b"3"}
+    bootstrap.redis_store(settings).close()
+
+
+def test_an_upgrade_difference_keeps_layout_2(
+    client: redis.Redis[bytes],
+    namespace: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A member in the new index the old one lacks (an old worker still running): exit 1, the
+    marker stays 2, that segment's sorted set stays; another Redis as --from: refused (2)."""
+    write_legacy(client, namespace)
+    migrate(client, client, namespace, SHARDS, drop_old=True)
+    index = layout3_index(client, namespace)
+    to_layout_2(client, namespace, index)
+    pipe = client.pipeline(transaction=True)
+    ghost = {("lifecycle", "active"): ((), {"ghost": 1})}
+    member_chunks.queue_writes(pipe, Keys(namespace).part(2), ghost)
+    pipe.execute()
+    monkeypatch.setenv("SEGMENTFLOW_REDIS_URL", redis_url)
+    monkeypatch.setenv("SEGMENTFLOW_NAMESPACE", namespace)
+    assert main(["migrate-layout", "--partitions", str(SHARDS)]) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "partition 2 segment lifecycle=active: 1 members in layout 2, 2 converted" in said
+    assert "were workers of the previous version still running" in said
+    assert client.get(Keys(namespace).layout) == b"2"
+    assert layout2_sets(client, namespace) == [
+        Keys(namespace).part(2).layout2_segment("lifecycle", "active").encode()
+    ]
+    other_db = redis_url.rpartition("/")[0] + "/1"  # (same server, another database)
+    argv = ["migrate-layout", "--from", other_db, "--partitions", str(SHARDS)]
+    assert main(argv) == 2
+    assert "upgraded in place" in " ".join(capsys.readouterr().err.split())
+    pipe = client.pipeline(transaction=True)
+    member_chunks.queue_writes(
+        pipe, Keys(namespace).part(2), {("lifecycle", "active"): (["ghost"], {})}
+    )
+    pipe.execute()
+    assert main(["migrate-layout", "--partitions", str(SHARDS)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "verified" in out and "layout-2 sorted sets deleted" in out
+    assert_layout_3(client, namespace)
