@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--from",
         dest="source",
         metavar="URL",
-        help="the Redis holding layout 1 (default SEGMENTFLOW_REDIS_URL)",
+        help="the Redis holding layout 1 (default SEGMENTFLOW_REDIS_URL; layout 2 is "
+        "upgraded in place, on --to)",
     )
     p.add_argument(
         "--to",

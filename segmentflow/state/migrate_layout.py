@@ -954,8 +954,9 @@ class _Upgrade:
         lock: _Migration,
     ) -> None:
         self.client, self.keys, self.page = client, Keys(namespace), page
+        self.dry_run, self.progress = dry_run, progress
         #: holds the migration lock and waits for the replicas
-        self.dry_run, self.progress, self.lock = dry_run, progress, lock
+        self.lock = lock
         self.report = MigrationReport(namespace, shards, dry_run, source_layout=UPGRADED)
         self.report.counts = dict.fromkeys(UPGRADE_KINDS, 0)
         span = client.zscore(self.keys.span, "partitions")
