@@ -46,7 +46,8 @@ end
 
 # KEYS: directories. ARGV[1] = most members per chunk, ARGV[2] = '1' to add only absent
 # members (never move one's since), then per directory: its chunk prefix, the number of
-# removals r and of additions a, r ids, a (id, since) pairs.
+# removals r and of additions a, r ids, a (id, since) pairs; the ids of each list in byte order,
+# so that the ids of one chunk are neighbours: one lookup per id, one write per chunk touched.
 _WRITE_LUA = (
     _COMMON
     + """
@@ -69,31 +70,54 @@ for k = 1, #KEYS do
   local dir, prefix = KEYS[k], ARGV[at]
   local r, a = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
   at = at + 3
-  for i = at, at + r - 1 do
-    local id = ARGV[i]
-    local bound = bound_of(dir, id)
-    if bound and redis.call('HDEL', prefix .. bound, id) == 1 then
-      changed = changed + 1
-      if bound ~= '' and redis.call('EXISTS', prefix .. bound) == 0 then
-        redis.call('ZREM', dir, bound)
-      end
+  -- neighbouring ids in the same chunk are written by one HDEL / HSET (a lookup per id)
+  local i, last, next_bound = at, at + r - 1, nil
+  while i <= last do
+    local bound = next_bound or bound_of(dir, ARGV[i])
+    next_bound = nil
+    if not bound then break end
+    local j = i
+    while j < last and j - i < 999 do
+      next_bound = bound_of(dir, ARGV[j + 1])
+      if next_bound ~= bound then break end
+      next_bound = nil
+      j = j + 1
     end
+    local n = redis.call('HDEL', prefix .. bound, unpack(ARGV, i, j))
+    changed = changed + n
+    if n > 0 and bound ~= '' and redis.call('EXISTS', prefix .. bound) == 0 then
+      redis.call('ZREM', dir, bound)
+      next_bound = nil
+    end
+    i = j + 1
   end
   at = at + r
-  for i = at, at + 2 * a - 1, 2 do
-    local id = ARGV[i]
-    local bound = bound_of(dir, id)
+  i, last, next_bound = at, at + 2 * a - 2, nil
+  while i <= last do
+    local bound = next_bound or bound_of(dir, ARGV[i])
+    next_bound = nil
     if not bound then redis.call('ZADD', dir, 0, ''); bound = '' end
-    local added
+    local key = prefix .. bound
+    local held = redis.call('HLEN', key)
+    local fields = {ARGV[i], ARGV[i + 1]}
+    local j = i + 2
+    while j <= last and #fields < 2 * (most - held) do
+      next_bound = bound_of(dir, ARGV[j])
+      if next_bound ~= bound then break end
+      next_bound = nil
+      fields[#fields + 1] = ARGV[j]; fields[#fields + 1] = ARGV[j + 1]; j = j + 2
+    end
+    local added = 0
     if nx then
-      added = redis.call('HSETNX', prefix .. bound, id, ARGV[i + 1])
+      for f = 1, #fields, 2 do
+        added = added + redis.call('HSETNX', key, fields[f], fields[f + 1])
+      end
     else
-      added = redis.call('HSET', prefix .. bound, id, ARGV[i + 1])
+      added = redis.call('HSET', key, unpack(fields))
     end
     changed = changed + added
-    if added == 1 and redis.call('HLEN', prefix .. bound) >= most then
-      split(dir, prefix, bound)
-    end
+    if held + added >= most then split(dir, prefix, bound); next_bound = nil end
+    i = j
   end
   at = at + 2 * a
   if redis.call('ZCARD', dir) == 1 and redis.call('EXISTS', prefix) == 0 then
@@ -178,9 +202,10 @@ def queue_writes(
         if not gone and not adds:
             continue
         dirs.append(keys.segment(dim, value))
+        gone.sort()  # code point order is UTF-8 byte order
         args += [keys.chunk_prefix(dim, value), len(gone), len(adds), *gone]
-        for cid, since in adds.items():
-            args += [cid, since]
+        for cid in sorted(adds):
+            args += [cid, adds[cid]]
     if dirs:
         _eval(pipe, _WRITE_LUA, dirs, args)
 

@@ -128,3 +128,17 @@ def test_segments_of_one_partition_in_one_call(client: redis.Redis[bytes], names
     ]
     assert member_chunks.count(client, part, "lifecycle", "active") == 1
     assert not client.exists(part.segment("persona", "p1"))
+
+
+def test_bulk_writes_split_as_they_fill(client: redis.Redis[bytes], namespace: str) -> None:
+    part = Keys(namespace).part(3)
+    adds = {f"c{i:05d}": i for i in range(3000)}  # one call: groups capped at the chunk size
+    write(client, part, [], adds, most=128)
+    check(client, part, adds, 128)
+    gone = [f"c{i:05d}" for i in range(0, 3000, 3)] + [f"c{i:05d}" for i in range(1000, 2000)]
+    write(client, part, gone, {"c99999": 1}, most=128)
+    expected = {cid: since for cid, since in adds.items() if cid not in set(gone)} | {"c99999": 1}
+    check(client, part, expected, 128)
+    chunk = client.zrange(part.segment("rule:x", "in"), 1, 1)[0]
+    encoding = client.object("encoding", part.chunk_prefix("rule:x", "in").encode() + chunk)
+    assert encoding == b"listpack"
