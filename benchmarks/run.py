@@ -135,6 +135,34 @@ def make_population_data(customers: int, workdir: Path) -> dict[str, Any]:
     return {"backlog": messages[:cut], "live": messages[cut:], "events_file": events}
 
 
+def paced(live: list[PopulationMessage], count: int, rate: float) -> list[PopulationMessage]:
+    """``count`` live orders whose event time advances like the wall clock at ``rate``/s
+    from the first live order's: live traffic, not a month of history squeezed into seconds
+    (which would time each daily sweep and due evaluation of the population instead). The
+    live orders are reused in turn, each copy with its own event and order id.
+
+    Examples
+    --------
+    >>> one = PopulationMessage("purchase", b"k1", b"", {"event_id": "o-1", "customer_id": "k1",
+    ...     "timestamp": "1998-06-01T00:00:00Z", "properties": {"order_id": "o-1"}})
+    >>> [m.event["timestamp"] for m in paced([one], 3, 2.0)]
+    ['1998-06-01T00:00:00Z', '1998-06-01T00:00:00.500000Z', '1998-06-01T00:00:01Z']
+    """
+    import orjson
+
+    from segmentflow.schemas.timefmt import format_us, parse_rfc3339
+
+    start = parse_rfc3339(live[0].event["timestamp"])
+    out = []
+    for i in range(count):
+        m = live[i % len(live)]
+        event = {**m.event, "event_id": f"{m.event['event_id']}-live{i}"}
+        event["properties"] = {**event["properties"], "order_id": event["event_id"]}
+        event["timestamp"] = format_us(start + int(i * 1_000_000 / rate))
+        out.append(PopulationMessage(m.topic_kind, m.key, orjson.dumps(event), event))
+    return out
+
+
 # ================================================================ in-process figures (2, 3, 5)
 
 
@@ -792,6 +820,8 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         # state resume caught up; events at half its measured throughput
         again, _ = run_workers(procs, 1, env_for("w1"), 0, args.timeout, workdir, None, "w1-live")
         rate = max(50.0, args.latency_share * float(stats1.get("eps") or 0.0))
+        if size.get("population"):
+            live = paced(live, int(rate * size["latency_s"]), rate)
         results["latency"] = latency(broker.bootstrap, settings, live, rate, size["latency_s"])
         log(f"latency: p99 {results['latency']['p99_ms']} ms ({time.time() - t_start:.1f}s)")
         procs.stop(again)

@@ -58,7 +58,7 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         (
             (
                 "migrate-layout",
-                "copy the namespace's Redis keys to the partition-aligned layout 2 (upgrades)",
+                "bring the namespace's Redis keys to layout 3 (upgrades from layout 1 or 2)",
             ),
         ),
     ),
