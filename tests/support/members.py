@@ -1,9 +1,14 @@
 """A brute-force reference of the membership index (CONTRACT §5 ``members``), from the change
-stream alone: shared by the index's unit and Redis tests."""
+stream alone, shared by the index's unit and Redis tests; and a direct write to the Redis index
+(members a test plants or takes away behind the store's back)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from segmentflow.schemas.changes import Change
+from segmentflow.state import member_chunks
+from segmentflow.state.keys import Keys
 
 
 def brute_force(changes: list[Change]) -> dict[tuple[str, str], dict[str, int]]:
@@ -16,3 +21,20 @@ def brute_force(changes: list[Change]) -> dict[tuple[str, str], dict[str, int]]:
         if value is not None and not (dim.startswith("rule:") and value == "out"):
             out.setdefault((dim, value), {})[cid] = at
     return out
+
+
+def write_members(
+    client: Any,
+    namespace: str,
+    home: int,
+    segment: tuple[str, str],
+    removes: list[str],
+    adds: dict[str, int],
+    most: int = member_chunks.CHUNK,
+) -> None:
+    """Remove ``removes`` from and add ``adds`` (id -> since) to one partition's segment (one
+    transaction; chunks of at most ``most``)."""
+    pipe = client.pipeline(transaction=True)
+    writes = {segment: (removes, adds)}
+    member_chunks.queue_writes(pipe, Keys(namespace).part(home), writes, most=most)
+    pipe.execute()

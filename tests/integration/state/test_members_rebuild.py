@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+from support.members import write_members
 
 from segmentflow.cli.main import main
 from segmentflow.config import config_from_dict
@@ -37,19 +38,6 @@ def _index(client: redis.Redis[bytes], namespace: str) -> Index:
         for rows in member_chunks.iter_rows(client, part, dim, value):
             out.setdefault((dim, value), {}).update({m.decode(): since for m, since in rows})
     return out
-
-
-def _write(
-    client: redis.Redis[bytes],
-    namespace: str,
-    home: int,
-    segment: tuple[str, str],
-    removes: list[str],
-    adds: dict[str, int],
-) -> None:
-    pipe = client.pipeline(transaction=True)
-    member_chunks.queue_writes(pipe, Keys(namespace).part(home), {segment: (removes, adds)})
-    pipe.execute()
 
 
 def _drop_index(client: redis.Redis[bytes], namespace: str) -> None:
@@ -125,11 +113,11 @@ def test_rebuild_keeps_known_since_and_removes_stale_members(
     (dim, value), members = next((s, m) for s, m in sorted(built.items()) if len(m) >= 3)
     missing = sorted(members)[:2]
     for cid in missing:
-        _write(client, namespace, stored.shard_of(cid), (dim, value), [cid], {})
+        write_members(client, namespace, stored.shard_of(cid), (dim, value), [cid], {})
     stranger = next(c for c in sorted(states) if c not in members)
     home = stored.shard_of(stranger)
-    _write(client, namespace, home, (dim, value), [], {stranger: 1})  # stale
-    _write(client, namespace, 0, ("lifecycle", "nobody"), [], {"ghost": 1})  # no state
+    write_members(client, namespace, home, (dim, value), [], {stranger: 1})  # stale
+    write_members(client, namespace, 0, ("lifecycle", "nobody"), [], {"ghost": 1})  # no state
     report = rebuild_members(stored, page=7)
     assert (report.customers, report.added, report.removed) == (120, 2, 2)
     rebuilt = _index(client, namespace)

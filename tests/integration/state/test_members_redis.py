@@ -11,14 +11,12 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.members import brute_force
+from support.members import brute_force, write_members
 
 from segmentflow.config import config_from_dict
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, validate_event
 from segmentflow.service.replay import run
-from segmentflow.state import member_chunks
-from segmentflow.state.keys import Keys
 from segmentflow.state.members import (
     SEP,
     Member,
@@ -73,19 +71,6 @@ def stored_index(client: redis.Redis[bytes], ns: str) -> dict[tuple[str, str], d
     return out
 
 
-def write(
-    client: redis.Redis[bytes],
-    ns: str,
-    part: int,
-    seg: tuple[str, str],
-    removes: list[str],
-    adds: dict[str, int],
-) -> None:
-    pipe = client.pipeline(transaction=True)
-    member_chunks.queue_writes(pipe, Keys(ns).part(part), {seg: (removes, adds)}, most=4)
-    pipe.execute()
-
-
 def test_index_after_replay_equals_change_stream_populations_and_memory(
     redis_url: str, namespace: str, client: redis.Redis[bytes]
 ) -> None:
@@ -113,7 +98,7 @@ def test_index_after_replay_equals_change_stream_populations_and_memory(
         held = [seg for seg, members in expected.items() if victim in members]
         assert held
         drifted = ("lifecycle", "churned")
-        write(client, namespace, store.shard_of(victim), drifted, [], {victim: 1})
+        write_members(client, namespace, store.shard_of(victim), drifted, [], {victim: 1})
         changes.extend(processor.forget(victim))
         after = stored_index(client, namespace)
         assert all(victim not in members for members in after.values())
@@ -137,7 +122,7 @@ def _spread(
     """Add ``rows`` to the segment's chunks (of 4 at most, so they split), each member in the
     partition its id picks."""
     for cid, since in rows.items():
-        write(client, ns, part_of(cid), seg, [], {cid: since})
+        write_members(client, ns, part_of(cid), seg, [], {cid: since}, most=4)
 
 
 def part_of(cid: str) -> int:
@@ -157,9 +142,11 @@ def test_pages_in_id_order_a_vanished_cursor_and_non_ascii_ids(
     assert list(iter_members(members, "rule:x", "in", page_size=3)) == expected
     cursor = expected[4]
     home = part_of(cursor.customer_id)
-    write(client, namespace, home, seg, [cursor.customer_id], {})  # the cursor's member leaves
+    write_members(
+        client, namespace, home, seg, [cursor.customer_id], {}
+    )  # the cursor's member leaves
     assert members.page("rule:x", "in", 100, cursor) == expected[5:]
-    write(client, namespace, home, seg, [], {cursor.customer_id: 50})  # ... and comes back
+    write_members(client, namespace, home, seg, [], {cursor.customer_id: 50})  # ... and comes back
     assert members.page("rule:x", "in", 100, cursor) == expected[5:]
     assert members.page("rule:x", "in", 5, None)[-1] == Member(50, cursor.customer_id)
     assert members.page("rule:x", "in", 10, Member(0, "\U0010ffff")) == []
