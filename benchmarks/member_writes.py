@@ -67,7 +67,8 @@ def sorted_sets(client: redis.Redis[bytes], part: PartKeys, plan: Plan) -> None:
         if removes:
             pipe.zrem(part.layout2_segment(*seg), *removes)
         if adds:
-            pipe.zadd(part.layout2_segment(*seg), adds)
+            scores: dict[str | bytes, float] = dict(adds)
+            pipe.zadd(part.layout2_segment(*seg), scores)
     pipe.execute()
 
 
