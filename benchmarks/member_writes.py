@@ -67,7 +67,7 @@ def sorted_sets(client: redis.Redis[bytes], part: PartKeys, plan: Plan) -> None:
         if removes:
             pipe.zrem(part.layout2_segment(*seg), *removes)
         if adds:
-            scores: dict[str | bytes, float] = dict(adds)
+            scores: dict[str | bytes, float] = {cid: since for cid, since in adds.items()}
             pipe.zadd(part.layout2_segment(*seg), scores)
     pipe.execute()
 
