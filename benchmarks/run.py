@@ -818,13 +818,15 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
 
         # latency last (its events go to the same input topics): the first worker's group and
         # state resume caught up; events at half its measured throughput
-        again, _ = run_workers(procs, 1, env_for("w1"), 0, args.timeout, workdir, None, "w1-live")
+        again, _ = run_workers(
+            procs, 1, env_for("w1"), 0, args.timeout, workdir, args.profile, "w1-live"
+        )
         rate = max(50.0, args.latency_share * float(stats1.get("eps") or 0.0))
         if size.get("population"):
             live = paced(live, int(rate * size["latency_s"]), rate)
         results["latency"] = latency(broker.bootstrap, settings, live, rate, size["latency_s"])
         log(f"latency: p99 {results['latency']['p99_ms']} ms ({time.time() - t_start:.1f}s)")
-        procs.stop(again)
+        procs.stop(again, signal.SIGINT if args.profile else signal.SIGTERM)
     finally:
         procs.stop()
         try:
