@@ -648,6 +648,7 @@ def latency(
         consumer.position(tp)
     sent: dict[str, float] = {}
     seen: list[float] = []
+    dimensions: Counter[str] = Counter()
     stop = threading.Event()
 
     def consume() -> None:
@@ -655,10 +656,11 @@ def latency(
             for rows in consumer.poll(timeout_ms=50).values():
                 now = time.time()
                 for row in rows:
-                    cause = orjson.loads(row.value)["data"]["cause"]
-                    at = sent.get(cause.get("event_id") or "")
+                    data = orjson.loads(row.value)["data"]
+                    at = sent.get(data["cause"].get("event_id") or "")
                     if at is not None:
                         seen.append((now - at) * 1000)
+                        dimensions[data["dimension"]] += 1
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
@@ -690,6 +692,7 @@ def latency(
         "produced": count,
         "produced_eps": count / produce_s if produce_s else 0.0,
         "changes_timed": len(seen),
+        "changes_timed_by_dimension": dict(sorted(dimensions.items())),
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "max_ms": seen[-1] if seen else None,
