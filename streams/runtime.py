@@ -274,16 +274,6 @@ class SegmentWorker:
         self.status.batches += 1
         self.status.last_batch_seconds = time.perf_counter() - started
 
-    async def refresh_ends(self, ends: dict[Hashable, int]) -> None:
-        """Between ticks: take the partitions' exact end offsets (fetch high-water marks) and
-        apply what the watermark releases, so a live event waits for the next batch or this
-        refresh (:data:`~segmentflow.streams.agents.REFRESH_SECONDS`), not for a whole tick."""
-        async with self._turn():
-            for tp, end in ends.items():
-                if self.owns(tp):
-                    self.watermark.set_end(tp, end, exact=True)
-            await self._release()
-
     async def tick(
         self, ends: dict[Hashable, int] | None = None, guesses: dict[Hashable, int] | None = None
     ) -> None:
