@@ -8,7 +8,7 @@ from typing import Any
 
 from segmentflow.schemas.changes import Change
 from segmentflow.state import member_chunks
-from segmentflow.state.keys import Keys
+from segmentflow.state.keys import PartKeys
 
 
 def brute_force(changes: list[Change]) -> dict[tuple[str, str], dict[str, int]]:
@@ -25,16 +25,15 @@ def brute_force(changes: list[Change]) -> dict[tuple[str, str], dict[str, int]]:
 
 def write_members(
     client: Any,
-    namespace: str,
-    home: int,
+    part: PartKeys,
     segment: tuple[str, str],
     removes: list[str],
     adds: dict[str, int],
     most: int = member_chunks.CHUNK,
+    only_absent: bool = False,
 ) -> None:
     """Remove ``removes`` from and add ``adds`` (id -> since) to one partition's segment (one
-    transaction; chunks of at most ``most``)."""
+    transaction; chunks of at most ``most``; ``only_absent`` as in ``queue_writes``)."""
     pipe = client.pipeline(transaction=True)
-    writes = {segment: (removes, adds)}
-    member_chunks.queue_writes(pipe, Keys(namespace).part(home), writes, most=most)
+    member_chunks.queue_writes(pipe, part, {segment: (removes, adds)}, only_absent, most)
     pipe.execute()

@@ -11,6 +11,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.members import write_members
 
 from segmentflow.state import member_chunks
 from segmentflow.state.keys import Keys, PartKeys
@@ -41,9 +42,7 @@ def write(
     absent: bool = False,
     most: int = 4,
 ) -> None:
-    pipe = client.pipeline(transaction=True)
-    member_chunks.queue_writes(pipe, part, {SEGMENT: (removes, adds)}, absent, most)
-    pipe.execute()
+    write_members(client, part, SEGMENT, removes, adds, most, only_absent=absent)
 
 
 def check(client: redis.Redis[bytes], part: PartKeys, expected: dict[str, int], most: int) -> None:

@@ -113,11 +113,13 @@ def test_rebuild_keeps_known_since_and_removes_stale_members(
     (dim, value), members = next((s, m) for s, m in sorted(built.items()) if len(m) >= 3)
     missing = sorted(members)[:2]
     for cid in missing:
-        write_members(client, namespace, stored.shard_of(cid), (dim, value), [cid], {})
+        write_members(client, Keys(namespace).part(stored.shard_of(cid)), (dim, value), [cid], {})
     stranger = next(c for c in sorted(states) if c not in members)
     home = stored.shard_of(stranger)
-    write_members(client, namespace, home, (dim, value), [], {stranger: 1})  # stale
-    write_members(client, namespace, 0, ("lifecycle", "nobody"), [], {"ghost": 1})  # no state
+    write_members(client, Keys(namespace).part(home), (dim, value), [], {stranger: 1})  # stale
+    write_members(
+        client, Keys(namespace).part(0), ("lifecycle", "nobody"), [], {"ghost": 1}
+    )  # no state
     report = rebuild_members(stored, page=7)
     assert (report.customers, report.added, report.removed) == (120, 2, 2)
     rebuilt = _index(client, namespace)

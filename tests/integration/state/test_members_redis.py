@@ -17,6 +17,7 @@ from segmentflow.config import config_from_dict
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, validate_event
 from segmentflow.service.replay import run
+from segmentflow.state.keys import Keys
 from segmentflow.state.members import (
     SEP,
     Member,
@@ -98,7 +99,9 @@ def test_index_after_replay_equals_change_stream_populations_and_memory(
         held = [seg for seg, members in expected.items() if victim in members]
         assert held
         drifted = ("lifecycle", "churned")
-        write_members(client, namespace, store.shard_of(victim), drifted, [], {victim: 1})
+        write_members(
+            client, Keys(namespace).part(store.shard_of(victim)), drifted, [], {victim: 1}
+        )
         changes.extend(processor.forget(victim))
         after = stored_index(client, namespace)
         assert all(victim not in members for members in after.values())
@@ -122,7 +125,7 @@ def _spread(
     """Add ``rows`` to the segment's chunks (of 4 at most, so they split), each member in the
     partition its id picks."""
     for cid, since in rows.items():
-        write_members(client, ns, part_of(cid), seg, [], {cid: since}, most=4)
+        write_members(client, Keys(ns).part(part_of(cid)), seg, [], {cid: since}, most=4)
 
 
 def part_of(cid: str) -> int:
@@ -141,12 +144,10 @@ def test_pages_in_id_order_a_vanished_cursor_and_non_ascii_ids(
     )
     assert list(iter_members(members, "rule:x", "in", page_size=3)) == expected
     cursor = expected[4]
-    home = part_of(cursor.customer_id)
-    write_members(
-        client, namespace, home, seg, [cursor.customer_id], {}
-    )  # the cursor's member leaves
+    part = Keys(namespace).part(part_of(cursor.customer_id))
+    write_members(client, part, seg, [cursor.customer_id], {})  # the cursor's member leaves
     assert members.page("rule:x", "in", 100, cursor) == expected[5:]
-    write_members(client, namespace, home, seg, [], {cursor.customer_id: 50})  # ... and comes back
+    write_members(client, part, seg, [], {cursor.customer_id: 50})  # ... and comes back
     assert members.page("rule:x", "in", 100, cursor) == expected[5:]
     assert members.page("rule:x", "in", 5, None)[-1] == Member(50, cursor.customer_id)
     assert members.page("rule:x", "in", 10, Member(0, "\U0010ffff")) == []
