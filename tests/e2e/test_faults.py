@@ -422,7 +422,7 @@ def test_second_worker_joins_then_leaves_mid_stream(
     # (a live stream may legitimately make events late: the watermark does not wait for
     # partitions read up to their known end). Small batches keep the first worker busy long
     # enough for the second one to join (~12 s) and leave mid-stream.
-    slow = {"SEGMENTFLOW_BATCH_SIZE": "40", "SEGMENTFLOW_BATCH_WITHIN": "0.05"}
+    slow = {"SEGMENTFLOW_BATCH_SIZE": "20", "SEGMENTFLOW_BATCH_WITHIN": "0.05"}
     with DevStack(workers=0, config=str(config_file), redis_url=redis_url, extra_env=slow) as stack:
         _produce(stack.settings, messages)
         reader = TopicReader(stack.settings, stack.settings.topic_segment_changes)
