@@ -274,6 +274,20 @@ class SegmentWorker:
         self.status.batches += 1
         self.status.last_batch_seconds = time.perf_counter() - started
 
+    async def refresh_ends(self, ends: dict[Hashable, int]) -> None:
+        """Between ticks: take the partitions' exact end offsets (fetch high-water marks) and
+        apply what the watermark releases, so a live event waits for the next batch or this
+        refresh (:data:`~segmentflow.streams.agents.REFRESH_SECONDS`), not for a whole tick.
+        Skipped while a batch or tick holds the lock: it releases at its end itself (and the
+        refresh timer keeps its schedule)."""
+        if self.lock.locked():
+            return
+        async with self._turn():
+            for tp, end in ends.items():
+                if self.owns(tp):
+                    self.watermark.set_end(tp, end, exact=True)
+            await self._release()
+
     async def tick(
         self, ends: dict[Hashable, int] | None = None, guesses: dict[Hashable, int] | None = None
     ) -> None:
@@ -336,6 +350,9 @@ class SegmentWorker:
             switching = partial(switch, self.processor, config, engine)
             while True:
                 try:
+                    # the running config's fingerprints for shards without any (a reload
+                    # before the first tick), so the new walk diffs against it
+                    await self._retry("redis", lambda: self.config_walk.done)
                     await self._retry("redis", switching)
                     break
                 except Rebalanced:
@@ -418,6 +435,10 @@ class SegmentWorker:
 
         def apply() -> list[Change]:
             self.processor.forwards = []  # a retried part decides its forwards again
+            # the owned shards' config fingerprints recorded before their first event under
+            # this config (a few meta reads per assignment): a reload right after finds what
+            # it changes, not an unrecorded shard it would take to follow it already
+            _ = self.config_walk.done
             return self.processor.apply(items)
 
         # after a failed batch, parts of it before the failure may be committed: their changes

@@ -153,3 +153,25 @@ def test_a_large_release_publishes_and_acks_chunk_by_chunk(
     assert chunked == whole and acked_chunked == acked == tokens
     # the first chunk's three events were acked once their own changes were out, not all
     assert published[:3] == [published[0]] * 3 and 0 < published[0] < len(whole)
+
+
+def test_refreshed_end_offsets_release_held_events_between_ticks() -> None:
+    w, kafka = worker()
+    w.watermark.set_end((WEB, 0), 1)  # the website partition seemed to hold one record
+    w.watermark.set_end((BUY, 0), 1)
+    order = event(
+        "o1",
+        "c-1",
+        "order_completed",
+        "2026-01-02T00:00:00Z",
+        order_id="o",
+        revenue=5,
+        currency="EUR",
+    )
+    asyncio.run(w.handle_batch(deliveries([record(BUY, 0, 0, order)], ["t-order"])))
+    assert kafka.acked == []  # held: the website partition lags
+    asyncio.run(w.refresh_ends({("elsewhere", 3): 9}))  # not owned: ignored, still held
+    assert kafka.acked == [] and ("elsewhere", 3) not in w.watermark.lag()
+    asyncio.run(w.refresh_ends({(WEB, 0): 0}))  # its latest fetch: nothing to read there
+    assert kafka.acked == ["t-order"]
+    assert [c["data"]["current"] for c in kafka.on("segment-changes")] == ["new"]

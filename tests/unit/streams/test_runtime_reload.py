@@ -16,6 +16,7 @@ from support.config_change import BASE, BUY, big, order, worker
 from support.fakes import FakeKafka
 
 from segmentflow.config import SegmentConfig, Settings, config_from_dict
+from segmentflow.service.processor import Processor
 from segmentflow.state.memory import MemoryStore
 from segmentflow.streams import hangup
 from segmentflow.streams.hangup import Hangup, reload_config
@@ -60,6 +61,24 @@ def test_a_reload_fills_a_new_rule_and_the_stream_goes_on_under_it() -> None:
     assert [(d["current"], d["cause"]["kind"]) for d in by_event] == [("in", "event")]
     assert kafka.acked == ["1", "2", "3", "4"]
     assert len(big(kafka)) == 3  # nothing twice
+
+
+@pytest.mark.parametrize("written_by", ["this worker", "a bare processor"])
+def test_a_reload_before_the_first_tick_still_fills_the_new_rule(written_by: str) -> None:
+    """The config the stored state follows is recorded before the switch, by the first batch
+    or, for state written without a worker (no fingerprints), by the reload itself: the new
+    rule is walked, not taken to hold already."""
+    store = MemoryStore(outbox=True)
+    records = [order(1, "a", 50), order(2, "b", 500)]
+    if written_by == "a bare processor":
+        Processor(config_from_dict(BASE), store).process(records)
+    w, kafka = worker(BASE, store)
+    w.watermark.set_end((BUY, 0), 5)
+    if written_by == "this worker":
+        asyncio.run(w.handle_batch(deliveries(records, ["1", "2"])))
+    assert asyncio.run(w.reload(config_from_dict(BASE | {"rules": BIG}))) is None  # no tick yet
+    asyncio.run(w.tick())
+    assert [(d["customer_id"], d["cause"]["kind"]) for d in big(kafka)] == [("b", "config")]
 
 
 def test_a_removed_rule_empties_on_reload() -> None:
