@@ -21,7 +21,8 @@ Figures (issue 7):
    ``MemoryStore`` and over a ``RedisStore``, and the cost of each dimension (lifecycle only,
    + rfm, + persona (the default config), + 3 rule segments);
 3. ``replay`` events/s on the event file;
-4. event-to-change latency p50/p99 at about half the measured worker throughput;
+4. event-to-change latency p50/p99 at about half the measured worker throughput, with event
+   time advancing like the wall clock (:func:`paced`);
 5. Redis bytes per customer (``MEMORY USAGE``: state key + due-index, RFM hash, directory
    and RFM log shares, summed over the home partitions) at 100k customers, extrapolated to 1M;
 6. two workers in one consumer group against one (scaling ratio).
@@ -135,11 +136,12 @@ def make_population_data(customers: int, workdir: Path) -> dict[str, Any]:
     return {"backlog": messages[:cut], "live": messages[cut:], "events_file": events}
 
 
-def paced(live: list[PopulationMessage], count: int, rate: float) -> list[PopulationMessage]:
-    """``count`` live orders whose event time advances like the wall clock at ``rate``/s
-    from the first live order's: live traffic, not a month of history squeezed into seconds
-    (which would time each daily sweep and due evaluation of the population instead). The
-    live orders are reused in turn, each copy with its own event and order id.
+def paced(live: list[Any], count: int, rate: float) -> list[PopulationMessage]:
+    """``count`` live events whose event time advances like the wall clock at ``rate``/s
+    from the first live event's: live traffic, not a month of history squeezed into seconds
+    (which would time each UTC midnight's work over the population, its daily sweep and due
+    evaluations, instead). The live events are taken in order and reused in turn, each copy
+    with its own event id (and order id, for orders).
 
     Examples
     --------
@@ -147,6 +149,8 @@ def paced(live: list[PopulationMessage], count: int, rate: float) -> list[Popula
     ...     "timestamp": "1998-06-01T00:00:00Z", "properties": {"order_id": "o-1"}})
     >>> [m.event["timestamp"] for m in paced([one], 3, 2.0)]
     ['1998-06-01T00:00:00Z', '1998-06-01T00:00:00.500000Z', '1998-06-01T00:00:01Z']
+    >>> paced([one], 2, 2.0)[1].event["properties"]["order_id"]
+    'o-1-live1'
     """
     import orjson
 
@@ -157,7 +161,9 @@ def paced(live: list[PopulationMessage], count: int, rate: float) -> list[Popula
     for i in range(count):
         m = live[i % len(live)]
         event = {**m.event, "event_id": f"{m.event['event_id']}-live{i}"}
-        event["properties"] = {**event["properties"], "order_id": event["event_id"]}
+        properties = event.get("properties") or {}
+        if "order_id" in properties:
+            event["properties"] = {**properties, "order_id": event["event_id"]}
         event["timestamp"] = format_us(start + int(i * 1_000_000 / rate))
         out.append(PopulationMessage(m.topic_kind, m.key, orjson.dumps(event), event))
     return out
@@ -825,8 +831,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             procs, 1, env_for("w1"), 0, args.timeout, workdir, args.profile, "w1-live"
         )
         rate = max(50.0, args.latency_share * float(stats1.get("eps") or 0.0))
-        if size.get("population"):
-            live = paced(live, int(rate * size["latency_s"]), rate)
+        live = paced(live, int(rate * size["latency_s"]), rate)
         results["latency"] = latency(broker.bootstrap, settings, live, rate, size["latency_s"])
         log(f"latency: p99 {results['latency']['p99_ms']} ms ({time.time() - t_start:.1f}s)")
         procs.stop(again, signal.SIGINT if args.profile else signal.SIGTERM)
