@@ -42,15 +42,21 @@ class PersonaSync:
                 self._learned_at_snapshot = self.engine.persona.learned
 
     async def tick(self) -> None:
-        """Ship samples; train and publish when this worker is the trainer; load updates."""
+        """Ship samples; train and publish when this worker is the trainer; load updates. Off
+        the event loop (Redis round trips, training, model loads): the worker calls it under
+        its lock, so no batch uses the engine meanwhile."""
         if self.engine.persona is None:
             return
+        await asyncio.to_thread(self.exchange)
+
+    def exchange(self) -> None:
+        """:meth:`tick`'s work, synchronously."""
         samples, self.engine.persona_samples = self.engine.persona_samples, []
         self.store.push_samples(samples)
         if self.trainer:
             vectors = self.store.take_samples(self.batch)
             if vectors:
-                await asyncio.to_thread(self._train, vectors)
+                self._train(vectors)
         self.refresh()
 
     def _train(self, vectors: list[dict[str, float]]) -> None:
