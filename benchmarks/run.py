@@ -377,7 +377,9 @@ def worker_role() -> None:
 
     @app.timer(0.25)  # type: ignore[untyped-decorator]
     async def progress() -> None:
-        row = (st["done"], worker.changes_sent, len(worker.aligner), worker.status.ready)
+        mark = worker.watermark  # a --baseline-ref worker may predate caught_up()
+        caught_up = getattr(mark, "caught_up", lambda: True)() and not worker.batches_waiting
+        row = (st["done"], worker.changes_sent, len(worker.aligner), worker.status.ready, caught_up)
         if row != st["reported"]:
             st["reported"] = row
             say(
@@ -387,6 +389,7 @@ def worker_role() -> None:
                 t=round(time.time() - t0, 3),
                 done=st["done"],
                 held=len(worker.aligner),
+                caught_up=caught_up,
                 changes=worker.changes_sent,
                 deadletters=worker.deadletters_sent,
                 ready=worker.status.ready,
@@ -536,7 +539,9 @@ def run_workers(
     profile: Path | None,
     tag: str,
 ) -> tuple[list[Any], dict[str, Any]]:
-    """Start ``n`` workers in one group; wait until they applied ``expected`` events."""
+    """Start ``n`` workers in one group; wait until they applied ``expected`` events (with
+    ``expected`` 0: until they are ready and have caught up, e.g. with the records a resumed
+    group reads again after its last commit)."""
     t0 = time.time()
     env = dict(env, BENCH_T0=str(t0))
     started = []
@@ -566,7 +571,8 @@ def run_workers(
             total = sum(m["done"] for m in latest.values())
             held = sum(m["held"] for m in latest.values())
             ready = len(latest) == n and all(m["ready"] for m in latest.values())
-            if (total >= expected if expected else ready) and held == 0:
+            caught_up = ready and all(m["caught_up"] for m in latest.values())
+            if (total >= expected if expected else caught_up) and held == 0:
                 stats["complete"] = True
                 break
     rows = list(latest.values())

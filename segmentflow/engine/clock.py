@@ -162,6 +162,21 @@ class Watermark:
         """Seconds since the watermark last moved."""
         return max(0.0, self.clock() - self.moved_at)
 
+    def caught_up(self) -> bool:
+        """Whether partitions are owned and each is read to an end offset a fetch reported
+        (nothing known to be unread).
+
+        Examples
+        --------
+        >>> w = Watermark()
+        >>> w.assign(["a"]); w.caught_up()
+        False
+        >>> w.set_end("a", 2); w.observe("a", offset=1, timestamp=5); w.caught_up()
+        True
+        """
+        parts = self._parts.values()
+        return bool(parts) and all(p.exact and not p.lagging for p in parts)
+
     def lag(self) -> dict[Hashable, int]:
         """Unread messages per partition."""
         return {tp: max(0, (p.end or 0) - p.position) for tp, p in self._parts.items()}
