@@ -24,6 +24,19 @@ def event(eid: str, cid: str, kind: str, ts: str, **props: Any) -> bytes:
     return orjson.dumps(body | {"properties": props})
 
 
+def first_order() -> bytes:
+    """Customer ``c-1``'s first order (January 2, 2026), as its JSON value."""
+    return event(
+        "o1",
+        "c-1",
+        "order_completed",
+        "2026-01-02T00:00:00Z",
+        order_id="o",
+        revenue=5,
+        currency="EUR",
+    )
+
+
 def record(topic: str, partition: int, offset: int, value: bytes, key: str = "c-1") -> InputRecord:
     kind = "website" if topic == WEB else "purchase"
     return InputRecord(topic, kind, partition, offset, key.encode(), value)
@@ -43,15 +56,7 @@ def test_events_wait_for_the_slower_partition_then_apply_in_time_order() -> None
     w, kafka = worker()
     w.watermark.set_end((WEB, 0), 1)
     w.watermark.set_end((BUY, 0), 1)
-    order = event(
-        "o1",
-        "c-1",
-        "order_completed",
-        "2026-01-02T00:00:00Z",
-        order_id="o",
-        revenue=5,
-        currency="EUR",
-    )
+    order = first_order()
     view = event("v1", "c-1", "page_view", "2026-01-01T00:00:00Z", url="/")
     asyncio.run(w.handle_batch(deliveries([record(BUY, 0, 0, order)], ["t-order"])))
     # the website partition still lags and has not been read: nothing may be applied yet
@@ -159,15 +164,7 @@ def test_refreshed_end_offsets_release_held_events_between_ticks() -> None:
     w, kafka = worker()
     w.watermark.set_end((WEB, 0), 1)  # the website partition seemed to hold one record
     w.watermark.set_end((BUY, 0), 1)
-    order = event(
-        "o1",
-        "c-1",
-        "order_completed",
-        "2026-01-02T00:00:00Z",
-        order_id="o",
-        revenue=5,
-        currency="EUR",
-    )
+    order = first_order()
     asyncio.run(w.handle_batch(deliveries([record(BUY, 0, 0, order)], ["t-order"])))
     assert kafka.acked == []  # held: the website partition lags
     asyncio.run(w.refresh_ends({("elsewhere", 3): 9}))  # not owned: ignored, still held
