@@ -103,13 +103,17 @@ def register(
                 log.exception("batch failed outside the engine; its records are not acked")
                 worker.status.last_error = f"worker: {exc.__class__.__name__}: {exc}"[:300]
 
+    def inputs() -> list[Any]:
+        """The assigned partitions of the input topics."""
+        return [tp for tp in app.consumer.assignment() if tp.topic in kinds]
+
     positioned: set[tuple[str, int]] = set()  # start offsets known (per assignment)
     said = {"held": 0.0}
 
     @app.timer(tick_seconds)  # type: ignore[untyped-decorator]
     async def clock() -> None:
         consumer = app.consumer
-        tps = [tp for tp in consumer.assignment() if tp.topic in kinds]
+        tps = inputs()
         if not tps or app.rebalancing:  # nothing is owned until the rebalance is over
             return
         exact, unknown = fetched_ends(consumer, tps)
@@ -149,10 +153,9 @@ def register(
     async def refresh() -> None:
         """The exact end offsets to the watermark between clock ticks (free: read from the
         latest fetch responses), and what that releases."""
-        consumer = app.consumer
         if app.rebalancing:
             return
-        exact, _ = fetched_ends(consumer, [tp for tp in consumer.assignment() if tp.topic in kinds])
+        exact, _ = fetched_ends(app.consumer, inputs())
         if exact:
             await worker.refresh_ends(exact)
 
@@ -167,7 +170,7 @@ def register(
         now = time.monotonic()
         stalled = now - probe["tick"] > 3 * tick_seconds
         probe["tick"] = now
-        tps = [tp for tp in app.consumer.assignment() if tp.topic in kinds]
+        tps = inputs()
         future = probe["future"]
         if future is not None and future.done():
             probe["future"] = None

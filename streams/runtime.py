@@ -283,10 +283,15 @@ class SegmentWorker:
         if self.lock.locked():
             return
         async with self._turn():
-            for tp, end in ends.items():
-                if self.owns(tp):
-                    self.watermark.set_end(tp, end, exact=True)
+            self._set_ends(ends, exact=True)
             await self._release()
+
+    def _set_ends(self, ends: dict[Hashable, int], exact: bool) -> None:
+        """Pass end offsets to the watermark, for owned partitions only (ends asked for
+        before a rebalance must not add partitions)."""
+        for tp, end in ends.items():
+            if self.owns(tp):
+                self.watermark.set_end(tp, end, exact=exact)
 
     async def tick(
         self, ends: dict[Hashable, int] | None = None, guesses: dict[Hashable, int] | None = None
@@ -299,10 +304,8 @@ class SegmentWorker:
             except REDIS_ERRORS as exc:  # the next Redis call reports the outage
                 log.debug("Redis memory not sampled: %s", exc)
         async with self._turn():
-            for exact, marks in ((False, guesses), (True, ends)):
-                for tp, end in (marks or {}).items():
-                    if self.owns(tp):  # ends asked for before a rebalance must not add partitions
-                        self.watermark.set_end(tp, end, exact=exact)
+            self._set_ends(guesses or {}, exact=False)
+            self._set_ends(ends or {}, exact=True)
             await self._track_incarnations(ends or {})
             await self._publish()
             await self._release()
@@ -352,7 +355,7 @@ class SegmentWorker:
                 try:
                     # the running config's fingerprints for shards without any (a reload
                     # before the first tick), so the new walk diffs against it
-                    await self._retry("redis", lambda: self.config_walk.done)
+                    await self._retry("redis", self.config_walk.ensure_planned)
                     await self._retry("redis", switching)
                     break
                 except Rebalanced:
@@ -438,7 +441,7 @@ class SegmentWorker:
             # the owned shards' config fingerprints recorded before their first event under
             # this config (a few meta reads per assignment): a reload right after finds what
             # it changes, not an unrecorded shard it would take to follow it already
-            _ = self.config_walk.done
+            self.config_walk.ensure_planned()
             return self.processor.apply(items)
 
         # after a failed batch, parts of it before the failure may be committed: their changes

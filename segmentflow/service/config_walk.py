@@ -139,11 +139,17 @@ class ConfigWalk:
         self.progress.pending_shards = len(self._pending)
         self.progress.running = bool(self._pending)
 
+    def ensure_planned(self) -> None:
+        """:meth:`plan` unless planned for the shards owned now (cheap when it was): before
+        events are applied under this configuration, so a shard without fingerprints records
+        the one they follow."""
+        if self._planned_for != self.processor.store.owned_partitions:
+            self.plan()
+
     @property
     def done(self) -> bool:
         """Whether every owned shard follows the running configuration."""
-        if self._planned_for != self.processor.store.owned_partitions:
-            self.plan()
+        self.ensure_planned()
         return not self._pending
 
     def step(self, watermark: int) -> list[Change]:
