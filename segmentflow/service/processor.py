@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from segmentflow.config import SegmentConfig
 from segmentflow.engine.engine import Engine
@@ -38,6 +38,9 @@ from segmentflow.segmenters.dimension import PopulationWork
 from segmentflow.state.base import StateQuarantined, StateStore
 
 SWEPT = "rfm_swept"
+#: states and changes a batch session may hold before a sweep or a refit writes them; below
+#: it, sweeps are written with the batch (one transaction, each customer written once)
+HELD_AT_MOST = 20_000
 #: ``extra`` key of a survivor whose merging event went to another worker as a merge request:
 #: ``{"id": event id, "ts": its time, "to": the partition it went to, "n": events forwarded
 #: behind it}``; the survivor's events at or after ``ts`` wait behind it (notes/identity.md)
@@ -45,6 +48,13 @@ MERGE_PENDING = "merge_pending"
 #: forwards behind a pending merge before the mark is dropped (its merging event lost on the
 #: other side, e.g. dead-lettered): the events then apply as a late merge (notes/identity.md)
 PENDING_FORWARDS = 64
+
+
+class _Schedule(NamedTuple):
+    """The population schedule a batch session started from or last wrote."""
+
+    next_sweep: int | None
+    next_refit: dict[str, int | None]
 
 
 class PopulationShare(Protocol):
@@ -254,6 +264,8 @@ class Processor:
         #: inside a store batch session (:meth:`_session`): counts wait for the flush
         self._in_session = False
         self._uncounted: list[tuple[Counter[str], str]] = []
+        #: the schedule as of the session's last flush (restored when the session fails)
+        self._flushed = self._schedule()
 
     def reconfigure(self, config: SegmentConfig, engine: Engine) -> None:
         """Run ``engine`` (built for ``config``; :func:`segmentflow.service.reload.engine_for`
@@ -382,6 +394,7 @@ class Processor:
             yield self._in_session
             return
         self._in_session = ok = True
+        self._flushed = self._schedule()
         try:
             yield True
         except BaseException:
@@ -391,14 +404,30 @@ class Processor:
             self._in_session = False
             try:
                 self.store.end_batch(ok)
+            except BaseException:
+                ok = False
+                raise
             finally:
                 self._uncounted.clear()
+                if not ok:  # sweeps held and lost: the schedule goes back to what is stored
+                    self._restore_schedule(self._flushed)
 
     def _counted(self) -> None:
-        """The session flushed: what it wrote is counted."""
+        """The session flushed: what it wrote is counted (and its schedule is stored)."""
         for counter, key in self._uncounted:
             counter[key] += 1
         self._uncounted.clear()
+        self._flushed = self._schedule()
+
+    def _schedule(self) -> _Schedule:
+        return _Schedule(self.next_sweep, dict(self.next_refit))
+
+    def _restore_schedule(self, schedule: _Schedule) -> None:
+        """Go back to ``schedule`` (the last one written); the next sweep and refits run
+        whatever the population (the rank index was restored to what is stored)."""
+        self.next_sweep, self.next_refit = schedule.next_sweep, dict(schedule.next_refit)
+        self._swept = None
+        self._refitted = {}
 
     def _tally(self, counts: list[tuple[Counter[str], str]]) -> None:
         if self._in_session:
@@ -619,7 +648,7 @@ class Processor:
                     )
                     self.next_sweep = moment + self._sweep_us
             self.store.set_meta(SWEPT, moment)
-            self.store.flush_batch()  # the sweep and its moment are written before going on
+            self.store.flush_batch(HELD_AT_MOST)  # a long advance is written in pieces
         changes.extend(self._advance_customers(watermark, limit))
         changes.sort(key=lambda c: c.at)
         return changes
@@ -656,7 +685,7 @@ class Processor:
             following = moment + period
         self.next_refit[kind] = following
         self.store.set_meta(refit_meta(kind), moment)
-        self.store.flush_batch()
+        self.store.flush_batch(HELD_AT_MOST)
         return changes
 
     def _refit_unchanged(self, kind: str, population: PopulationWork) -> bool:
@@ -687,7 +716,7 @@ class Processor:
             if state is not None and not is_tombstone(state):
                 changes.extend(self.engine.sweep_apply(population, state, at, payload))
         self._commit(states, changes)
-        self.store.flush_batch()  # a sweep is written at once (as without a session)
+        self.store.flush_batch(HELD_AT_MOST)
         return changes
 
     def next_work(self) -> int | None:
@@ -750,7 +779,7 @@ class Processor:
             if state is not None and state.last_order is not None:
                 changes.extend(self.engine.sweep_apply(rfm, state, at, scores))
         self._commit(states, changes)
-        self.store.flush_batch()  # a sweep is written at once (as without a session)
+        self.store.flush_batch(HELD_AT_MOST)
         return changes
 
     def forget(

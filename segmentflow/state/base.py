@@ -205,8 +205,9 @@ class StateStore(ABC):
         (``on_flush`` is called after each one). ``False``: not supported, nothing held."""
         return False
 
-    def flush_batch(self) -> None:  # noqa: B027 - optional hook
-        """Write what the open session holds (one transaction)."""
+    def flush_batch(self, over: int = 0) -> None:  # noqa: B027 - optional hook
+        """Write what the open session holds (one transaction), if it holds more than
+        ``over`` states and changes (``0``: anything)."""
 
     def end_batch(self, ok: bool) -> None:  # noqa: B027 - optional hook
         """Close the session: flush it when ``ok``, else drop what it held and cached."""

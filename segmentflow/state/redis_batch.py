@@ -288,6 +288,11 @@ class RedisBatch:
             else:
                 sync._update(ranks, cid.encode(), packed)
 
+    @property
+    def size(self) -> int:
+        """States and changes held for the next flush."""
+        return len(self.pending) + len(self.changes)
+
     def flush(self) -> None:
         """Write what is held (one ``MULTI`` per home partition; on one Redis one for all),
         then read the rank log (in the same ``MULTI`` on one Redis)."""

@@ -188,8 +188,8 @@ class RedisStore(StateStore):
         self._batch = RedisBatch(self, on_flush, warm=self._warm)
         return True
 
-    def flush_batch(self) -> None:
-        if self._batch is not None:
+    def flush_batch(self, over: int = 0) -> None:
+        if self._batch is not None and self._batch.size >= over:
             self._batch.flush()
 
     def end_batch(self, ok: bool) -> None:

@@ -15,6 +15,7 @@ import redis
 from segmentflow.config import config_from_dict
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, Limits
+from segmentflow.service import processor as processor_module
 from segmentflow.service.processor import Item, Processor
 from segmentflow.service.replay import events_from_dicts
 from segmentflow.state.memory import MemoryStore
@@ -101,12 +102,15 @@ def _boxed(store: RedisStore) -> list[bytes]:
     return [row for _, rows in store.outbox_pending() for row in rows]
 
 
+@pytest.mark.parametrize("held_at_most", [processor_module.HELD_AT_MOST, 1])
 def test_a_failed_flush_at_the_end_of_a_batch_is_retried_to_the_same_result(
-    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch, held_at_most: int
 ) -> None:
-    """The batch's last flush fails (what its parts held is lost, what its sweeps wrote is
-    not; the rank index forgets what was lost): after the retry the outbox holds exactly the
-    changes of a run without failure, and every change is counted once."""
+    """The batch's last flush fails (what it held is lost; what sweeps wrote before it, when
+    the session held more than ``HELD_AT_MOST``, is not; the rank index forgets what was
+    lost): after the retry the outbox holds exactly the changes of a run without failure, and
+    every change is counted once."""
+    monkeypatch.setattr(processor_module, "HELD_AT_MOST", held_at_most)
     items = _items(_events(120, 40, seed=5))
     memory = Processor(CONFIG, MemoryStore(), check_key=False)
     expected = [c.to_json() for c in _run(memory, items, 250)]
@@ -141,11 +145,16 @@ def test_a_failed_flush_at_the_end_of_a_batch_is_retried_to_the_same_result(
     # outbox, the truth the worker publishes, holds every change once
     assert sorted(_boxed(store)) == sorted(expected)
     # every event applied once; the retry skips what the failed attempt's sweeps made
-    # durable as duplicates (a redelivery, as without sessions)
+    # durable as duplicates (a redelivery, as without sessions); with the whole batch held,
+    # nothing was durable and nothing is a duplicate
     counts, want = processor.counters.snapshot(), memory.counters.snapshot()
     assert counts["changes"] == want["changes"]
     assert counts["applied"] == want["applied"]
-    assert 0 < sum(counts["duplicates"].values()) < 250
+    duplicates = sum(counts["duplicates"].values())
+    if held_at_most == 1:
+        assert 0 < duplicates < 250
+    else:
+        assert duplicates == 0
 
 
 def test_a_due_customer_whose_state_cannot_be_decoded_does_not_stop_the_advance(
