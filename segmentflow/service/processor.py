@@ -410,7 +410,7 @@ class Processor:
             finally:
                 self._uncounted.clear()
                 if not ok:  # sweeps held and lost: the schedule goes back to what is stored
-                    self._restore_schedule(self._flushed)
+                    self._restore_schedule()
 
     def _counted(self) -> None:
         """The session flushed: what it wrote is counted (and its schedule is stored)."""
@@ -422,10 +422,11 @@ class Processor:
     def _schedule(self) -> _Schedule:
         return _Schedule(self.next_sweep, dict(self.next_refit))
 
-    def _restore_schedule(self, schedule: _Schedule) -> None:
-        """Go back to ``schedule`` (the last one written); the next sweep and refits run
-        whatever the population (the rank index was restored to what is stored)."""
-        self.next_sweep, self.next_refit = schedule.next_sweep, dict(schedule.next_refit)
+    def _restore_schedule(self) -> None:
+        """Go back to the schedule of the last flush; the next sweep and refits run whatever
+        the population (the rank index was restored to what is stored)."""
+        flushed = self._flushed
+        self.next_sweep, self.next_refit = flushed.next_sweep, dict(flushed.next_refit)
         self._swept = None
         self._refitted = {}
 

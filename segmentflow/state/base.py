@@ -206,8 +206,8 @@ class StateStore(ABC):
         return False
 
     def flush_batch(self, over: int = 0) -> None:  # noqa: B027 - optional hook
-        """Write what the open session holds (one transaction), if it holds more than
-        ``over`` states and changes (``0``: anything)."""
+        """Write what the open session holds (one transaction), if it holds at least
+        ``over`` states and changes (``0``: always)."""
 
     def end_batch(self, ok: bool) -> None:  # noqa: B027 - optional hook
         """Close the session: flush it when ``ok``, else drop what it held and cached."""
