@@ -112,6 +112,19 @@ INTERNALS: tuple[Internal, ...] = (
         "broker_commit_every, honoured by the tap's drain",
         source_mentions="self._commit_every = self.app.conf.broker_commit_every",
     ),
+    # whole record batches of changes and dead letters (batch_send.py)
+    Internal(
+        "faust.transport.drivers.aiokafka:Producer",
+        "_ensure_producer",
+        "the aiokafka producer whose record batches send_batches fills",
+        parameters=("self",),
+    ),
+    Internal(
+        "aiokafka.producer.producer:AIOKafkaProducer",
+        "_partitioner",
+        "each message's partition, as AIOKafkaProducer.send picks it (send_batches)",
+        source_mentions="self._partitioner = partitioner",
+    ),
 )
 
 

@@ -8,7 +8,6 @@ from the broker (unequal counts stop start-up with a message saying what to fix)
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -24,6 +23,7 @@ from segmentflow import bootstrap
 from segmentflow.config import Settings
 from segmentflow.streams import agents, hangup, web
 from segmentflow.streams.app import TUNING, create_app
+from segmentflow.streams.batch_send import send_batches
 from segmentflow.streams.batch_tap import BatchTap
 from segmentflow.streams.faust_patches import on_fetch
 from segmentflow.streams.incarnations import broker_cluster_id
@@ -75,14 +75,12 @@ def build(settings: Settings, **app_overrides: Any) -> tuple[faust.App, SegmentW
     async def send_many(
         topic: str, keys: Sequence[bytes | None], values: Sequence[bytes]
     ) -> object:
-        """Append each message to the producer's batches in turn (one waits only when its
-        batch is full), then wait for the broker's acknowledgements: no task per message."""
-        producer, extra = app.producer, headers.get(topic)
-        pending = [
-            await producer.send(topic, key, value, None, None, extra)
-            for key, value in zip(keys, values, strict=True)
-        ]
-        return await asyncio.gather(*pending)
+        """Whole record batches per partition, then the broker's acknowledgements: no
+        future or task per message (batch_send.py)."""
+        producer: Any = app.producer  # faust's aiokafka driver (faust_patches.INTERNALS)
+        return await send_batches(
+            producer._ensure_producer(), topic, keys, values, headers.get(topic)
+        )
 
     # input records in whole fetches, below Faust's per-message stream path (batch_tap.py)
     tap = BatchTap(settings.input_topics.values(), capacity=TAP_CAPACITY)

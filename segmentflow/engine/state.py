@@ -264,9 +264,26 @@ class CustomerState:
 
 
 def check_finite(state: CustomerState) -> None:
-    """Raise ``ValueError`` if a total or day bucket of ``state`` is inf or NaN."""
+    """Raise ``ValueError`` if a total or day bucket of ``state`` is inf or NaN.
+
+    One sum decides for almost every state (a sum of finite values is finite unless it
+    overflows); only a sum that is not finite is checked value by value.
+
+    Examples
+    --------
+    >>> state = CustomerState("c-1", totals=[1.0, 1e308, 1e308])
+    >>> check_finite(state)  # the sum overflows, every value is finite
+    >>> state.totals[0] = float("nan")
+    >>> check_finite(state)
+    Traceback (most recent call last):
+    ...
+    ValueError: customer 'c-1': a total is not finite
+    """
+    days = state.days
+    if math.isfinite(sum(state.totals) + sum(map(sum, days.values()))):
+        return
     if not all(map(math.isfinite, state.totals)) or not all(
-        math.isfinite(x) for bucket in state.days.values() for x in bucket
+        math.isfinite(x) for bucket in days.values() for x in bucket
     ):
         raise ValueError(f"customer {state.customer_id[:64]!r}: a total is not finite")
 

@@ -578,7 +578,8 @@ class Processor:
         resolved: dict[str, str] | None = None,
     ) -> dict[str, int]:
         """Home partitions of the customers without state: the partition of their first event
-        here, unless another worker claimed them first (one store round trip)."""
+        here, unless another worker claimed them first (one store round trip; two when one was
+        claimed before)."""
         wanted: dict[str, int] = {}
         resolved = resolved or {}
         for item in items:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
@@ -58,10 +59,60 @@ def seeds(url: str) -> tuple[str, list[tuple[str, int]]] | None:
     return single, nodes
 
 
+class OneCallPacker:
+    """Packs a command into RESP in one C call (``hiredis.pack_command``).
+
+    redis-py's hiredis packer first passes every argument through its Python ``Encoder`` (one
+    call and three type checks each), which was a tenth of the worker's engine thread on
+    CDNOW-like data (about 40 arguments per event: ``benchmarks/README.md``, "Results
+    (2026-12-04, evening)"). hiredis encodes ``str``/``bytes``/``int``/``float`` the same way
+    (UTF-8, ``repr`` of numbers); anything else (a ``bool``, ``None``, a ``memoryview``, a
+    command name with a space) goes to redis-py's packer, which packs or raises as it always did.
+
+    Examples
+    --------
+    >>> from redis.connection import PythonRespSerializer
+    >>> from redis._parsers.encoders import Encoder
+    >>> encode = Encoder("utf-8", "strict", False).encode
+    >>> packer = OneCallPacker(PythonRespSerializer(6000, encode).pack)
+    >>> packer.pack("SET", "k", 1.5)[0].split()
+    [b'*3', b'$3', b'SET', b'$1', b'k', b'$3', b'1.5']
+    >>> packer.pack("SET", "k", True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    redis.exceptions.DataError: Invalid input of type: 'bool'. ...
+    """
+
+    def __init__(self, fallback: Callable[..., list[bytes]]) -> None:
+        self.fallback = fallback
+
+    def pack(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if (b" " if isinstance(first, bytes) else " ") in first:
+            return self.fallback(*args)
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # a type only redis-py knows what to do with (or to refuse)
+            return self.fallback(*args)
+
+
+class OneCallConnection(redis.Connection):
+    """A ``redis.Connection`` whose commands are packed by :class:`OneCallPacker` (when the
+    client encodes as UTF-8, the default)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        encoder, me = self.encoder, cast(Any, self)  # the stubs lack the packer attribute
+        if (encoder.encoding, encoder.encoding_errors) == ("utf-8", "strict"):
+            me._command_packer = OneCallPacker(me._command_packer.pack)
+
+
 def connect(url: str, **options: Any) -> RedisClient:
     """A client for ``url`` (a ``redis+cluster://`` seed list gives a ``RedisCluster``)."""
     found = seeds(url)
     if found is None:
+        if urlsplit(url).scheme == "redis":  # plain TCP: rediss:// and unix:// keep theirs
+            options.setdefault("connection_class", OneCallConnection)
         single: redis.Redis[bytes] = redis.Redis.from_url(url, **options)
         return single
     first, nodes = found

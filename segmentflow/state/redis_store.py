@@ -264,13 +264,19 @@ class RedisStore(StateStore):
 
     def _claim_homes(self, wanted: Mapping[str, int]) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
-        for cid, partition in wanted.items():
-            key = self.keys.directory(cid)
-            # a home already known wins (stored bytes found unlisted, e.g. undecodable ones)
-            pipe.hsetnx(key, cid, self._homes.get(cid, partition))
-            pipe.hget(key, cid)
-        replies = pipe.execute()
-        homes = {cid: int(replies[2 * i + 1]) for i, cid in enumerate(wanted)}
+        # a home already known wins (stored bytes found unlisted, e.g. undecodable ones)
+        offered = {cid: self._homes.get(cid, partition) for cid, partition in wanted.items()}
+        for cid, home in offered.items():
+            pipe.hsetnx(self.keys.directory(cid), cid, home)
+        won = pipe.execute()
+        homes = {cid: home for (cid, home), ok in zip(offered.items(), won, strict=True) if ok}
+        taken = [cid for cid in offered if cid not in homes]  # claimed before: read the winner
+        if taken:
+            pipe = self.client.pipeline(transaction=False)
+            for cid in taken:
+                pipe.hget(self.keys.directory(cid), cid)
+            homes.update((cid, int(home)) for cid, home in zip(taken, pipe.execute(), strict=True))
+        homes = {cid: homes[cid] for cid in wanted}
         self._homes.update(homes)
         self._unlisted.difference_update(homes)
         return homes
