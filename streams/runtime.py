@@ -45,6 +45,7 @@ from segmentflow.schemas.changes import Change
 from segmentflow.schemas.events import FORGET
 from segmentflow.schemas.timefmt import format_us
 from segmentflow.service.config_walk import ConfigWalk
+from segmentflow.service.heap import PROCESS, CollectorSchedule
 from segmentflow.service.processor import DeadLetter, InputRecord, Item, Processor
 from segmentflow.service.reload import engine_for, refusal, switch
 from segmentflow.state.base import StateQuarantined
@@ -162,6 +163,10 @@ class SegmentWorker:
         The persona model store: with personas on, samples and models go through it.
     redis
         The Redis client, sampled for memory figures (``None``: not sampled).
+    heap
+        The process's collector schedule (``heap.PROCESS``; counts only once started, by
+        ``streams.worker.faust_worker``): applied events are counted into it, and a collection
+        due is run off the event loop.
     """
 
     max_backoff = 5.0
@@ -178,6 +183,7 @@ class SegmentWorker:
         personas: PersonaModelStore | None = None,
         redis: RedisClient | None = None,
         send_many: SendMany | None = None,
+        heap: CollectorSchedule = PROCESS,
     ) -> None:
         if not processor.store.has_outbox:
             raise ValueError(
@@ -196,6 +202,7 @@ class SegmentWorker:
         self.config = processor.config
         self.send = send
         self.send_many = send_many
+        self.heap = heap
         self.ack = ack
         self.aligner: Aligner[Held] = Aligner()
         self.watermark = self._new_watermark()
@@ -303,6 +310,8 @@ class SegmentWorker:
                 await asyncio.to_thread(self.memory.poll, self.redis)
             except REDIS_ERRORS as exc:  # the next Redis call reports the outage
                 log.debug("Redis memory not sampled: %s", exc)
+        if self.heap.due():  # an idle worker's garbage (no batch to collect it after)
+            await asyncio.to_thread(self.heap.collect)
         async with self._turn():
             self._set_ends(guesses or {}, exact=False)
             self._set_ends(ends or {}, exact=True)
@@ -442,7 +451,9 @@ class SegmentWorker:
             # this config (a few meta reads per assignment): a reload right after finds what
             # it changes, not an unrecorded shard it would take to follow it already
             self.config_walk.ensure_planned()
-            return self.processor.apply(items)
+            changes = self.processor.apply(items)
+            self.heap.seen(len(items))  # a collection due runs here, off the loop
+            return changes
 
         # after a failed batch, parts of it before the failure may be committed: their changes
         # are in the outbox although the one-by-one retry skips those events, and a commit may

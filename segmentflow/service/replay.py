@@ -11,9 +11,9 @@ adapter.
 
 from __future__ import annotations
 
-import gc
+import math
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import orjson
 from segmentflow.config import SegmentConfig
 from segmentflow.schemas.changes import Change
 from segmentflow.schemas.decode import Event, Limits, Rejection, parse_json, validate_event
+from segmentflow.service.heap import CollectorSchedule
 from segmentflow.service.processor import Item, Processor
 from segmentflow.state.base import StateStore
 
@@ -70,38 +71,11 @@ def events_from_dicts(events: Iterable[dict[str, Any]], limits: Limits) -> Itera
 COLLECT_EVERY = 20_000
 
 
-@contextmanager
-def _long_lived_heap(enabled: bool) -> Iterator[Callable[[int], None]]:
-    """Keep CPython's cyclic collector from re-traversing what a replay builds.
-
-    A replay's states, indexes and models live until its end, and each automatic full
-    collection walks all of them again (20-30% of a CDNOW-sized replay, more as the population
-    grows). While this is active the collector is off; the returned ``step(events)`` collects
-    once the input grew by :data:`COLLECT_EVERY` events or a quarter (garbage cycles are
-    freed there), then freezes what survived (``gc.freeze``), so every object is traversed
-    about once. At the end the frozen objects are handed back and the collector re-enabled.
-    A process that disabled the collector or froze objects itself is left alone.
-    """
-    if not enabled or not gc.isenabled() or gc.get_freeze_count():
-        yield lambda _events: None
-        return
-    due, froze = COLLECT_EVERY, False
-
-    def step(events: int) -> None:
-        nonlocal due, froze
-        if events >= due:
-            gc.collect()
-            gc.freeze()
-            froze = True
-            due = events + max(COLLECT_EVERY, events // 4)
-
-    gc.disable()
-    try:
-        yield step
-    finally:
-        if froze:
-            gc.unfreeze()
-        gc.enable()
+def _long_lived_heap() -> CollectorSchedule:
+    """The collector's schedule of a replay that owns its process (``heap.py``): while it
+    runs, the collector collects (then freezes) only after :data:`COLLECT_EVERY` events or a
+    quarter of those replayed so far."""
+    return CollectorSchedule(COLLECT_EVERY, every_seconds=math.inf, grow=0.25, thaw_every=0)
 
 
 def run(
@@ -121,13 +95,16 @@ def run(
     batch: list[Item] = []
     last = None
 
+    heap = _long_lived_heap()  # counts nothing unless running
+
     def flush() -> None:
         for change in processor.apply(batch):
             emit(change)
             summary.changes += 1
+        heap.seen(len(batch))
         batch.clear()
 
-    with _long_lived_heap(long_lived) as step:
+    with heap.running() if long_lived else nullcontext():
         for event in events:
             if until is not None and event.ts > until:
                 summary.skipped_after_until += 1
@@ -138,7 +115,6 @@ def run(
             last = event.ts
             if len(batch) >= 1000:
                 flush()
-                step(summary.events)
         flush()
         horizon = until if until is not None else last
         if horizon is not None:
