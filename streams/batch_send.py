@@ -6,8 +6,9 @@ changes per event, so that was a third of its event loop (``benchmarks/README.md
 (2026-12-04, evening)"). :func:`send_batches` picks each message's partition with the
 producer's own partitioner (keys land where ``send`` would put them), appends the messages in
 order to one record batch per partition at a time (``AIOKafkaProducer.create_batch``), submits
-the batches round-robin over the partitions (a partition holds one queued batch at a time, so
-the others fill the same produce requests meanwhile) and waits for every acknowledgement.
+the batches round-robin over the partitions, closed (a closed batch does not linger for more
+messages; a partition holds one queued batch at a time, so the others fill the same produce
+requests meanwhile) and waits for every acknowledgement.
 Order per partition is the order given.
 """
 
@@ -73,5 +74,6 @@ async def send_batches(
     for round_ in zip_longest(*batches.values()):
         for partition, batch in zip(batches, round_, strict=True):
             if batch is not None:
+                batch.close()  # complete: sent without lingering for more messages
                 pending.append(await producer.send_batch(batch, topic, partition=partition))
     return list(await asyncio.gather(*pending))
