@@ -107,6 +107,7 @@ def redis_store(settings: Settings, outbox: bool = False) -> RedisStore:
         outbox=outbox,
         min_replicas=settings.redis_min_replicas,
         replica_timeout=settings.redis_replica_timeout,
+        warm_states=settings.warm_states,
     )
 
 

@@ -19,7 +19,7 @@ from segmentflow.service import processor as processor_module
 from segmentflow.service.processor import Item, Processor
 from segmentflow.service.replay import events_from_dicts
 from segmentflow.state.memory import MemoryStore
-from segmentflow.state.redis_store import RedisStore
+from segmentflow.state.redis_store import WARM_STATES, RedisStore
 
 pytestmark = pytest.mark.integration
 
@@ -71,19 +71,28 @@ def _run(processor: Processor, items: list[Item], batch: int) -> list[Change]:
     return changes + processor.advance(items[-1].event.ts)
 
 
-def _redis_processor(redis_url: str, namespace: str) -> tuple[Processor, RedisStore]:
-    store = RedisStore(redis_url, namespace, shards=PARTITIONS, outbox=True)
+def _redis_processor(
+    redis_url: str, namespace: str, warm_states: int = WARM_STATES
+) -> tuple[Processor, RedisStore]:
+    store = RedisStore(
+        redis_url, namespace, shards=PARTITIONS, outbox=True, warm_states=warm_states
+    )
     processor = Processor(CONFIG, store, check_key=False)
     store.attach_ranks(processor.engine.ranks)
     return processor, store
 
 
-def test_batches_over_redis_equal_the_memory_store(redis_url: str, namespace: str) -> None:
+@pytest.mark.parametrize("warm_states", [WARM_STATES, 7, 0])
+def test_batches_over_redis_equal_the_memory_store(
+    redis_url: str, namespace: str, warm_states: int
+) -> None:
+    """Whatever number of states the store keeps warm between sessions (at most that many)."""
     items = _items(_events(300, 90, seed=3))
     memory = Processor(CONFIG, MemoryStore(), check_key=False)
     expected = _run(memory, items, 400)
-    processor, store = _redis_processor(redis_url, namespace)
+    processor, store = _redis_processor(redis_url, namespace, warm_states)
     got = _run(processor, items, 400)
+    assert len(store._warm) == min(warm_states, 300)  # every customer was owned and seen
     assert [c.to_json() for c in got] == [c.to_json() for c in expected]
     assert processor.counters.snapshot() == memory.counters.snapshot()
     ids = sorted({item.event.customer_id for item in items})
