@@ -67,7 +67,8 @@ class OneCallPacker:
     CDNOW-like data (about 40 arguments per event: ``benchmarks/README.md``, "Results
     (2026-12-04, evening)"). hiredis encodes ``str``/``bytes``/``int``/``float`` the same way
     (UTF-8, ``repr`` of numbers); anything else (a ``bool``, ``None``, a ``memoryview``, a
-    command name with a space) goes to redis-py's packer, which packs or raises as it always did.
+    command name that is not all letters) goes to redis-py's packer, which packs or raises as it
+    always did.
 
     Examples
     --------
@@ -87,8 +88,8 @@ class OneCallPacker:
         self.fallback = fallback
 
     def pack(self, *args: Any) -> list[bytes]:
-        first = args[0]
-        if (b" " if isinstance(first, bytes) else " ") in first:
+        first = args[0]  # redis-py splits a str name at any whitespace, a bytes one at b" "
+        if b" " in first if isinstance(first, bytes) else not first.isalpha():
             return self.fallback(*args)
         try:
             return [hiredis.pack_command(args)]

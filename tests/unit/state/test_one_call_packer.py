@@ -42,6 +42,8 @@ def test_same_bytes_as_redis_py(name: str | bytes, args: list[Any]) -> None:
     [
         ("CLIENT SETNAME", "worker-1"),  # a two-word command name is split, as redis-py does
         (b"CONFIG GET", b"maxmemory"),
+        ("CLIENT\tSETNAME", "worker-1"),  # redis-py splits a str name on any whitespace
+        ("JSON.SET", "k", "$", "{}"),
         ("SET", "k", memoryview(b"value")),
         ("SET", "k", bytearray(b"value")),
         ("SET", "\u00e9t\u00e9", "\U0001f600"),
