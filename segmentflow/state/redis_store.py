@@ -284,7 +284,6 @@ class RedisStore(StateStore):
             for cid in taken:
                 pipe.hget(self.keys.directory(cid), cid)
             homes.update((cid, int(home)) for cid, home in zip(taken, pipe.execute(), strict=True))
-        homes = {cid: homes[cid] for cid in wanted}
         self._homes.update(homes)
         self._unlisted.difference_update(homes)
         return homes
